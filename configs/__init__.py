@@ -1,0 +1,1 @@
+"""Experiment configs: one file = one experiment (ml_collections)."""

@@ -1,0 +1,61 @@
+"""Shared defaults: the paper's sample-wise min-min settings (algorithm.md §2, §6).
+
+Every experiment file starts from `base()` and overrides what differs.
+"""
+
+import ml_collections
+
+
+def base() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.name = "base"
+  c.seed = 0  # model init, subsets and shuffling all derive from it
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "cifar10"     # cifar10 | cifar100 | svhn_cropped | mnist | fashion_mnist
+  c.data.source = "auto"      # auto | idx | npz | tfds
+  c.data.data_dir = ""        # IDX folder or TFDS data_dir
+  c.data.train_path = ""      # .npz with images (uint8 NHWC) and labels
+  c.data.test_path = ""
+  c.data.download = False     # let TFDS download (needs the [data] extra)
+  c.data.train_size = 0       # 0 = all; else a seeded class-stratified subset
+  c.data.test_size = 0
+
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "resnet18"   # resnet18 | small_cnn | small_cnn_avg
+  c.model.width = 64          # first-stage channels; 64 = the paper's ResNet-18
+
+  c.noise = ml_collections.ConfigDict()
+  c.noise.eps = 8 / 255       # L-inf budget, [0,1] units
+  c.noise.step_size = 0.8 / 255
+  c.noise.num_steps = 20      # K: PGD steps per example per round
+  c.noise.init = "zeros"      # zeros | uniform (U(-eps, eps), --random_start)
+  c.noise.paper_release = False  # True: the original's one-sided clamp+floor
+
+  c.generate = ml_collections.ConfigDict()
+  c.generate.batch_size = 512
+  c.generate.eval_batch_size = 512
+  c.generate.train_steps = 10     # M: model steps per round
+  c.generate.lr = 0.1             # constant (the original never steps it)
+  c.generate.momentum = 0.9
+  c.generate.weight_decay = 5e-4
+  c.generate.grad_clip = 5.0
+  c.generate.stop_accuracy = 0.99  # stop when accuracy on the release >= this
+  c.generate.max_rounds = 50       # hard cap; reaching it is reported
+
+  c.evaluate = ml_collections.ConfigDict()
+  c.evaluate.model = ""           # "" = same as model.name
+  c.evaluate.width = 0            # 0 = same as model.width
+  c.evaluate.epochs = 60
+  c.evaluate.batch_size = 128
+  c.evaluate.eval_batch_size = 512
+  c.evaluate.lr = 0.1             # cosine over epochs, stepped per epoch
+  c.evaluate.momentum = 0.9
+  c.evaluate.weight_decay = 5e-4
+  c.evaluate.grad_clip = 5.0
+  c.evaluate.augment = "crop_flip"  # none | crop | crop_flip
+  c.evaluate.seed = 0
+
+  c.release = ml_collections.ConfigDict()
+  c.release.noise_path = ""       # "" = DIR/noise.npy from the generate stage
+  return c

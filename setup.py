@@ -1,0 +1,4 @@
+"""Shim for editable installs; metadata lives in setup.cfg."""
+from setuptools import setup
+
+setup()

@@ -1,0 +1,39 @@
+"""Shared test fixtures: tiny synthetic datasets and a tiny model state."""
+
+import os
+
+import numpy as np
+
+from ue_jax import data as data_lib
+from ue_jax import optim
+from ue_jax.models import get_model
+from ue_jax.state import create_state
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def synthetic(n=64, size=12, channels=1, classes=4, seed=0):
+  """Images whose mean brightness encodes the class, so they are learnable."""
+  rng = np.random.default_rng(seed)
+  labels = np.arange(n) % classes
+  base = rng.random((n, size, size, channels)) * 80
+  images = (base + (labels * 40)[:, None, None, None]).astype(np.uint8)
+  return data_lib.make_dataset(images, labels, classes, "synthetic")
+
+
+def write_npz(folder, n_train=96, n_test=64, **kw):
+  paths = []
+  for split, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
+    ds = synthetic(n, seed=seed, **kw)
+    path = os.path.join(folder, f"{split}.npz")
+    np.savez(path, images=ds.images, labels=ds.labels)
+    paths.append(path)
+  return paths
+
+
+def tiny_state(ds, *, noise=True, seed=0, width=4):
+  model = get_model("small_cnn_avg", num_classes=ds.num_classes, width=width)
+  tx = optim.sgd(0.1, momentum=0.9, weight_decay=5e-4, grad_clip=5.0)
+  return create_state(model, tx, seed=seed, image_shape=ds.images.shape[1:],
+                      noise_shape=ds.images.shape if noise else None)
+

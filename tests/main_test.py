@@ -1,0 +1,113 @@
+"""The command line end to end on tiny synthetic data, and its error handling."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from tests import helpers
+
+
+def run_main(workdir, *overrides, stage="all", config="configs/test_tiny.py"):
+  cmd = [sys.executable, "-m", "ue_jax.main", f"--config={config}",
+         f"--workdir={workdir}", f"--stage={stage}", *overrides]
+  return subprocess.run(cmd, cwd=helpers.REPO, capture_output=True, text=True,
+                        timeout=600, check=False)
+
+
+class EndToEndTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(prefix="ue_jax_test_")
+    cls.train, cls.test = helpers.write_npz(cls.tmp)
+    cls.data = [f"--config.data.train_path={cls.train}",
+                f"--config.data.test_path={cls.test}"]
+
+  def test_all_stages(self):
+    workdir = os.path.join(self.tmp, "run")
+    proc = run_main(workdir, *self.data, "--config.generate.max_rounds=2")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(os.path.join(workdir, "results.json")) as f:
+      results = json.load(f)
+    for key in ("config_name", "dataset", "model", "epsilon", "rounds",
+                "stop_reached", "generation_seconds", "clean_test_accuracy",
+                "unlearnable_test_accuracy", "curves", "noise_path",
+                "release_path", "figure_path", "curves_path"):
+      self.assertIn(key, results)
+    self.assertEqual(results["config_name"], "test_tiny")
+    self.assertEqual(results["rounds"], 2)
+    self.assertIsInstance(results["stop_reached"], bool)
+    for key in ("clean_test_accuracy", "unlearnable_test_accuracy"):
+      self.assertBetween(results[key], 0.0, 1.0)
+    self.assertLen(results["curves"]["clean"], 1)
+    for key in ("noise_path", "release_path", "figure_path", "curves_path"):
+      self.assertTrue(os.path.exists(results[key]), key)
+    noise = np.load(results["noise_path"], allow_pickle=False)
+    self.assertEqual(noise.shape, (96, 12, 12, 1))
+    self.assertLessEqual(np.abs(noise).max(), results["epsilon"] + 1e-6)
+    release = np.load(results["release_path"], allow_pickle=False)
+    clean = np.load(self.train, allow_pickle=False)["images"]
+    change = np.abs(release["images"].astype(int) - clean.astype(int))
+    self.assertLessEqual(change.max(), 8)
+    np.testing.assert_array_equal(release["indices"], np.arange(96))
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+      stages = [json.loads(line)["stage"] for line in f]
+    self.assertEqual(stages.count("generate"), 2)
+    self.assertEqual(stages.count("evaluate_clean"), 1)
+
+  def test_same_config_same_noise(self):
+    a, b = (os.path.join(self.tmp, name) for name in ("det_a", "det_b"))
+    for workdir in (a, b):
+      proc = run_main(workdir, *self.data, stage="generate")
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    np.testing.assert_array_equal(np.load(os.path.join(a, "noise.npy")),
+                                  np.load(os.path.join(b, "noise.npy")))
+
+
+class BadInputTest(parameterized.TestCase):
+  """Each bad input: exit code 2 and one line naming the problem."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(prefix="ue_jax_test_")
+    cls.train, cls.test = helpers.write_npz(cls.tmp)
+    np.save(os.path.join(cls.tmp, "wrong_noise.npy"),
+            np.zeros((5, 12, 12, 1), np.float32))
+
+  @parameterized.named_parameters(
+      ("unknown_dataset", ["--config.data.source=tfds",
+                           "--config.data.name=imagenet42"],
+       "unknown dataset 'imagenet42'"),
+      ("unknown_model", ["--config.model.name=vgg11"], "unknown model"),
+      ("eps_zero", ["--config.noise.eps=0.0"], "noise.eps must lie in (0, 1]"),
+      ("eps_too_big", ["--config.noise.eps=1.5"], "noise.eps must lie in"),
+      ("missing_folder", ["--config.data.name=fashion_mnist",
+                          "--config.data.source=idx",
+                          "--config.data.data_dir=/nonexistent/fmnist"],
+       "data folder /nonexistent/fmnist does not exist"),
+      ("noise_shape", ["--config.release.noise_path={tmp}/wrong_noise.npy"],
+       "has shape (5, 12, 12, 1) but the dataset needs (96, 12, 12, 1)"),
+  )
+  def test_bad_input(self, overrides, message):
+    workdir = os.path.join(self.tmp, "bad")
+    overrides = [o.format(tmp=self.tmp) for o in overrides]
+    proc = run_main(workdir, f"--config.data.train_path={self.train}",
+                    f"--config.data.test_path={self.test}", *overrides,
+                    stage="release")
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    last = proc.stderr.strip().splitlines()[-1]
+    self.assertTrue(last.startswith("error: "), last)
+    self.assertIn(message, last)
+    self.assertNotIn("Traceback", proc.stderr)
+
+
+if __name__ == "__main__":
+  absltest.main()

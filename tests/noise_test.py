@@ -1,0 +1,93 @@
+"""The noise math: projection, PGD sign convention, release bounds."""
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from ue_jax import noise as noise_lib
+
+
+class ProjectTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_inside_ball_and_unit_box_and_idempotent(self):
+    key_x, key_d = jax.random.split(jax.random.key(0))
+    x = jax.random.uniform(key_x, (8, 5, 5, 3))
+    delta = jax.random.normal(key_d, x.shape)  # far outside the ball
+    eps = 8 / 255
+    project = self.variant(lambda d, x: noise_lib.project(d, x, eps=eps))
+    p = project(delta, x)
+    self.assertLessEqual(float(jnp.max(jnp.abs(p))), eps + 1e-7)
+    chex.assert_trees_all_equal(jnp.all(x + p >= -1e-7), True)
+    chex.assert_trees_all_equal(jnp.all(x + p <= 1 + 1e-7), True)
+    chex.assert_trees_all_close(project(p, x), p, atol=1e-7)
+
+  def test_keeps_points_already_feasible(self):
+    x = jnp.full((4, 4), 0.5)
+    d = jnp.linspace(-0.01, 0.01, 16).reshape(4, 4)
+    chex.assert_trees_all_close(noise_lib.project(d, x, eps=0.02), d,
+                                atol=1e-7)
+
+  def test_pgd_descends_a_quadratic(self):
+    # loss = sum((x - t)^2): descent moves each pixel toward t by step_size.
+    x = jnp.full((2, 3), 0.5)
+    target = jnp.array([[0.0, 1.0, 0.5], [1.0, 0.0, 0.6]])
+    loss = lambda im: jnp.sum((im - target) ** 2)
+    d = noise_lib.pgd(loss, x, jnp.zeros_like(x), eps=0.1, step_size=0.03,
+                      num_steps=2)
+    expected = jnp.array([[-0.06, 0.06, 0.0], [0.06, -0.06, 0.06]])
+    chex.assert_trees_all_close(d, expected, atol=1e-6)
+    up = noise_lib.pgd(loss, x, jnp.zeros_like(x), eps=0.1, step_size=0.03,
+                       num_steps=2, maximize=True)
+    chex.assert_trees_all_close(up[0, :2], -expected[0, :2], atol=1e-6)
+
+  def test_pgd_respects_eps_after_many_steps(self):
+    x = jnp.full((3,), 0.5)
+    loss = lambda im: jnp.sum(im)
+    d = noise_lib.pgd(loss, x, jnp.zeros_like(x), eps=0.05, step_size=0.02,
+                      num_steps=40)
+    chex.assert_trees_all_close(d, jnp.full((3,), -0.05), atol=1e-7)
+
+
+class ReleaseTest(parameterized.TestCase):
+
+  @parameterized.parameters(8 / 255, 16 / 255, 0.1, 1.0)
+  def test_uint8_bound(self, eps):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (50, 6, 6, 3), dtype=np.uint8)
+    x = images / 255.0
+    delta = np.clip(x + rng.uniform(-eps, eps, images.shape), 0, 1) - x
+    released = noise_lib.release_images(images, delta, eps=eps)
+    self.assertEqual(released.dtype, np.uint8)
+    change = np.abs(released.astype(int) - images.astype(int))
+    self.assertLessEqual(change.max(), eps * 255 + 1e-9)
+    self.assertGreater(change.max(), 0)
+
+  def test_rounds_to_nearest(self):
+    images = np.array([[100, 100, 100, 0, 255]], np.uint8)
+    delta = np.array([[2.4, -2.6, 7.99, -3.0, 3.0]]) / 255
+    released = noise_lib.release_images(images, delta, eps=8 / 255)
+    np.testing.assert_array_equal(released, [[102, 97, 108, 0, 255]])
+
+  def test_paper_release_is_one_sided_and_floors(self):
+    images = np.array([[100, 100, 100]], np.uint8)
+    delta = np.array([[1.6, -4.0, 7.99]]) / 255
+    released = noise_lib.release_images(images, delta, eps=8 / 255,
+                                        paper_release=True)
+    np.testing.assert_array_equal(released, [[101, 100, 107]])
+
+  def test_jax_and_numpy_agree(self):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4, 5, 5, 1), dtype=np.uint8)
+    delta = rng.uniform(-8 / 255, 8 / 255, images.shape).astype(np.float32)
+    a = noise_lib.release_images(images, delta, eps=8 / 255)
+    b = noise_lib.release_images(jnp.asarray(images), jnp.asarray(delta),
+                                 eps=8 / 255)
+    np.testing.assert_array_equal(a, np.asarray(b))
+
+
+if __name__ == "__main__":
+  absltest.main()

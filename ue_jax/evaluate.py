@@ -1,0 +1,86 @@
+"""Evaluation: train a fresh model on the released images and, with the same
+recipe and initialisation, on the clean images; record clean test accuracy per
+epoch for both (algorithm.md §6; the reported number is the last epoch's)."""
+
+import os
+
+from absl import logging
+
+from ue_jax import artifacts
+from ue_jax import data as data_lib
+from ue_jax import metrics as metrics_lib
+from ue_jax import optim
+from ue_jax import steps as steps_lib
+from ue_jax import train as train_lib
+from ue_jax.errors import UEError
+from ue_jax.models import get_model
+from ue_jax.state import create_state
+
+
+def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
+                label: str, log=None):
+  """Trains the evaluation model on `train`; returns the per-epoch history."""
+  e = cfg.evaluate
+  model = get_model(e.model or cfg.model.name, num_classes=train.num_classes,
+                    width=e.width or cfg.model.width)
+  steps_per_epoch = len(train) // e.batch_size
+  if steps_per_epoch < 1:
+    raise UEError(f"evaluate.batch_size={e.batch_size} exceeds the "
+                  f"{len(train)} training images")
+  tx = optim.sgd(optim.epoch_cosine(e.lr, epochs=e.epochs,
+                                    steps_per_epoch=steps_per_epoch),
+                 momentum=e.momentum, weight_decay=e.weight_decay,
+                 grad_clip=e.grad_clip)
+  state = create_state(model, tx, seed=e.seed,
+                       image_shape=train.images.shape[1:])
+  _, history = train_lib.fit(
+      state, steps_lib.jit_model_step(augment=e.augment), steps_lib.jit_eval(), train, test, epochs=e.epochs,
+      batch_size=e.batch_size, eval_batch_size=e.eval_batch_size,
+      seed=e.seed, label=label, log=log)
+  logging.info("%s: final clean test accuracy %.4f", label,
+               history[-1]["test_accuracy"])
+  return history
+
+
+def run(cfg, train: data_lib.Dataset, test: data_lib.Dataset, workdir: str,
+        log: metrics_lib.MetricLog):
+  release = artifacts.load_release(
+      os.path.join(workdir, "release", "unlearnable_train.npz"))
+  if release["images"].shape != train.images.shape:
+    raise UEError(f"released images {release['images'].shape} do not match "
+                  f"the configured training set {train.images.shape}")
+  unlearnable = train.replace_images(release["images"])
+  curves = {}
+  for name, ds in (("unlearnable", unlearnable), ("clean", train)):
+    curves[name] = train_model(cfg, ds, test, label=f"evaluate_{name}",
+                               log=log)
+  figure = artifacts.save_figure(os.path.join(workdir, "curves.png"),
+                                 plot_curves(curves, test.num_classes))
+  return {"clean_test_accuracy": curves["clean"][-1]["test_accuracy"],
+          "unlearnable_test_accuracy":
+              curves["unlearnable"][-1]["test_accuracy"],
+          "curves": {k: [r["test_accuracy"] for r in v]
+                     for k, v in curves.items()},
+          "curves_train_accuracy": {k: [r["train_accuracy"] for r in v]
+                                    for k, v in curves.items()},
+          "curves_path": figure}
+
+
+def plot_curves(curves, num_classes: int):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  fig, ax = plt.subplots(figsize=(5, 3.5))
+  for name, history in curves.items():
+    ax.plot([r["epoch"] for r in history],
+            [r["test_accuracy"] for r in history], marker="o", ms=3,
+            label=f"trained on {name} data")
+  ax.axhline(1.0 / num_classes, color="gray", ls="--", lw=1, label="chance")
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("clean test accuracy")
+  ax.set_ylim(0, 1)
+  ax.legend(fontsize=8)
+  ax.grid(alpha=0.3)
+  fig.tight_layout()
+  return fig

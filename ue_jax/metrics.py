@@ -1,0 +1,74 @@
+"""Run logging: a JSON-lines metric log in the workdir, and console progress
+with rate and ETA (absl logging, throttled)."""
+
+import json
+import os
+import time
+
+import jax
+from absl import logging
+
+
+class MetricLog:
+  """Appends one JSON object per line to DIR/metrics.jsonl (plot from it)."""
+
+  def __init__(self, workdir: str, filename: str = "metrics.jsonl"):
+    os.makedirs(workdir, exist_ok=True)
+    self.path = os.path.join(workdir, filename)
+
+  def write(self, stage: str, **scalars):
+    record = {"stage": stage, "time": round(time.time(), 3)}
+    record.update({k: _plain(v) for k, v in scalars.items()})
+    with open(self.path, "a", encoding="utf-8") as f:
+      f.write(json.dumps(record) + "\n")
+      f.flush()
+    return record
+
+
+def read_log(path: str, stage=None):
+  with open(path, encoding="utf-8") as f:
+    records = [json.loads(line) for line in f if line.strip()]
+  return [r for r in records if stage is None or r["stage"] == stage]
+
+
+def _plain(v):
+  if hasattr(v, "item"):
+    return v.item()
+  return v
+
+
+def format_seconds(s: float) -> str:
+  s = int(round(s))
+  return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+class Progress:
+  """Logs `label done/total unit, rate, ETA` at most every `every` seconds."""
+
+  def __init__(self, label: str, total: int, unit: str, every: float = 10.0,
+               scale: int = 1):
+    self.label, self.total, self.unit = label, total, unit
+    self.every, self.scale = every, scale
+    self.done = 0
+    self.start = self.last = time.perf_counter()
+
+  def update(self, n: int, pending=None):
+    """Counts n more units; `pending` (arrays) is waited for first, so the
+    rate measures finished work, not dispatched work."""
+    if pending is not None:
+      jax.block_until_ready(pending)
+    self.done += n
+    now = time.perf_counter()
+    if now - self.last >= self.every or self.done >= self.total:
+      self.last = now
+      elapsed = now - self.start
+      rate = self.done / max(elapsed, 1e-9)
+      eta = (self.total - self.done) / max(rate, 1e-9)
+      logging.info("%s: %d/%d %s, %.1f %s/s, elapsed %s, ETA %s", self.label,
+                   self.done, self.total, self.unit, rate * self.scale,
+                   self.unit if self.scale == 1 else self.unit + "·steps",
+                   format_seconds(elapsed), format_seconds(eta))
+
+  @property
+  def seconds(self) -> float:
+    return time.perf_counter() - self.start

@@ -1,0 +1,18 @@
+"""Models by name: `get_model(name, num_classes=..., width=...)`."""
+
+from ue_jax.errors import UEError
+from ue_jax.models.resnet import ResNet
+from ue_jax.models.small_cnn import SmallCNN
+
+MODELS = {
+    "resnet18": lambda num_classes, width: ResNet(num_classes, width=width),
+    "small_cnn": lambda num_classes, width: SmallCNN(num_classes, width=width),
+    "small_cnn_avg": lambda num_classes, width: SmallCNN(
+        num_classes, width=width, pool="avg"),
+}
+
+
+def get_model(name: str, *, num_classes: int, width: int):
+  if name not in MODELS:
+    raise UEError(f"unknown model {name!r}; choose one of {sorted(MODELS)}")
+  return MODELS[name](num_classes, width)

@@ -1,0 +1,77 @@
+"""The noise math: projection, perturbation, sign-gradient PGD and release.
+
+All functions are pure and take their hyperparameters as keyword arguments.
+Images are float32 in [0, 1] unless named `*_u8`; noise is the signed
+perturbation delta (not x + delta), in the same [0, 1] units.
+"""
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+MAX_UNROLL = 32  # longer PGD runs unroll in chunks of this many steps
+
+
+def project(delta: jax.Array, x: jax.Array, *, eps: float) -> jax.Array:
+  """Projects delta onto {d : |d| <= eps, 0 <= x + d <= 1} (idempotent)."""
+  return jnp.clip(x + jnp.clip(delta, -eps, eps), 0.0, 1.0) - x
+
+
+def perturb(x: jax.Array, delta: jax.Array) -> jax.Array:
+  """The image the model sees: clip(x + delta, 0, 1)."""
+  return jnp.clip(x + delta, 0.0, 1.0)
+
+
+def pgd(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
+        delta: jax.Array, *, eps: float, step_size: float, num_steps: int,
+        maximize: bool = False) -> jax.Array:
+  """`num_steps` signed-gradient steps on delta from a warm start.
+
+  `loss_fn(images) -> scalar` must be a sum (or mean) of per-example losses,
+  so each example's input gradient depends on that example only. Descent
+  (error-minimizing) by default; `maximize=True` gives error-maximizing noise.
+  """
+  sign = 1.0 if maximize else -1.0
+  grad_fn = jax.grad(loss_fn)
+
+  def body(d, _):
+    g = grad_fn(perturb(x, d))
+    return project(d + sign * step_size * jnp.sign(g), x, eps=eps), None
+
+  # Unrolled: XLA:CPU runs convolutions inside a rolled while-loop about 7x
+  # slower (measured: 217 vs 1664 image-steps/s, width-16 ResNet, batch 128).
+  delta, _ = jax.lax.scan(body, project(delta, x, eps=eps), None,
+                          length=num_steps, unroll=min(num_steps, MAX_UNROLL))
+  return delta
+
+
+def max_delta_u8(eps: float) -> int:
+  """Largest integer pixel change that stays inside the eps-ball."""
+  return int(np.floor(eps * 255.0 + 1e-6))
+
+
+def release_images(images_u8, delta, *, eps: float, paper_release=False):
+  """uint8 images that carry the noise.
+
+  Default (decisions.md §1): clip(x + delta) rounded to uint8, then kept within
+  the integer eps-ball, so |released - x| <= eps*255 holds exactly. With
+  `paper_release=True` it reproduces the original's release: negative noise is
+  zeroed (one-sided clamp), and the sum is truncated instead of rounded.
+  Works on numpy or jax arrays (numpy in, numpy out).
+  """
+  xp = jnp if isinstance(images_u8, jax.Array) else np
+  x = images_u8.astype(xp.float32)
+  noise = xp.asarray(delta, dtype=xp.float32) * 255.0
+  if paper_release:
+    return xp.floor(xp.clip(x + xp.clip(noise, 0.0, 255.0), 0, 255)
+                    ).astype(xp.uint8)
+  q = xp.round(xp.clip(x + noise, 0.0, 255.0))
+  m = max_delta_u8(eps)
+  return xp.clip(q, x - m, x + m).astype(xp.uint8)
+
+
+def to_float(images_u8: jax.Array) -> jax.Array:
+  return images_u8.astype(jnp.float32) / 255.0

@@ -1,0 +1,62 @@
+"""Release: apply the noise to the uint8 images, write the unlearnable dataset
+(.npz: images, labels, indices), and draw the paper-style figure."""
+
+import os
+
+import numpy as np
+
+from ue_jax import artifacts
+from ue_jax import data as data_lib
+from ue_jax import noise as noise_lib
+from ue_jax.errors import UEError
+
+
+def noise_path(cfg, workdir: str) -> str:
+  return cfg.release.noise_path or os.path.join(workdir, "noise.npy")
+
+
+def run(cfg, train: data_lib.Dataset, workdir: str):
+  eps = cfg.noise.eps
+  noise = artifacts.load_noise(noise_path(cfg, workdir),
+                               shape=train.images.shape, eps=eps)
+  released = noise_lib.release_images(train.images, noise, eps=eps,
+                                      paper_release=cfg.noise.paper_release)
+  change = np.abs(released.astype(np.int16) - train.images.astype(np.int16))
+  if change.max() > noise_lib.max_delta_u8(eps):
+    raise UEError(f"released images leave the eps-ball ({change.max()} > "
+                  f"{noise_lib.max_delta_u8(eps)}); this is a bug")
+  path = artifacts.save_npz(
+      os.path.join(workdir, "release", "unlearnable_train.npz"),
+      images=released, labels=train.labels, indices=train.source_index)
+  figure = artifacts.save_figure(os.path.join(workdir, "figure.png"),
+                                 figure_rows(train, noise, released, eps=eps))
+  return {"release_path": path, "figure_path": figure,
+          "release_max_pixel_change": int(change.max()),
+          "release_mean_abs_pixel_change": float(change.mean())}
+
+
+def figure_rows(train: data_lib.Dataset, noise, released, *, eps: float,
+                rows: int = 6):
+  """Rows of original | noise (rescaled from [-eps, eps] to [0, 1]) |
+  unlearnable image, one row per class among the first classes."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+
+  picks = [int(np.flatnonzero(train.labels == c)[0])
+           for c in np.unique(train.labels)[:rows]]
+  fig, axes = plt.subplots(len(picks), 3, figsize=(4.5, 1.5 * len(picks)),
+                           squeeze=False)
+  cmap = "gray" if train.images.shape[-1] == 1 else None
+  for r, i in enumerate(picks):
+    shown = (train.images[i], (noise[i] / eps + 1.0) / 2.0, released[i])
+    for c, img in enumerate(shown):
+      img = np.squeeze(img, -1) if img.shape[-1] == 1 else img
+      vmax = 255 if img.dtype == np.uint8 else 1.0
+      axes[r, c].imshow(img, cmap=cmap, vmin=0, vmax=vmax)
+      axes[r, c].axis("off")
+  for c, title in enumerate(("original", f"noise (±{eps * 255:.0f}/255, "
+                             "amplified)", "unlearnable")):
+    axes[0, c].set_title(title, fontsize=7)
+  fig.tight_layout()
+  return fig

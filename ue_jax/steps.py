@@ -1,0 +1,113 @@
+"""Pure step functions of the min-min objective; jitted by the drivers.
+
+- `model_step`: one SGD step on clip(x + delta), BatchNorm in train mode.
+  Touches only step/params/batch_stats/opt_state.
+- `noise_step`: K sign-gradient *descent* steps on the batch's rows of the
+  noise, BatchNorm in eval mode. Touches only `noise`.
+- `eval_step`: counts of correct predictions and summed loss (eval mode),
+  optionally on the released (quantized) images.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from ue_jax import augment as augment_lib
+from ue_jax import losses
+from ue_jax import noise as noise_lib
+from ue_jax.state import UEState
+
+
+def batch_noise(state: UEState, batch) -> jax.Array:
+  """The noise rows of a batch (zeros for padding rows)."""
+  return state.noise.at[batch["index"]].get(mode="fill", fill_value=0.0)
+
+
+def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4):
+  """One optimizer step on the (perturbed, augmented) batch."""
+  x = noise_lib.to_float(batch["image"])
+  if state.noise is not None:
+    x = noise_lib.perturb(x, batch_noise(state, batch))
+  rng = jax.random.fold_in(state.rng, state.step)
+  x = augment_lib.augment(rng, x, kind=augment, pad=pad)
+  labels = batch["label"]
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats}, x, train=True,
+        mutable=["batch_stats"])
+    return losses.cross_entropy(logits, labels), (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(state.params)
+  deltas, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  new_state = state.replace(
+      step=state.step + 1, params=optax.apply_updates(state.params, deltas),
+      batch_stats=updates["batch_stats"], opt_state=opt_state)
+  metrics = {"loss": loss,
+             "accuracy": losses.correct(logits, labels) / labels.shape[0]}
+  return new_state, metrics
+
+
+def noise_step(state: UEState, batch, *, eps: float, step_size: float,
+               num_steps: int, maximize: bool = False):
+  """Updates the batch's noise rows by PGD against the frozen model."""
+  x = noise_lib.to_float(batch["image"])
+  labels, mask = batch["label"], batch["mask"]
+
+  def loss_fn(images):
+    logits = state.apply_fn(state.variables, images, train=False)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(
+        logits, labels)
+    return jnp.sum(per_example * mask)
+
+  delta = noise_lib.pgd(loss_fn, x, batch_noise(state, batch), eps=eps,
+                        step_size=step_size, num_steps=num_steps,
+                        maximize=maximize)
+  noise = state.noise.at[batch["index"]].set(delta, mode="drop")
+  return state.replace(noise=noise), {}
+
+
+def eval_step(state: UEState, batch, *, release_eps=None,
+              paper_release: bool = False):
+  """Sums of correct predictions, loss and valid examples for a padded batch.
+
+  With `release_eps` the batch is first released with the state's noise (the
+  quantized uint8 images a user will get), which is what the stop rule tests.
+  """
+  images = batch["image"]
+  if release_eps is not None:
+    images = noise_lib.release_images(images, batch_noise(state, batch),
+                                      eps=release_eps,
+                                      paper_release=paper_release)
+  logits = state.apply_fn(state.variables, noise_lib.to_float(images),
+                          train=False)
+  mask, labels = batch["mask"], batch["label"]
+  per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return {"correct": losses.correct(logits, labels, mask),
+          "loss": jnp.sum(per_example * mask), "count": jnp.sum(mask)}
+
+
+def jit_steps(*, eps: float, step_size: float, num_steps: int,
+              augment: str = "none", paper_release: bool = False):
+  """The three steps jitted with their hyperparameters bound (state donated)."""
+  return (
+      jit_model_step(augment=augment),
+      jax.jit(functools.partial(noise_step, eps=eps, step_size=step_size,
+                                num_steps=num_steps), donate_argnums=0),
+      jit_eval(release_eps=eps, paper_release=paper_release),
+  )
+
+
+def jit_model_step(*, augment: str = "none"):
+  """`model_step` jitted with its augmentation bound (state donated)."""
+  return jax.jit(functools.partial(model_step, augment=augment),
+                 donate_argnums=0)
+
+
+def jit_eval(*, release_eps=None, paper_release: bool = False):
+  """`eval_step` jitted; on clean images unless `release_eps` is given."""
+  return jax.jit(functools.partial(eval_step, release_eps=release_eps,
+                                   paper_release=paper_release))

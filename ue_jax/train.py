@@ -1,0 +1,69 @@
+"""Host loops around the jitted steps: accuracy sweeps and supervised training.
+
+Batches always have one shape (padding rows carry mask 0), so every jitted step
+compiles once.
+"""
+
+import numpy as np
+
+from ue_jax import data as data_lib
+from ue_jax import metrics as metrics_lib
+from ue_jax.errors import UEError
+
+
+def sweep(eval_fn, state, ds: data_lib.Dataset, batch_size: int):
+  """(accuracy, mean loss) of `eval_fn` over a dataset."""
+  sums = None
+  for rows in data_lib.batches(len(ds), batch_size):
+    out = eval_fn(state, data_lib.gather(ds, rows))
+    sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
+  sums = {k: float(v) for k, v in sums.items()}
+  return sums["correct"] / sums["count"], sums["loss"] / sums["count"]
+
+
+def cycle_batches(n: int, batch_size: int, *, seed=None):
+  """Endless full batches over 0..n-1: in order (seed None) or reshuffled
+  each epoch; batches wrap across epoch ends so all have batch_size rows."""
+  epoch, buffer = 0, np.zeros((0,), np.int32)
+  while True:
+    while len(buffer) < batch_size:
+      order = np.arange(n, dtype=np.int32)
+      if seed is not None:
+        order = np.random.default_rng([seed, epoch]).permutation(order)
+      buffer = np.concatenate([buffer, order])
+      epoch += 1
+    yield buffer[:batch_size]
+    buffer = buffer[batch_size:]
+
+
+def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int):
+  """One shuffled epoch of full batches (drop_last, as the original)."""
+  order = np.random.default_rng([seed, epoch]).permutation(n).astype(np.int32)
+  for start in range(0, n - batch_size + 1, batch_size):
+    yield order[start:start + batch_size]
+
+
+def fit(state, train_step, eval_fn, train: data_lib.Dataset,
+        test: data_lib.Dataset, *, epochs: int, batch_size: int,
+        eval_batch_size: int, seed: int, label: str, log=None):
+  """Trains for `epochs`, returning (state, per-epoch records)."""
+  steps = len(train) // batch_size
+  progress = metrics_lib.Progress(label, epochs * steps * batch_size, "img")
+  history = []
+  for epoch in range(epochs):
+    loss_sum, hits = 0.0, 0.0
+    for rows in epoch_batches(len(train), batch_size, seed=seed, epoch=epoch):
+      state, m = train_step(state, data_lib.gather(train, rows))
+      loss_sum, hits = loss_sum + m["loss"], hits + m["accuracy"]
+      progress.update(batch_size, m)
+    test_acc, test_loss = sweep(eval_fn, state, test, eval_batch_size)
+    record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / steps,
+              "train_accuracy": float(hits) / steps,
+              "test_accuracy": test_acc, "test_loss": test_loss}
+    if not np.isfinite(record["train_loss"]):
+      raise UEError(f"{label}: non-finite training loss at epoch {epoch + 1}; "
+                    "lower the learning rate")
+    history.append(record)
+    if log is not None:
+      log.write(label, **record)
+  return state, history
