@@ -41,6 +41,7 @@ def base() -> ml_collections.ConfigDict:
   c.generate.weight_decay = 5e-4
   c.generate.grad_clip = 5.0
   c.generate.stop_accuracy = 0.99  # stop when accuracy on the release >= this
+  c.generate.min_rounds = 1        # search at least this long (paper: 1)
   c.generate.max_rounds = 50       # hard cap; reaching it is reported
 
   c.evaluate = ml_collections.ConfigDict()

@@ -42,6 +42,7 @@ def check_config(cfg):
     _range(f"{prefix}.grad_clip", block.grad_clip, 0, 1e6)
   _range("generate.train_steps", g.train_steps, 0, 1_000_000, integer=True)
   _range("generate.max_rounds", g.max_rounds, 1, 100_000, integer=True)
+  _range("generate.min_rounds", g.min_rounds, 1, g.max_rounds, integer=True)
   _range("generate.stop_accuracy", g.stop_accuracy, 0, 1)
   _range("evaluate.epochs", e.epochs, 1, 10_000, integer=True)
   if e.augment not in augment.KINDS:

@@ -3,8 +3,9 @@
 Each round: M model steps on clip(x + delta) (BatchNorm in train mode), then
 K-step sign-gradient descent on the noise of every training example (eval
 mode), then the stop test: accuracy of the frozen model on the images that
-will be released (quantized). Stops at `stop_accuracy` or after `max_rounds`
-(reported as stop_reached=False).
+will be released (quantized). Stops at `stop_accuracy` (once at least
+`min_rounds` rounds ran) or after `max_rounds` (reported as
+stop_reached=False).
 """
 
 import os
@@ -67,7 +68,7 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
     if not np.isfinite(loss):
       raise UEError(f"non-finite loss in generation round {rnd}; lower "
                     "generate.lr or check the data")
-    reached = acc >= g.stop_accuracy
+    reached = acc >= g.stop_accuracy and rnd >= g.min_rounds
     record = log.write("generate", round=rnd, train_accuracy=acc,
                        train_loss=loss, model_loss=float(m["loss"]),
                        seconds=time.perf_counter() - t0,
