@@ -53,11 +53,12 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
   n, batch = len(train), g.batch_size
   model_batches = train_lib.cycle_batches(n, batch)
   start = time.perf_counter()
-  reached, acc, rnd = False, 0.0, 0
+  reached, acc, rnd, model_loss = False, 0.0, 0, float("nan")
   for rnd in range(1, g.max_rounds + 1):
     t0 = time.perf_counter()
     for _ in range(g.train_steps):
       state, m = model_step(state, data_lib.gather(train, next(model_batches)))
+      model_loss = m["loss"]
     progress = metrics_lib.Progress(
         f"generate round {rnd}/{g.max_rounds} noise", n, "img",
         scale=cfg.noise.num_steps)
@@ -70,7 +71,7 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
                     "generate.lr or check the data")
     reached = acc >= g.stop_accuracy and rnd >= g.min_rounds
     record = log.write("generate", round=rnd, train_accuracy=acc,
-                       train_loss=loss, model_loss=float(m["loss"]),
+                       train_loss=loss, model_loss=float(model_loss),
                        seconds=time.perf_counter() - t0,
                        total_seconds=time.perf_counter() - start)
     logging.info("generate round %d: accuracy on released train images %.4f "

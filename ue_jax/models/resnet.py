@@ -32,7 +32,9 @@ def torch_bias_init(fan_in: int):
   return init
 
 
-Conv = functools.partial(nn.Conv, use_bias=False, padding="SAME",
+# PyTorch pads a 3x3 conv by 1 on every side and a 1x1 conv by 0. Flax's
+# "SAME" would pad (0, 1) for stride 2 on even sizes and shift the grid.
+Conv = functools.partial(nn.Conv, use_bias=False, padding=((1, 1), (1, 1)),
                          kernel_init=torch_kernel_init)
 
 
@@ -52,7 +54,8 @@ class BasicBlock(nn.Module):
     y = conv(self.features, (3, 3))(y)
     y = norm()(y)
     if self.strides != 1 or x.shape[-1] != self.features:
-      x = norm()(conv(self.features, (1, 1), strides=self.strides)(x))
+      x = norm()(conv(self.features, (1, 1), strides=self.strides,
+                      padding="VALID")(x))
     return nn.relu(x + y)
 
 

@@ -5,6 +5,7 @@ global average pooling and a linear head. `pool='avg'` swaps max-pooling for
 average pooling, whose backward pass XLA:CPU compiles much better.
 """
 
+import functools
 from typing import Any
 
 import jax.numpy as jnp
@@ -21,7 +22,10 @@ class SmallCNN(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    pool = nn.max_pool if self.pool == "max" else nn.avg_pool
+    if self.pool == "max":
+      pool = nn.max_pool
+    else:  # average over real pixels only, as PyTorch's count_include_pad=False
+      pool = functools.partial(nn.avg_pool, count_include_pad=False)
     x = x.astype(self.dtype)
     for i in range(3):
       x = nn.Conv(self.width * 2**i, (3, 3), padding="SAME", use_bias=False,
