@@ -83,18 +83,21 @@ class Checkpoints:
   def save(self, state: UEState, meta: Dict[str, Any], *, where: str) -> int:
     """Saves the next checkpoint; refuses (UEError) a non-finite state."""
     bad = nonfinite_fields(state)
-    latest = self.latest()
     if bad:
-      kept = (f"checkpoint {latest} in {self.directory} is the last good one"
-              if latest else "no checkpoint was saved before")
-      raise UEError(
-          f"non-finite values in {', '.join(bad)} {where}; stopped without "
-          f"saving ({kept}); lower generate.lr or noise.step_size and rerun "
-          "with --overwrite")
-    number = (latest or 0) + 1
+      self.refuse_nonfinite(f"values in {', '.join(bad)}", where)
+    number = (self.latest() or 0) + 1
     self._manager.save(number, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)))
     return number
+
+  def refuse_nonfinite(self, what: str, where: str):
+    """Stops the run (UEError) over a NaN/inf, naming the last good save."""
+    latest = self.latest()
+    kept = (f"checkpoint {latest} in {self.directory} is the last good one"
+            if latest else "no checkpoint was saved before")
+    raise UEError(f"non-finite {what} {where}; stopped without saving "
+                  f"({kept}); lower generate.lr or noise.step_size and rerun "
+                  "with --overwrite")
 
   def restore(self, state: UEState,
               number: Optional[int] = None) -> Tuple[UEState, Dict[str, Any]]:

@@ -174,8 +174,8 @@ def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
   for field, size, ds in (("data.train_size", d.train_size, train),
                           ("data.test_size", d.test_size, test)):
     if size > len(ds):
-      fail(f"{field}={size} exceeds the {len(ds)} examples of the split "
-           "(0 = all)")
+      fail(f"{field}={size} exceeds the {len(ds)} examples of the split; "
+           f"choose at most {len(ds)} (0 takes them all)")
   n = d.train_size or len(train)
   if d.train_size and d.train_size < train.num_classes:
     fail(f"data.train_size={d.train_size} is smaller than the "

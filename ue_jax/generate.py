@@ -180,8 +180,7 @@ def _search(cfg, train: data_lib.Dataset, state, fns, log, saver: _Saver,
       if at.model_loss is not None:
         at.model_loss = float(at.model_loss)
         if not np.isfinite(at.model_loss):
-          raise UEError(f"non-finite model loss in generation round "
-                        f"{at.round}; lower generate.lr or check the data")
+          saver.ckpt.refuse_nonfinite("model loss", f"({at.describe()})")
     progress = metrics_lib.Progress(
         f"generate round {at.round}/{g.max_rounds} noise",
         n - min(n, at.pos * g.batch_size), "img", scale=cfg.noise.num_steps)
@@ -194,8 +193,8 @@ def _search(cfg, train: data_lib.Dataset, state, fns, log, saver: _Saver,
       saver.after_batch(state, at, noise_batch=True)
     acc, loss = train_lib.sweep(eval_step, state, train, g.eval_batch_size)
     if not np.isfinite(loss):
-      raise UEError(f"non-finite loss in generation round {at.round}; lower "
-                    "generate.lr or check the data")
+      saver.ckpt.refuse_nonfinite("loss in the stop test",
+                                  f"(round {at.round})")
     at.pos = nb + 1
     at.stop = {"accuracy": acc, "loss": loss,
                "reached": bool(acc >= g.stop_accuracy

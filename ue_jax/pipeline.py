@@ -88,7 +88,7 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
       "train_size": len(train), "test_size": len(test),
       "devices": [str(d) for d in jax.devices()],
       "metrics_path": log.path, "config_path": config_path,
-      "config_sha256": artifacts.load_json(config_path)["sha256"],
+      "config_sha256": workdir_lib.config_hash(workdir_lib.canonical(cfg)),
       "config": cfg.to_dict()})
   for stage in stages:
     logging.info("=== stage: %s ===", stage)
