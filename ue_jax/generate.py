@@ -156,8 +156,8 @@ def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int):
   return state, at
 
 
-def _search(cfg, train: data_lib.Dataset, state, fns, log, saver: _Saver,
-            at: Position):
+def _search(cfg, train: data_lib.Dataset, state, fns,
+            log: metrics_lib.MetricLog, saver: _Saver, at: Position):
   """Runs rounds from position `at` until the stop rule or the cap."""
   g, n = cfg.generate, len(train)
   model_step, noise_step, eval_step = fns
@@ -217,19 +217,21 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
   """Runs (or resumes) the min-min search; writes DIR/noise.npy; returns a
   summary dict."""
   g = cfg.generate
-  state, fns = build(cfg, train)
   nb = len(range(0, len(train), g.batch_size))
-  ckpt = checkpoint_lib.Checkpoints(os.path.join(workdir, CHECKPOINTS),
-                                    max_to_keep=cfg.checkpoint.max_to_keep)
-  try:
-    state, at = _resume(ckpt, state, nb)
-    completed = at.completed_rounds()
-    log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
-    with interrupt.StopSignals() as signals:
+  # A signal that arrives while compiling or restoring is acted on at the
+  # first batch; only the final sweep and the noise export run unguarded.
+  with interrupt.StopSignals() as signals:
+    state, fns = build(cfg, train)
+    ckpt = checkpoint_lib.Checkpoints(os.path.join(workdir, CHECKPOINTS),
+                                      max_to_keep=cfg.checkpoint.max_to_keep)
+    try:
+      state, at = _resume(ckpt, state, nb)
+      completed = at.completed_rounds()
+      log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
       saver = _Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
       state, at = _search(cfg, train, state, fns, log, saver, at)
-  finally:
-    ckpt.close()
+    finally:
+      ckpt.close()
   if not at.stop["reached"]:
     logging.warning("stop rule not reached after %d rounds (accuracy %.4f < "
                     "%.2f); the noise is released anyway", at.round,
