@@ -59,4 +59,12 @@ def base() -> ml_collections.ConfigDict:
 
   c.release = ml_collections.ConfigDict()
   c.release.noise_path = ""       # "" = DIR/noise.npy from the generate stage
+
+  # Generation checkpoints (Orbax, DIR/checkpoints). A run started again with
+  # the same --workdir resumes from the latest one and gives the same noise as
+  # an uninterrupted run. The end of every round is always saved.
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_batches = 0      # and after every n noise batches; 0 off
+  c.checkpoint.every_seconds = 600.0  # and n seconds after the last save; 0 off
+  c.checkpoint.max_to_keep = 2        # older checkpoints are deleted
   return c

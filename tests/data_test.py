@@ -64,6 +64,14 @@ class DataTest(absltest.TestCase):
     rows = np.concatenate([next(it) for _ in range(5)])
     np.testing.assert_array_equal(rows, np.tile(np.arange(10), 2))
 
+  def test_cycle_batches_resume_from_a_step(self):
+    it = train_lib.cycle_batches(10, 4)
+    walk = [next(it) for _ in range(7)]
+    resumed = train_lib.cycle_batches(10, 4, start=3)
+    for s in range(3, 7):
+      np.testing.assert_array_equal(next(resumed), walk[s])
+      np.testing.assert_array_equal(walk[s], (s * 4 + np.arange(4)) % 10)
+
   def test_npz(self):
     folder = self.create_tempdir().full_path
     train_path, test_path = helpers.write_npz(folder)

@@ -1,6 +1,7 @@
 """Shared test fixtures: tiny synthetic datasets and a tiny model state."""
 
 import os
+import sys
 
 import numpy as np
 
@@ -37,3 +38,21 @@ def tiny_state(ds, *, noise=True, seed=0, width=4):
   return create_state(model, tx, seed=seed, image_shape=ds.images.shape[1:],
                       noise_shape=ds.images.shape if noise else None)
 
+
+
+def main_command(workdir, *overrides, stage="all",
+                 config="configs/test_tiny.py"):
+  """The argv of `python -m ue_jax.main` (run it with cwd=REPO)."""
+  return [sys.executable, "-m", "ue_jax.main", f"--config={config}",
+          f"--workdir={workdir}", f"--stage={stage}", *overrides]
+
+
+def cli_env(cache_dir=None):
+  """The environment for CLI subprocesses; with `cache_dir`, a persistent
+  XLA compilation cache that later subprocesses reuse (seconds each)."""
+  env = dict(os.environ)
+  if cache_dir:
+    env.update(JAX_COMPILATION_CACHE_DIR=cache_dir,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+  return env

@@ -32,6 +32,13 @@ def save_npz(path: str, **arrays) -> str:
   return _atomic(path, lambda tmp: np.savez(tmp, **arrays))
 
 
+def save_text(path: str, text: str) -> str:
+  def write(tmp):
+    with open(tmp, "w", encoding="utf-8") as f:
+      f.write(text)
+  return _atomic(path, write)
+
+
 def save_json(path: str, obj) -> str:
   def write(tmp):
     with open(tmp, "w", encoding="utf-8") as f:
@@ -49,8 +56,24 @@ def save_figure(path: str, fig) -> str:
 def load_json(path: str, default=None):
   if not os.path.exists(path):
     return default
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise UEError(f"{path} is not readable JSON ({type(e).__name__})") from None
+
+
+def _load_array_file(path: str, what: str):
+  """np.load without pickle; any file that is not a plain .npy/.npz (an
+  object array, a pickle, a torn or foreign file) is a UEError."""
+  try:
+    return np.load(path, allow_pickle=False)
+  except ValueError as e:  # numpy's answer to anything that needs pickle
+    raise UEError(f"{what} {path} cannot be read without pickle, which is "
+                  f"refused ({' '.join(str(e).split())})") from None
+  except (OSError, EOFError) as e:
+    raise UEError(f"{what} {path} is not a readable .npy/.npz file "
+                  f"({type(e).__name__})") from None
 
 
 def load_noise(path: str, *, shape, eps: float) -> np.ndarray:
@@ -58,10 +81,11 @@ def load_noise(path: str, *, shape, eps: float) -> np.ndarray:
   if not os.path.exists(path):
     raise UEError(f"no noise file at {path}; run the generate stage first "
                   "(--stage=generate) or set --config.release.noise_path")
-  try:
-    noise = np.load(path, allow_pickle=False)
-  except ValueError as e:
-    raise UEError(f"{path}: not a plain .npy array ({e})") from None
+  noise = _load_array_file(path, "noise file")
+  if not isinstance(noise, np.ndarray):
+    noise.close()
+    raise UEError(f"noise file {path} is an .npz archive; expected one .npy "
+                  "array")
   if tuple(noise.shape) != tuple(shape):
     raise UEError(f"noise file {path} has shape {tuple(noise.shape)} but the "
                   f"dataset needs {tuple(shape)}")
@@ -75,8 +99,31 @@ def load_noise(path: str, *, shape, eps: float) -> np.ndarray:
   return noise.astype(np.float32)
 
 
-def load_release(path: str):
+def load_release(path: str, *, labels: np.ndarray, indices: np.ndarray):
+  """Loads a released .npz (no pickle) made from the configured training
+  set: uint8 images with the same labels and source indices."""
   if not os.path.exists(path):
     raise UEError(f"no released dataset at {path}; run --stage=release first")
-  with np.load(path, allow_pickle=False) as f:
-    return {k: f[k] for k in f.files}
+  archive = _load_array_file(path, "released dataset")
+  if isinstance(archive, np.ndarray):
+    raise UEError(f"released dataset {path} is a single array; expected an "
+                  ".npz with images, labels and indices")
+  with archive as f:
+    missing = {"images", "labels", "indices"} - set(f.files)
+    if missing:
+      raise UEError(f"released dataset {path} lacks {sorted(missing)}")
+    try:
+      release = {k: f[k] for k in ("images", "labels", "indices")}
+    except ValueError as e:
+      raise UEError(f"released dataset {path} cannot be read without pickle, "
+                    f"which is refused ({' '.join(str(e).split())})") from None
+  images = release["images"]
+  if images.dtype != np.uint8 or images.ndim != 4 or len(images) != len(labels):
+    raise UEError(f"released images in {path} are {images.dtype} "
+                  f"{images.shape}; the configured training set needs uint8 "
+                  f"[{len(labels)},H,W,C]")
+  if (not np.array_equal(release["labels"], labels)
+      or not np.array_equal(release["indices"], indices)):
+    raise UEError(f"released dataset {path} holds other examples (labels or "
+                  "indices differ) than the configured training set")
+  return release

@@ -1,64 +1,187 @@
-"""Validation of configs and data before any compute; one clear line each."""
+"""Validation of configs and data before any compute; one clear line each.
+
+`SCHEMA` names every config field with its allowed values; `check_config`
+refuses unknown, missing and out-of-range fields, `check_data` refuses data
+the run cannot use. Every failure is a UEError that names the field and what
+it may be, which main.py prints as `error: ...` with exit code 2.
+"""
+
+from typing import Callable, Dict, Optional
+
+import numpy as np
 
 from ue_jax import augment
+from ue_jax import data as data_lib
 from ue_jax.errors import UEError
 from ue_jax.models import MODELS
+
+Rule = Callable[[str, object], Optional[str]]  # (field, value) -> problem
+BIG = 1 << 40
 
 
 def fail(message: str):
   raise UEError(message)
 
 
-def _range(name, value, lo, hi, *, lo_open=False, integer=False):
-  if integer and (isinstance(value, bool) or not isinstance(value, int)):
-    fail(f"{name} must be an integer, got {value!r}")
-  if not isinstance(value, (int, float)) or isinstance(value, bool):
-    fail(f"{name} must be a number, got {value!r}")
-  too_low = value <= lo if lo_open else value < lo
-  if too_low or value > hi:
-    fail(f"{name} must lie in {'(' if lo_open else '['}{lo}, {hi}], "
-         f"got {value!r}")
+def _is_int(value) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def number(lo, hi, *, lo_open: bool = False, integer: bool = False) -> Rule:
+  """A number in [lo, hi] ((lo, hi] with lo_open); an int with `integer`."""
+  span = f"{'(' if lo_open else '['}{lo}, {hi}]"
+
+  def rule(name, value):
+    if integer and not _is_int(value):
+      return f"{name} must be an integer in {span}, got {value!r}"
+    if not (_is_int(value) or isinstance(value, (float, np.floating))):
+      return f"{name} must be a number in {span}, got {value!r}"
+    if not np.isfinite(value) or value < lo or value > hi or (
+        lo_open and value == lo):
+      return f"{name} must lie in {span}, got {value!r}"
+    return None
+  return rule
+
+
+def choice(*options, noun: str = "") -> Rule:
+  """One of `options`; `noun` words the error as `unknown <noun> ...`."""
+  listed = ", ".join(map(repr, options))
+
+  def rule(name, value):
+    if isinstance(value, str) and value in options:
+      return None
+    if noun:
+      return f"unknown {noun} {value!r} ({name}); choose one of {listed}"
+    return f"{name} must be one of {listed}, got {value!r}"
+  return rule
+
+
+def text(*, empty: bool = True) -> Rule:
+  def rule(name, value):
+    if not isinstance(value, str) or (not empty and not value):
+      return (f"{name} must be a{'' if empty else ' non-empty'} string, "
+              f"got {value!r}")
+    return None
+  return rule
+
+
+def boolean(name, value):
+  if not isinstance(value, bool):
+    return f"{name} must be True or False, got {value!r}"
+  return None
+
+
+def _optimizer(prefix: str) -> Dict[str, Rule]:
+  return {f"{prefix}.batch_size": number(1, 1 << 20, integer=True),
+          f"{prefix}.eval_batch_size": number(1, 1 << 20, integer=True),
+          f"{prefix}.lr": number(0, 100, lo_open=True),
+          f"{prefix}.momentum": number(0, 1),
+          f"{prefix}.weight_decay": number(0, 1),
+          f"{prefix}.grad_clip": number(0, 1e6)}
+
+
+SCHEMA: Dict[str, Rule] = {
+    "name": text(empty=False),
+    "seed": number(0, 2**31 - 1, integer=True),
+    "data.name": text(empty=False),
+    "data.source": choice(*data_lib.SOURCES, noun="data source"),
+    "data.data_dir": text(),
+    "data.train_path": text(),
+    "data.test_path": text(),
+    "data.download": boolean,
+    "data.train_size": number(0, BIG, integer=True),
+    "data.test_size": number(0, BIG, integer=True),
+    "model.name": choice(*sorted(MODELS), noun="model"),
+    "model.width": number(1, 4096, integer=True),
+    "noise.eps": number(0, 1, lo_open=True),
+    "noise.step_size": number(0, 1, lo_open=True),
+    "noise.num_steps": number(1, 10_000, integer=True),
+    "noise.init": choice("zeros", "uniform"),
+    "noise.paper_release": boolean,
+    **_optimizer("generate"),
+    "generate.train_steps": number(0, 1_000_000, integer=True),
+    "generate.stop_accuracy": number(0, 1),
+    "generate.min_rounds": number(1, 100_000, integer=True),
+    "generate.max_rounds": number(1, 100_000, integer=True),
+    "evaluate.model": choice("", *sorted(MODELS), noun="model"),
+    "evaluate.width": number(0, 4096, integer=True),
+    "evaluate.epochs": number(1, 10_000, integer=True),
+    **_optimizer("evaluate"),
+    "evaluate.augment": choice(*augment.KINDS),
+    "evaluate.seed": number(0, 2**31 - 1, integer=True),
+    "release.noise_path": text(),
+    "checkpoint.every_batches": number(0, BIG, integer=True),
+    "checkpoint.every_seconds": number(0, 1e9),
+    "checkpoint.max_to_keep": number(1, 1000, integer=True),
+}
+
+
+def flatten(tree, prefix: str = "") -> Dict[str, object]:
+  """{'a.b': value} for a nested dict or ConfigDict."""
+  out = {}
+  for key, value in tree.items():
+    if hasattr(value, "items"):
+      out.update(flatten(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = value
+  return out
 
 
 def check_config(cfg):
-  n, g, e = cfg.noise, cfg.generate, cfg.evaluate
-  for field, name in (("model.name", cfg.model.name),
-                      ("evaluate.model", e.model or cfg.model.name)):
-    if name not in MODELS:
-      fail(f"unknown model {name!r} ({field}); choose one of {sorted(MODELS)}")
-  _range("noise.eps", n.eps, 0, 1, lo_open=True)
-  _range("noise.step_size", n.step_size, 0, 1, lo_open=True)
-  _range("noise.num_steps", n.num_steps, 1, 10_000, integer=True)
-  if n.init not in ("zeros", "uniform"):
-    fail(f"noise.init must be 'zeros' or 'uniform', got {n.init!r}")
-  _range("model.width", cfg.model.width, 1, 4096, integer=True)
-  for prefix, block in (("generate", g), ("evaluate", e)):
-    _range(f"{prefix}.batch_size", block.batch_size, 1, 1 << 20, integer=True)
-    _range(f"{prefix}.eval_batch_size", block.eval_batch_size, 1, 1 << 20,
-           integer=True)
-    _range(f"{prefix}.lr", block.lr, 0, 100, lo_open=True)
-    _range(f"{prefix}.momentum", block.momentum, 0, 1)
-    _range(f"{prefix}.weight_decay", block.weight_decay, 0, 1)
-    _range(f"{prefix}.grad_clip", block.grad_clip, 0, 1e6)
-  _range("generate.train_steps", g.train_steps, 0, 1_000_000, integer=True)
-  _range("generate.max_rounds", g.max_rounds, 1, 100_000, integer=True)
-  _range("generate.min_rounds", g.min_rounds, 1, g.max_rounds, integer=True)
-  _range("generate.stop_accuracy", g.stop_accuracy, 0, 1)
-  _range("evaluate.epochs", e.epochs, 1, 10_000, integer=True)
-  if e.augment not in augment.KINDS:
-    fail(f"evaluate.augment must be one of {augment.KINDS}, got "
-         f"{e.augment!r}")
-  _range("data.train_size", cfg.data.train_size, 0, 1 << 40, integer=True)
-  _range("data.test_size", cfg.data.test_size, 0, 1 << 40, integer=True)
+  """Every field known, present and in range; then rules across fields."""
+  fields = flatten(cfg)
+  for name in fields:
+    if name not in SCHEMA:
+      fail(f"unknown config field {name}; the fields are those of "
+           "configs/common.py base()")
+  for name, rule in SCHEMA.items():
+    if name not in fields:
+      fail(f"config field {name} is missing; start the config from "
+           "configs/common.py base()")
+    problem = rule(name, fields[name])
+    if problem:
+      fail(problem)
+  g, d = cfg.generate, cfg.data
+  if g.min_rounds > g.max_rounds:
+    fail(f"generate.min_rounds={g.min_rounds} must not exceed "
+         f"generate.max_rounds={g.max_rounds}")
+  source = data_lib.resolve_source(d.name, d.source, d.data_dir)
+  if source != "npz" and d.name not in data_lib.TFDS_NAMES:
+    fail(f"unknown dataset {d.name!r} (data.name) for data.source="
+         f"{source}; choose one of {', '.join(data_lib.TFDS_NAMES)}, or "
+         "data.source=npz with data.train_path and data.test_path")
+  if source == "npz" and not (d.train_path and d.test_path):
+    fail("data.source=npz needs data.train_path and data.test_path")
 
 
-def check_data(cfg, train, test):
+def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
+  """The loaded splits (before subsets) against each other and the config."""
+  d = cfg.data
+  for split, ds in (("training", train), ("test", test)):
+    if not len(ds):
+      fail(f"the {split} split of {d.name!r} is empty")
+    _, h, w, c = ds.images.shape
+    if c not in (1, 3) or min(h, w) < 2:
+      fail(f"{split} images of {d.name!r} are {h}x{w}x{c}; expected HxWx1 "
+           "or HxWx3 with H, W >= 2")
   if train.images.shape[1:] != test.images.shape[1:]:
     fail(f"train images {train.images.shape[1:]} and test images "
          f"{test.images.shape[1:]} differ in shape")
-  if len(train) < cfg.evaluate.batch_size:
-    fail(f"evaluate.batch_size={cfg.evaluate.batch_size} exceeds the "
-         f"{len(train)} training images")
-  if cfg.data.train_size and cfg.data.train_size < train.num_classes:
-    fail(f"data.train_size={cfg.data.train_size} is smaller than the "
+  present = np.unique(train.labels)
+  if len(present) < 2:
+    fail(f"the training labels of {d.name!r} hold a single class "
+         f"({present[0]}); need at least 2")
+  for field, size, ds in (("data.train_size", d.train_size, train),
+                          ("data.test_size", d.test_size, test)):
+    if size > len(ds):
+      fail(f"{field}={size} exceeds the {len(ds)} examples of the split; "
+           f"choose at most {len(ds)} (0 takes them all)")
+  n = d.train_size or len(train)
+  if d.train_size and d.train_size < train.num_classes:
+    fail(f"data.train_size={d.train_size} is smaller than the "
          f"{train.num_classes} classes")
+  for field, size in (("generate.batch_size", cfg.generate.batch_size),
+                      ("evaluate.batch_size", cfg.evaluate.batch_size)):
+    if size > n:
+      fail(f"{field}={size} exceeds the {n} training images; choose at most "
+           f"{n}")

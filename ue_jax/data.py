@@ -20,6 +20,7 @@ from ue_jax.errors import UEError
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 DATA_DIR_ENV = "UE_JAX_DATA_DIR"
+SOURCES = ("auto", "idx", "npz", "tfds")
 TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped", "mnist", "fashion_mnist")
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -120,10 +121,16 @@ def load_idx(folder: str, split: str, num_classes: int, name: str) -> Dataset:
 
 # ----------------------------------------------------------------- npz files
 def load_npz(path: str, num_classes: Optional[int], name: str) -> Dataset:
+  """images (uint8 [N,H,W] or [N,H,W,C]) and integer labels from an .npz,
+  read without pickle; `num_classes` None means max(label) + 1."""
   if not os.path.exists(path):
     raise UEError(f"no such .npz file: {path}")
   try:
-    with np.load(path, allow_pickle=False) as f:
+    archive = np.load(path, allow_pickle=False)
+    if isinstance(archive, np.ndarray):
+      raise UEError(f"{path} is a single array; expected an .npz with "
+                    "'images' and 'labels'")
+    with archive as f:
       keys = set(f.files)
       ik = next((k for k in ("images", "x", "data") if k in keys), None)
       lk = next((k for k in ("labels", "y", "targets") if k in keys), None)
@@ -133,10 +140,25 @@ def load_npz(path: str, num_classes: Optional[int], name: str) -> Dataset:
       images, labels = f[ik], f[lk]
   except ValueError as e:
     raise UEError(f"{path}: cannot read without pickle ({e})") from None
+  except (OSError, EOFError) as e:
+    raise UEError(f"{path} is not a readable .npz file "
+                  f"({type(e).__name__})") from None
   if images.dtype != np.uint8:
-    raise UEError(f"{path}: images must be uint8, got {images.dtype}")
+    raise UEError(f"{path}: images must be uint8 (0..255), got "
+                  f"{images.dtype}; scale to 0..255 and cast to uint8")
+  if images.ndim not in (3, 4):
+    raise UEError(f"{path}: images must be [N,H,W] or [N,H,W,C], got shape "
+                  f"{images.shape}")
+  if not np.issubdtype(labels.dtype, np.integer):
+    raise UEError(f"{path}: labels must be integers, got {labels.dtype}")
+  if labels.shape != (len(images),):
+    raise UEError(f"{path}: {len(images)} images but labels of shape "
+                  f"{labels.shape}")
   if num_classes is None or num_classes <= 0:
-    num_classes = int(labels.max()) + 1
+    num_classes = int(labels.max(initial=0)) + 1
+  if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+    raise UEError(f"{path}: labels must lie in [0, {num_classes}), got "
+                  f"[{labels.min()}, {labels.max()}]")
   return make_dataset(images, labels, num_classes, name)
 
 
@@ -164,7 +186,9 @@ def load_tfds(name: str, split: str, data_dir: Optional[str],
 
 
 # ------------------------------------------------------------------- loading
-def _resolve_source(name: str, source: str, data_dir: str) -> str:
+def resolve_source(name: str, source: str, data_dir: str) -> str:
+  """What `auto` means: IDX files for (Fashion-)MNIST when a folder is known
+  (Fashion-MNIST: Debian's by default), else TFDS."""
   if source != "auto":
     return source
   if name in ("fashion_mnist", "mnist") and (
@@ -178,10 +202,10 @@ def load(name: str, *, source: str = "auto", data_dir: str = "",
          ) -> Tuple[Dataset, Dataset]:
   """Returns (train, test) for a dataset name and source; fails fast."""
   known = set(TFDS_NAMES)
-  if source not in ("auto", "idx", "npz", "tfds"):
+  if source not in SOURCES:
     raise UEError(f"unknown data.source {source!r}; choose auto, idx, npz or "
                   "tfds")
-  source = _resolve_source(name, source, data_dir)
+  source = resolve_source(name, source, data_dir)
   if source != "npz" and name not in known:
     raise UEError(f"unknown dataset {name!r}; choose one of {sorted(known)} "
                   "or data.source=npz with data.train_path/test_path")

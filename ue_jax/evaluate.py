@@ -10,6 +10,7 @@ from ue_jax import artifacts
 from ue_jax import data as data_lib
 from ue_jax import metrics as metrics_lib
 from ue_jax import optim
+from ue_jax import release as release_lib
 from ue_jax import steps as steps_lib
 from ue_jax import train as train_lib
 from ue_jax.errors import UEError
@@ -42,14 +43,22 @@ def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
   return history
 
 
-def run(cfg, train: data_lib.Dataset, test: data_lib.Dataset, workdir: str,
-        log: metrics_lib.MetricLog):
+def load_release(train: data_lib.Dataset, workdir: str) -> data_lib.Dataset:
+  """The released images of DIR's release stage, checked against `train`."""
   release = artifacts.load_release(
-      os.path.join(workdir, "release", "unlearnable_train.npz"))
+      release_lib.release_path(workdir), labels=train.labels,
+      indices=train.source_index)
   if release["images"].shape != train.images.shape:
     raise UEError(f"released images {release['images'].shape} do not match "
                   f"the configured training set {train.images.shape}")
-  unlearnable = train.replace_images(release["images"])
+  return train.replace_images(release["images"])
+
+
+def run(cfg, train: data_lib.Dataset, test: data_lib.Dataset, workdir: str,
+        log: metrics_lib.MetricLog):
+  unlearnable = load_release(train, workdir)
+  # A rerun trains from scratch: forget the epochs of an interrupted one.
+  log.drop(lambda record: record["stage"].startswith("evaluate_"))
   curves = {}
   for name, ds in (("unlearnable", unlearnable), ("clean", train)):
     curves[name] = train_model(cfg, ds, test, label=f"evaluate_{name}",

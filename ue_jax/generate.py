@@ -6,24 +6,41 @@ mode), then the stop test: accuracy of the frozen model on the images that
 will be released (quantized). Stops at `stop_accuracy` (once at least
 `min_rounds` rounds ran) or after `max_rounds` (reported as
 stop_reached=False).
+
+The search resumes: the whole state is checkpointed (checkpoint.py) with a
+`Position`, and a run started again in the same workdir continues from the
+latest checkpoint to the same noise, bit for bit, as a run never stopped.
+Inside round r, position `pos` means:
+  0       in the model steps; state.step - (r - 1) * M of them are done, and
+          the next model batch follows from state.step (train.cycle_batches);
+  k       k of the round's nb noise batches are done (1 <= k <= nb);
+  nb + 1  the stop test is done; its result is in `Position.stop`.
+SIGINT and SIGTERM stop the search after the current batch, with a checkpoint.
 """
 
+import dataclasses
 import os
 import time
+from typing import Optional
 
 import jax
 import numpy as np
 from absl import logging
 
 from ue_jax import artifacts
+from ue_jax import checkpoint as checkpoint_lib
 from ue_jax import data as data_lib
+from ue_jax import interrupt
 from ue_jax import metrics as metrics_lib
 from ue_jax import optim
 from ue_jax import steps as steps_lib
 from ue_jax import train as train_lib
+from ue_jax.errors import Interrupted
 from ue_jax.errors import UEError
 from ue_jax.models import get_model
 from ue_jax.state import create_state
+
+CHECKPOINTS = "checkpoints"
 
 
 def build(cfg, train: data_lib.Dataset):
@@ -46,50 +63,186 @@ def build(cfg, train: data_lib.Dataset):
   return state, fns
 
 
-def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
-  """Runs the min-min search; writes DIR/noise.npy; returns a summary dict."""
-  g = cfg.generate
-  state, (model_step, noise_step, eval_step) = build(cfg, train)
-  n, batch = len(train), g.batch_size
-  model_batches = train_lib.cycle_batches(n, batch)
-  start = time.perf_counter()
-  reached, acc, rnd, model_loss = False, 0.0, 0, float("nan")
-  for rnd in range(1, g.max_rounds + 1):
-    t0 = time.perf_counter()
-    for _ in range(g.train_steps):
-      state, m = model_step(state, data_lib.gather(train, next(model_batches)))
-      model_loss = m["loss"]
+@dataclasses.dataclass
+class Position:
+  """Where the search is; saved as the checkpoint's JSON metadata."""
+  round: int = 1
+  pos: int = 0
+  noise_batches: int = 0          # nb, to refuse a checkpoint of other data
+  model_loss: Optional[float] = None  # last model step's loss in this round
+  stop: Optional[dict] = None     # accuracy, loss, reached (pos = nb + 1)
+  elapsed: float = 0.0            # generation seconds, over all processes
+  round_started: float = 0.0      # `elapsed` when this round began
+
+  def completed_rounds(self) -> int:
+    return self.round if self.pos == self.noise_batches + 1 else self.round - 1
+
+  def finished(self, max_rounds: int) -> bool:
+    return (self.pos == self.noise_batches + 1
+            and (self.stop["reached"] or self.round >= max_rounds))
+
+  def describe(self) -> str:
+    if self.pos == 0:
+      return f"round {self.round}, model steps"
+    if self.pos <= self.noise_batches:
+      return (f"round {self.round}, after {self.pos}/{self.noise_batches} "
+              "noise batches")
+    return f"round {self.round}, after the stop test"
+
+
+class _Saver:
+  """Checkpoints on the configured cadence and turns a stop signal into
+  `Interrupted` once the position it stopped at is saved."""
+
+  def __init__(self, ckpt: checkpoint_lib.Checkpoints, ck_cfg,
+               signals: interrupt.StopSignals, elapsed: float):
+    self.ckpt, self.signals = ckpt, signals
+    self.every_batches = ck_cfg.every_batches
+    self.every_seconds = ck_cfg.every_seconds
+    self.start, self.base = time.perf_counter(), elapsed
+    self.last_time, self.last_number, self.dirty = self.start, None, False
+
+  def clock(self) -> float:
+    """Generation seconds so far, including earlier processes."""
+    return self.base + time.perf_counter() - self.start
+
+  def save(self, state, at: Position):
+    at.elapsed = self.clock()
+    meta = dataclasses.asdict(at)
+    if at.model_loss is not None:
+      meta["model_loss"] = float(at.model_loss)
+    self.last_number = self.ckpt.save(state, meta, where=f"({at.describe()})")
+    self.last_time, self.dirty = time.perf_counter(), False
+
+  def after_batch(self, state, at: Position, *, noise_batch: bool):
+    self.dirty = True
+    due = (self.every_seconds > 0
+           and time.perf_counter() - self.last_time >= self.every_seconds)
+    if noise_batch and self.every_batches > 0:
+      due = due or at.pos % self.every_batches == 0
+    if due or self.signals.signum is not None:
+      self.save(state, at)
+    self.check_signal(state, at)
+
+  def check_signal(self, state, at: Position):
+    if self.signals.signum is None:
+      return
+    if self.dirty:
+      self.save(state, at)
+    raise Interrupted(
+        f"{self.signals.name} received ({at.describe()}); checkpoint "
+        f"{self.last_number} saved in {self.ckpt.directory}; rerun the same "
+        "command to resume", signum=self.signals.signum)
+
+
+def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int):
+  """The latest checkpoint's state and position, or the fresh ones."""
+  if ckpt.latest() is None:
+    return state, Position(noise_batches=nb)
+  number = ckpt.latest()
+  state, meta = ckpt.restore(state, number)
+  try:
+    at = Position(**meta)
+  except TypeError:
+    raise UEError(f"checkpoint {number} in {ckpt.directory} has unknown "
+                  f"metadata {sorted(meta)}; rerun with --overwrite to start "
+                  "afresh") from None
+  if at.noise_batches != nb:
+    raise UEError(f"checkpoint {number} in {ckpt.directory} was made with "
+                  f"{at.noise_batches} noise batches per round, this run has "
+                  f"{nb}; rerun with --overwrite to start afresh")
+  logging.info("resuming from checkpoint %d in %s (%s, %.1f s of generation "
+               "so far)", number, ckpt.directory, at.describe(), at.elapsed)
+  return state, at
+
+
+def _search(cfg, train: data_lib.Dataset, state, fns,
+            log: metrics_lib.MetricLog, saver: _Saver, at: Position):
+  """Runs rounds from position `at` until the stop rule or the cap."""
+  g, n = cfg.generate, len(train)
+  model_step, noise_step, eval_step = fns
+  nb = at.noise_batches
+  while not at.finished(g.max_rounds):
+    if at.pos == nb + 1:
+      at = Position(round=at.round + 1, noise_batches=nb,
+                    round_started=saver.clock())
+    if at.pos == 0:
+      step = int(jax.device_get(state.step))
+      if not (at.round - 1) * g.train_steps <= step <= at.round * g.train_steps:
+        raise UEError(f"checkpoint at step {step} does not fit round "
+                      f"{at.round} of {g.train_steps} model steps; rerun "
+                      "with --overwrite to start afresh")
+      model_rows = train_lib.cycle_batches(n, g.batch_size, start=step)
+      for _ in range(at.round * g.train_steps - step):
+        state, m = model_step(state, data_lib.gather(train, next(model_rows)))
+        at.model_loss = m["loss"]
+        saver.after_batch(state, at, noise_batch=False)
+      if at.model_loss is not None:
+        at.model_loss = float(at.model_loss)
+        if not np.isfinite(at.model_loss):
+          saver.ckpt.refuse_nonfinite("model loss", f"({at.describe()})")
     progress = metrics_lib.Progress(
-        f"generate round {rnd}/{g.max_rounds} noise", n, "img",
-        scale=cfg.noise.num_steps)
-    for rows in data_lib.batches(n, batch):
+        f"generate round {at.round}/{g.max_rounds} noise",
+        n - min(n, at.pos * g.batch_size), "img", scale=cfg.noise.num_steps)
+    for k, rows in enumerate(data_lib.batches(n, g.batch_size)):
+      if k < at.pos:
+        continue
       state, _ = noise_step(state, data_lib.gather(train, rows))
-      progress.update(int(min(len(rows), n - rows[0])), state.noise)
+      at.pos = k + 1
+      progress.update(int(np.sum(rows < n)), state.noise)
+      saver.after_batch(state, at, noise_batch=True)
     acc, loss = train_lib.sweep(eval_step, state, train, g.eval_batch_size)
     if not np.isfinite(loss):
-      raise UEError(f"non-finite loss in generation round {rnd}; lower "
-                    "generate.lr or check the data")
-    reached = acc >= g.stop_accuracy and rnd >= g.min_rounds
-    record = log.write("generate", round=rnd, train_accuracy=acc,
-                       train_loss=loss, model_loss=float(model_loss),
-                       seconds=time.perf_counter() - t0,
-                       total_seconds=time.perf_counter() - start)
+      saver.ckpt.refuse_nonfinite("loss in the stop test",
+                                  f"(round {at.round})")
+    at.pos = nb + 1
+    at.stop = {"accuracy": acc, "loss": loss,
+               "reached": bool(acc >= g.stop_accuracy
+                               and at.round >= g.min_rounds)}
+    now = saver.clock()
+    # Logged before the round's checkpoint: a run killed in between redoes
+    # the stop test, and the resume drops this record first.
+    log.write("generate", round=at.round, train_accuracy=acc, train_loss=loss,
+              model_loss=at.model_loss, seconds=now - at.round_started,
+              total_seconds=now)
     logging.info("generate round %d: accuracy on released train images %.4f "
-                 "(stop at %.2f), loss %.4f, %.1f s", rnd, acc,
-                 g.stop_accuracy, loss, record["seconds"])
-    if reached:
-      break
-  seconds = time.perf_counter() - start
-  if not reached:
+                 "(stop at %.2f), loss %.4f, %.1f s", at.round, acc,
+                 g.stop_accuracy, loss, now - at.round_started)
+    saver.save(state, at)  # the end of every round is saved
+    saver.check_signal(state, at)
+  return state, at
+
+
+def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
+  """Runs (or resumes) the min-min search; writes DIR/noise.npy; returns a
+  summary dict."""
+  g = cfg.generate
+  nb = len(range(0, len(train), g.batch_size))
+  # A signal that arrives while compiling or restoring is acted on at the
+  # first batch; only the final sweep and the noise export run unguarded.
+  with interrupt.StopSignals() as signals:
+    state, fns = build(cfg, train)
+    ckpt = checkpoint_lib.Checkpoints(os.path.join(workdir, CHECKPOINTS),
+                                      max_to_keep=cfg.checkpoint.max_to_keep)
+    try:
+      state, at = _resume(ckpt, state, nb)
+      completed = at.completed_rounds()
+      log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
+      saver = _Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
+      state, at = _search(cfg, train, state, fns, log, saver, at)
+    finally:
+      ckpt.close()
+  if not at.stop["reached"]:
     logging.warning("stop rule not reached after %d rounds (accuracy %.4f < "
-                    "%.2f); the noise is released anyway", rnd, acc,
-                    g.stop_accuracy)
-  clean_acc, _ = train_lib.sweep(steps_lib.jit_eval(), state, train, g.eval_batch_size)
+                    "%.2f); the noise is released anyway", at.round,
+                    at.stop["accuracy"], g.stop_accuracy)
+  clean_acc, _ = train_lib.sweep(steps_lib.jit_eval(), state, train,
+                                 g.eval_batch_size)
   noise = np.asarray(jax.device_get(state.noise))
   path = artifacts.save_npy(os.path.join(workdir, "noise.npy"), noise)
-  return {"rounds": rnd, "stop_reached": bool(reached),
-          "generation_seconds": seconds,
-          "final_train_accuracy_on_release": acc,
+  return {"rounds": at.round, "stop_reached": at.stop["reached"],
+          "generation_seconds": at.elapsed,
+          "final_train_accuracy_on_release": at.stop["accuracy"],
           "generator_clean_train_accuracy": clean_acc,
           "noise_max_abs": float(np.abs(noise).max()),
           "noise_path": path}

@@ -1,7 +1,10 @@
-"""Command line: `python -m ue_jax.main --config=configs/<name>.py --workdir=DIR`.
+"""Command line: `python -m ue_jax.main --config=configs/NAME.py --workdir=DIR`.
 
-Runs generate, release and evaluate (or one stage with --stage). All logic
-lives in the library; bad input ends with one line on stderr and exit code 2.
+Runs generate, release and evaluate (or one stage with --stage); a rerun in
+the same workdir resumes generation from its latest checkpoint. All logic
+lives in the library. Bad input, flags included, ends with one line
+`error: ...` on stderr and exit code 2; SIGINT/SIGTERM save a checkpoint and
+exit with 130/143.
 """
 
 import sys
@@ -13,6 +16,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from ue_jax import pipeline
+from ue_jax.errors import Interrupted
 from ue_jax.errors import UEError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -20,21 +24,59 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _STAGE = flags.DEFINE_enum("stage", "all", ("all",) + pipeline.STAGES,
                            "Which stage to run.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Delete the workdir's checkpoints and outputs first "
+    "and start afresh, even if another config made them.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _exit_with_error(message) -> None:
+  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
+  sys.exit(2)
+
+
+def _unknown_field(argv, error) -> str:
+  """One line for ml_collections' KeyError on an override of no field."""
+  while error.args and isinstance(error.args[0], Exception):
+    error = error.args[0]
+  key, *hint = str(error.args[0] if error.args else error).splitlines()
+  flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
+               and key.strip("'\"") in a.split("=")[0].split(".")), key)
+  return f"{flag}: no such config field{'; ' if hint else ''}{' '.join(hint)}"
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with each usage error as one line and exit 2."""
+  try:
+    rest = flags.FLAGS(argv)
+    _CONFIG.value.to_dict()  # config_flags may defer a loading error
+  except flags.Error as e:
+    _exit_with_error(e)
+  except (AttributeError, KeyError) as e:  # ml_collections: no such field
+    _exit_with_error(_unknown_field(argv, e))
+  except Exception as e:  # pylint: disable=broad-except
+    # The config file is user code: whatever it raises is a usage error.
+    last = (str(e).strip().splitlines() or [""])[-1]
+    _exit_with_error(f"cannot load --config: {type(e).__name__}: {last}")
+  if len(rest) > 1:
+    _exit_with_error(f"unexpected arguments: {' '.join(rest[1:])}")
+  return rest
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # checked by parse_flags
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__,
                jax.process_index(), jax.process_count(), jax.devices())
   stages = pipeline.STAGES if _STAGE.value == "all" else (_STAGE.value,)
   try:
-    pipeline.run(_CONFIG.value, _WORKDIR.value, stages)
+    pipeline.run(_CONFIG.value, _WORKDIR.value, stages,
+                 overwrite=_OVERWRITE.value)
   except UEError as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _exit_with_error(e)
+  except Interrupted as e:
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(e.exit_code)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

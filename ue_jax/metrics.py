@@ -4,9 +4,12 @@ with rate and ETA (absl logging, throttled)."""
 import json
 import os
 import time
+from typing import Callable
 
 import jax
 from absl import logging
+
+from ue_jax import artifacts
 
 
 class MetricLog:
@@ -24,10 +27,34 @@ class MetricLog:
       f.flush()
     return record
 
+  def drop(self, predicate: Callable[[dict], bool]) -> int:
+    """Rewrites the log (atomically) without the records that match
+    `predicate` and without lines a killed run left half-written, so work
+    that a resumed run repeats is logged once. Returns how many went."""
+    if not os.path.exists(self.path):
+      return 0
+    with open(self.path, encoding="utf-8") as f:
+      lines = [line for line in f if line.strip()]
+    kept = [line for line in lines
+            if (r := _parse(line)) is not None and not predicate(r)]
+    if len(kept) < len(lines):
+      artifacts.save_text(self.path, "".join(
+          line if line.endswith("\n") else line + "\n" for line in kept))
+    return len(lines) - len(kept)
+
+
+def _parse(line: str):
+  try:
+    record = json.loads(line)
+  except json.JSONDecodeError:
+    return None
+  return record if isinstance(record, dict) and "stage" in record else None
+
 
 def read_log(path: str, stage=None):
+  """The records of a metric log (of one stage), skipping a torn last line."""
   with open(path, encoding="utf-8") as f:
-    records = [json.loads(line) for line in f if line.strip()]
+    records = [r for r in map(_parse, f) if r is not None]
   return [r for r in records if stage is None or r["stage"] == stage]
 
 

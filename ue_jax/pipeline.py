@@ -1,5 +1,10 @@
 """Runs the stages (generate, release, evaluate) of one config into a workdir
-and keeps DIR/results.json up to date after each stage."""
+and keeps DIR/results.json up to date after each stage.
+
+Everything is validated before the workdir is touched (not even created): the
+config, the workdir's own config record, the data, and the inputs of stages
+that this run does not produce itself.
+"""
 
 import os
 import time
@@ -14,20 +19,21 @@ from ue_jax import evaluate
 from ue_jax import generate
 from ue_jax import metrics as metrics_lib
 from ue_jax import release
+from ue_jax import workdir as workdir_lib
 
 STAGES = ("generate", "release", "evaluate")
 
 
 def load_data(cfg):
-  """(train, test) per the config: the source, then seeded stratified subsets."""
+  """(train, test) per the config: the source, checks, then seeded subsets."""
   d = cfg.data
   t0 = time.perf_counter()
   train, test = data_lib.load(d.name, source=d.source, data_dir=d.data_dir,
                               train_path=d.train_path, test_path=d.test_path,
                               download=d.download)
+  checks.check_data(cfg, train, test)
   train = data_lib.stratified_subset(train, d.train_size, cfg.seed)
   test = data_lib.stratified_subset(test, d.test_size, cfg.seed + 1)
-  checks.check_data(cfg, train, test)
   logging.info("data %s: %d train / %d test images of shape %s, %d classes "
                "(%.1f s)", d.name, len(train), len(test),
                train.images.shape[1:], train.num_classes,
@@ -35,14 +41,43 @@ def load_data(cfg):
   return train, test
 
 
-def run(cfg, workdir: str, stages=STAGES):
-  """Runs `stages` in order; returns the results dict (also DIR/results.json)."""
+def _inside(path: str, folder: str) -> bool:
+  path, folder = os.path.abspath(path), os.path.abspath(folder)
+  return os.path.commonpath([path, folder]) == folder
+
+
+def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
+  """Loads and checks what the first stage reads but this run does not
+  write: the noise for release, the released images for evaluate."""
+  needs = []
+  if "release" in stages and "generate" not in stages:
+    needs.append(("release", release.noise_path(cfg, workdir),
+                  lambda: release.load_noise(cfg, train, workdir)))
+  if "evaluate" in stages and "release" not in stages:
+    needs.append(("evaluate", release.release_path(workdir),
+                  lambda: evaluate.load_release(train, workdir)))
+  for stage, path, load in needs:
+    if overwrite and _inside(path, workdir):
+      checks.fail(f"--overwrite would delete {path}, which --stage={stage} "
+                  "reads; run the earlier stages too or drop --overwrite")
+    load()
+
+
+def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
+  """Runs `stages` in order; returns the results dict (also DIR/results.json).
+
+  With `overwrite` the workdir's earlier checkpoints and outputs are deleted
+  first; without it a workdir made by another config is refused.
+  """
   checks.check_config(cfg)
   for stage in stages:
     if stage not in STAGES:
       checks.fail(f"unknown stage {stage!r}; choose all or one of {STAGES}")
+  workdir_lib.verify(cfg, workdir, overwrite=overwrite)
   train, test = load_data(cfg)
-  os.makedirs(workdir, exist_ok=True)
+  check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
+  # Nothing was written up to here; from here on the workdir is ours.
+  config_path = workdir_lib.claim(cfg, workdir, overwrite=overwrite)
   log = metrics_lib.MetricLog(workdir)
   path = os.path.join(workdir, "results.json")
   results = artifacts.load_json(path, {})
@@ -52,7 +87,9 @@ def run(cfg, workdir: str, stages=STAGES):
       "epsilon": cfg.noise.eps, "epsilon_255": round(cfg.noise.eps * 255, 4),
       "train_size": len(train), "test_size": len(test),
       "devices": [str(d) for d in jax.devices()],
-      "metrics_path": log.path, "config": cfg.to_dict()})
+      "metrics_path": log.path, "config_path": config_path,
+      "config_sha256": workdir_lib.config_hash(workdir_lib.canonical(cfg)),
+      "config": cfg.to_dict()})
   for stage in stages:
     logging.info("=== stage: %s ===", stage)
     if stage == "generate":

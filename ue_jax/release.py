@@ -15,10 +15,19 @@ def noise_path(cfg, workdir: str) -> str:
   return cfg.release.noise_path or os.path.join(workdir, "noise.npy")
 
 
+def release_path(workdir: str) -> str:
+  return os.path.join(workdir, "release", "unlearnable_train.npz")
+
+
+def load_noise(cfg, train: data_lib.Dataset, workdir: str):
+  """The noise to release, checked against the data (shape, finite, eps)."""
+  return artifacts.load_noise(noise_path(cfg, workdir),
+                              shape=train.images.shape, eps=cfg.noise.eps)
+
+
 def run(cfg, train: data_lib.Dataset, workdir: str):
   eps = cfg.noise.eps
-  noise = artifacts.load_noise(noise_path(cfg, workdir),
-                               shape=train.images.shape, eps=eps)
+  noise = load_noise(cfg, train, workdir)
   released = noise_lib.release_images(train.images, noise, eps=eps,
                                       paper_release=cfg.noise.paper_release)
   change = np.abs(released.astype(np.int16) - train.images.astype(np.int16))
@@ -26,7 +35,7 @@ def run(cfg, train: data_lib.Dataset, workdir: str):
     raise UEError(f"released images leave the eps-ball ({change.max()} > "
                   f"{noise_lib.max_delta_u8(eps)}); this is a bug")
   path = artifacts.save_npz(
-      os.path.join(workdir, "release", "unlearnable_train.npz"),
+      release_path(workdir),
       images=released, labels=train.labels, indices=train.source_index)
   figure = artifacts.save_figure(os.path.join(workdir, "figure.png"),
                                  figure_rows(train, noise, released, eps=eps))

@@ -21,19 +21,16 @@ def sweep(eval_fn, state, ds: data_lib.Dataset, batch_size: int):
   return sums["correct"] / sums["count"], sums["loss"] / sums["count"]
 
 
-def cycle_batches(n: int, batch_size: int, *, seed=None):
-  """Endless full batches over 0..n-1: in order (seed None) or reshuffled
-  each epoch; batches wrap across epoch ends so all have batch_size rows."""
-  epoch, buffer = 0, np.zeros((0,), np.int32)
+def cycle_batches(n: int, batch_size: int, *, start: int = 0):
+  """Endless full batches of an unshuffled walk over 0..n-1 that wraps across
+  epoch ends: batch s holds rows (s * batch_size + arange(batch_size)) mod n.
+  Starting at batch `start` lets a resumed run continue from its step count.
+  """
+  step = start
   while True:
-    while len(buffer) < batch_size:
-      order = np.arange(n, dtype=np.int32)
-      if seed is not None:
-        order = np.random.default_rng([seed, epoch]).permutation(order)
-      buffer = np.concatenate([buffer, order])
-      epoch += 1
-    yield buffer[:batch_size]
-    buffer = buffer[batch_size:]
+    rows = step * batch_size + np.arange(batch_size, dtype=np.int64)
+    yield (rows % n).astype(np.int32)
+    step += 1
 
 
 def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int):

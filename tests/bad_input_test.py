@@ -1,0 +1,254 @@
+"""Bad input through the command line: exit code 2, one `error:` line naming
+the problem, no traceback, and the workdir untouched (not even created).
+
+The cases are data (`CASES`); `python -m tests.bad_input_table` prints them as
+a Markdown table with the messages the CLI gives.
+"""
+
+import collections
+import json
+import os
+import subprocess
+import tempfile
+
+import numpy as np
+from absl.testing import absltest
+from absl.testing import parameterized
+
+from tests import helpers
+from ue_jax import workdir as workdir_lib
+from configs import test_tiny
+
+Case = collections.namedtuple(
+    "Case", "name overrides message stage workdir config",
+    defaults=("release", "new", "configs/test_tiny.py"))
+# `overrides` may name fixture files as {tmp}/...; `workdir` is "new" (does
+# not exist), "used" (made by a config with another eps) or "file".
+CASES = (
+    # Flags, parsed by absl and ml_collections.
+    Case("not_a_number", ["--config.noise.eps=abc"],
+         "could not convert string to float: 'abc'"),
+    Case("unknown_field", ["--config.foo=1"],
+         "--config.foo: no such config field"),
+    Case("misspelt_field", ["--config.noise.epss=0.1"],
+         'Did you mean "eps" instead of "epss"?'),
+    Case("missing_config_file", [],
+         "No such file or directory: 'configs/no_such.py'",
+         config="configs/no_such.py"),
+    Case("unknown_stage", [], "value should be one of <all|generate|release|",
+         stage="train"),
+    Case("extra_argument", ["extra"], "unexpected arguments: extra"),
+    # Config values.
+    Case("eps_zero", ["--config.noise.eps=0.0"],
+         "noise.eps must lie in (0, 1], got 0.0"),
+    Case("no_pgd_steps", ["--config.noise.num_steps=0"],
+         "noise.num_steps must lie in [1, 10000], got 0"),
+    Case("step_size_zero", ["--config.noise.step_size=0.0"],
+         "noise.step_size must lie in (0, 1], got 0.0"),
+    Case("unknown_model", ["--config.model.name=vgg11"],
+         "unknown model 'vgg11' (model.name); choose one of"),
+    Case("unknown_augment", ["--config.evaluate.augment=rotate"],
+         "evaluate.augment must be one of 'none', 'crop', 'crop_flip'"),
+    Case("unknown_source", ["--config.data.source=csv"],
+         "unknown data source 'csv' (data.source)"),
+    Case("unknown_dataset", ["--config.data.source=tfds",
+                             "--config.data.name=imagenet42"],
+         "unknown dataset 'imagenet42'"),
+    Case("min_rounds_over_max", ["--config.generate.min_rounds=3",
+                                 "--config.generate.max_rounds=2"],
+         "generate.min_rounds=3 must not exceed generate.max_rounds=2"),
+    Case("learning_rate_zero", ["--config.generate.lr=0.0"],
+         "generate.lr must lie in (0, 100], got 0.0"),
+    Case("keep_no_checkpoint", ["--config.checkpoint.max_to_keep=0"],
+         "checkpoint.max_to_keep must lie in [1, 1000], got 0"),
+    # Data.
+    Case("missing_data_folder", ["--config.data.name=fashion_mnist",
+                                 "--config.data.source=idx",
+                                 "--config.data.data_dir=/nonexistent/fmnist"],
+         "data folder /nonexistent/fmnist does not exist"),
+    Case("float_images", ["--config.data.train_path={tmp}/float_images.npz"],
+         "images must be uint8 (0..255), got float32"),
+    Case("test_label_out_of_range",
+         ["--config.data.test_path={tmp}/label_7.npz"],
+         "labels must lie in [0, 4), got [0, 7]"),
+    Case("single_class", ["--config.data.train_path={tmp}/one_class.npz",
+                          "--config.data.test_path={tmp}/one_class.npz"],
+         "hold a single class (2); need at least 2"),
+    Case("batch_over_data", ["--config.generate.batch_size=200"],
+         "generate.batch_size=200 exceeds the 96 training images"),
+    Case("subset_over_data", ["--config.data.train_size=1000"],
+         "data.train_size=1000 exceeds the 96 examples"),
+    # Noise and released files.
+    Case("noise_wrong_shape",
+         ["--config.release.noise_path={tmp}/noise_shape.npy"],
+         "has shape (5, 12, 12, 1) but the dataset needs (96, 12, 12, 1)"),
+    Case("noise_over_eps", ["--config.release.noise_path={tmp}/noise_big.npy"],
+         "exceeds epsilon: max |noise| = 0.500000 > 0.031373"),
+    Case("noise_not_finite",
+         ["--config.release.noise_path={tmp}/noise_nan.npy"],
+         "holds non-finite values"),
+    Case("noise_needs_pickle",
+         ["--config.release.noise_path={tmp}/noise_pickle.npy"],
+         "cannot be read without pickle, which is refused"),
+    Case("evaluate_before_release", [], "no released dataset at",
+         stage="evaluate"),
+    # The workdir.
+    Case("workdir_of_other_config", [],
+         "was made by a different config (noise.eps: 0.06274509803921569 "
+         "there, 0.03137254901960784 now)", workdir="used"),
+    Case("overwrite_deletes_input", ["--overwrite"],
+         "--overwrite would delete", stage="evaluate", workdir="used"),
+    Case("workdir_is_a_file", [], "exists and is not a directory",
+         workdir="file"),
+)
+
+
+def tiny_config(train, test, **noise):
+  cfg = test_tiny.get_config()
+  cfg.data.train_path, cfg.data.test_path = train, test
+  cfg.noise.update(noise)
+  return cfg
+
+
+def make_fixtures(tmp):
+  """Writes the data, bad files and workdirs the cases refer to."""
+  train, test = helpers.write_npz(tmp)
+  clean = np.load(train, allow_pickle=False)
+  images, labels = clean["images"], clean["labels"]
+  np.savez(os.path.join(tmp, "float_images.npz"),
+           images=images.astype(np.float32) / 255, labels=labels)
+  np.savez(os.path.join(tmp, "label_7.npz"), images=images[:64],
+           labels=np.where(np.arange(64) == 5, 7, labels[:64]))
+  np.savez(os.path.join(tmp, "one_class.npz"), images=images,
+           labels=np.full_like(labels, 2))
+  shape = images.shape
+  np.save(os.path.join(tmp, "noise_shape.npy"),
+          np.zeros((5, *shape[1:]), np.float32))
+  np.save(os.path.join(tmp, "noise_big.npy"), np.full(shape, 0.5, np.float32))
+  nan = np.zeros(shape, np.float32)
+  nan[3, 2, 1, 0] = np.nan
+  np.save(os.path.join(tmp, "noise_nan.npy"), nan)
+  np.save(os.path.join(tmp, "noise_pickle.npy"),
+          np.array([{"noise": 0}], dtype=object), allow_pickle=True)
+  used = os.path.join(tmp, "used")
+  workdir_lib.claim(tiny_config(train, test, eps=16 / 255), used,
+                    overwrite=False)
+  for name in ("noise.npy", os.path.join("checkpoints", "1", "state")):
+    os.makedirs(os.path.dirname(os.path.join(used, name)), exist_ok=True)
+    with open(os.path.join(used, name), "w", encoding="utf-8") as f:
+      f.write("stand-in\n")
+  with open(os.path.join(tmp, "a_file"), "w", encoding="utf-8") as f:
+    f.write("not a directory\n")
+  return {"tmp": tmp, "train": train, "test": test, "used": used,
+          "file": os.path.join(tmp, "a_file")}
+
+
+def read_json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+def case_workdir(case, fixtures):
+  if case.workdir == "new":
+    return os.path.join(fixtures["tmp"], "new_" + case.name)
+  return fixtures[case.workdir]
+
+
+def run_case(case, fixtures, env=None):
+  """Runs one case through the CLI; returns the CompletedProcess."""
+  overrides = [f"--config.data.train_path={fixtures['train']}",
+               f"--config.data.test_path={fixtures['test']}"]
+  overrides += [o.format(tmp=fixtures["tmp"]) for o in case.overrides]
+  cmd = helpers.main_command(case_workdir(case, fixtures), *overrides,
+                             stage=case.stage, config=case.config)
+  return subprocess.run(cmd, cwd=helpers.REPO, capture_output=True,
+                        text=True, timeout=300, check=False, env=env)
+
+
+def snapshot(path):
+  """Every entry under `path` with its size and mtime; None if absent."""
+  if not os.path.lexists(path):
+    return None
+  entries = {".": os.lstat(path).st_mtime_ns}
+  for root, dirs, files in os.walk(path):
+    for name in dirs + files:
+      full = os.path.join(root, name)
+      stat = os.lstat(full)
+      entries[os.path.relpath(full, path)] = (stat.st_size, stat.st_mtime_ns)
+  return entries
+
+
+class BadInputTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.fixtures = make_fixtures(tempfile.mkdtemp(prefix="ue_jax_bad_"))
+
+  def test_at_least_twenty_kinds(self):
+    self.assertGreaterEqual(len(CASES), 20)
+    self.assertLen({case.name for case in CASES}, len(CASES))
+
+  @parameterized.named_parameters(*((c.name, c) for c in CASES))
+  def test_refused(self, case):
+    workdir = case_workdir(case, self.fixtures)
+    before = snapshot(workdir)
+    proc = run_case(case, self.fixtures)
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    self.assertNotIn("Traceback", proc.stderr)
+    last = proc.stderr.strip().splitlines()[-1]
+    self.assertTrue(last.startswith("error: "), last)
+    self.assertIn(case.message, last)
+    self.assertEqual(snapshot(workdir), before)
+
+
+class WorkdirTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = self.create_tempdir().full_path
+    self.train, self.test = helpers.write_npz(self.tmp, n_train=16,
+                                              n_test=8)
+
+  def test_same_config_is_accepted_and_recorded(self):
+    cfg = tiny_config(self.train, self.test)
+    path = workdir_lib.claim(cfg, os.path.join(self.tmp, "w"),
+                             overwrite=False)
+    record = read_json(path)
+    self.assertEqual(record["sha256"],
+                     workdir_lib.config_hash(workdir_lib.canonical(cfg)))
+    workdir_lib.verify(tiny_config(self.train, self.test),
+                       os.path.join(self.tmp, "w"), overwrite=False)
+
+  def test_first_difference(self):
+    old = workdir_lib.canonical(tiny_config(self.train, self.test))
+    new = workdir_lib.canonical(tiny_config(self.train, self.test, eps=0.1,
+                                            num_steps=7))
+    self.assertEqual(workdir_lib.first_difference(old, new),
+                     f"noise.eps: {8 / 255!r} there, 0.1 now")
+    self.assertIsNone(workdir_lib.first_difference(old, old))
+
+  def test_overwrite_through_the_cli(self):
+    """--overwrite on a workdir of another config: old outputs go, other
+    files stay, and the new config is recorded."""
+    fixtures = make_fixtures(self.tmp)
+    used = fixtures["used"]
+    with open(os.path.join(used, "notes.txt"), "w", encoding="utf-8") as f:
+      f.write("mine\n")
+    noise = os.path.join(self.tmp, "zeros.npy")
+    np.save(noise, np.zeros((96, 12, 12, 1), np.float32))
+    case = Case("overwrite", [f"--config.release.noise_path={noise}",
+                              "--overwrite"], "", workdir="used")
+    proc = run_case(case, fixtures)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    self.assertCountEqual(os.listdir(used),
+                          ["config.json", "notes.txt", "release", "figure.png",
+                           "results.json"])
+    cfg = tiny_config(fixtures["train"], fixtures["test"])
+    cfg.release.noise_path = noise
+    self.assertEqual(read_json(os.path.join(used, "config.json"))["sha256"],
+                     workdir_lib.config_hash(workdir_lib.canonical(cfg)))
+
+
+if __name__ == "__main__":
+  absltest.main()
