@@ -19,7 +19,7 @@ def get_config():
   c.name = "fashion_mnist_samplewise"
   c.data.name = "fashion_mnist"
   c.data.source = "idx"
-  c.data.train_size = 3000
+  c.data.train_size = 4000
   c.data.test_size = 10000
   c.model.name = "resnet18"
   c.model.width = 16
@@ -29,7 +29,7 @@ def get_config():
   c.generate.batch_size = 256
   c.generate.train_steps = 10
   c.generate.max_rounds = 8
-  c.evaluate.epochs = 12
+  c.evaluate.epochs = 20
   c.evaluate.augment = "crop"
   c.evaluate.lr = 0.1
   return c
