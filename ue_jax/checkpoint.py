@@ -70,6 +70,7 @@ class Checkpoints:
   """
 
   def __init__(self, directory: str, *, max_to_keep: int):
+    directory = os.path.abspath(directory)  # Orbax refuses relative paths
     self.directory = directory
     _quiet_orbax()
     self._manager = ocp.CheckpointManager(
