@@ -55,8 +55,9 @@ def load_release(train: data_lib.Dataset, workdir: str) -> data_lib.Dataset:
 
 
 def run(cfg, train: data_lib.Dataset, test: data_lib.Dataset, workdir: str,
-        log: metrics_lib.MetricLog):
-  unlearnable = load_release(train, workdir)
+        log: metrics_lib.MetricLog, *, unlearnable=None):
+  if unlearnable is None:
+    unlearnable = load_release(train, workdir)
   # A rerun trains from scratch: forget the epochs of an interrupted one.
   log.drop(lambda record: record["stage"].startswith("evaluate_"))
   curves = {}

@@ -48,7 +48,8 @@ def _inside(path: str, folder: str) -> bool:
 
 def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   """Loads and checks what the first stage reads but this run does not
-  write: the noise for release, the released images for evaluate."""
+  write: the noise for release, the released images for evaluate. Returns
+  them by stage, so the stage does not read them a second time."""
   needs = []
   if "release" in stages and "generate" not in stages:
     needs.append(("release", release.noise_path(cfg, workdir),
@@ -56,11 +57,13 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   if "evaluate" in stages and "release" not in stages:
     needs.append(("evaluate", release.release_path(workdir),
                   lambda: evaluate.load_release(train, workdir)))
+  loaded = {}
   for stage, path, load in needs:
     if overwrite and _inside(path, workdir):
       checks.fail(f"--overwrite would delete {path}, which --stage={stage} "
                   "reads; run the earlier stages too or drop --overwrite")
-    load()
+    loaded[stage] = load()
+  return loaded
 
 
 def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
@@ -75,7 +78,7 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
       checks.fail(f"unknown stage {stage!r}; choose all or one of {STAGES}")
   workdir_lib.verify(cfg, workdir, overwrite=overwrite)
   train, test = load_data(cfg)
-  check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
+  inputs = check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
   # Nothing was written up to here; from here on the workdir is ours.
   config_path = workdir_lib.claim(cfg, workdir, overwrite=overwrite)
   log = metrics_lib.MetricLog(workdir)
@@ -95,9 +98,11 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
     if stage == "generate":
       results.update(generate.run(cfg, train, workdir, log))
     elif stage == "release":
-      results.update(release.run(cfg, train, workdir))
+      results.update(release.run(cfg, train, workdir,
+                                 noise=inputs.get("release")))
     else:
-      results.update(evaluate.run(cfg, train, test, workdir, log))
+      results.update(evaluate.run(cfg, train, test, workdir, log,
+                                  unlearnable=inputs.get("evaluate")))
     artifacts.save_json(path, results)
   for key in ("clean_test_accuracy", "unlearnable_test_accuracy"):
     if key in results:

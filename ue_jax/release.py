@@ -25,9 +25,12 @@ def load_noise(cfg, train: data_lib.Dataset, workdir: str):
                               shape=train.images.shape, eps=cfg.noise.eps)
 
 
-def run(cfg, train: data_lib.Dataset, workdir: str):
+def run(cfg, train: data_lib.Dataset, workdir: str, *, noise=None):
+  """Releases `noise` (loaded from the workdir or release.noise_path when
+  None)."""
   eps = cfg.noise.eps
-  noise = load_noise(cfg, train, workdir)
+  if noise is None:
+    noise = load_noise(cfg, train, workdir)
   released = noise_lib.release_images(train.images, noise, eps=eps,
                                       paper_release=cfg.noise.paper_release)
   change = np.abs(released.astype(np.int16) - train.images.astype(np.int16))
