@@ -26,6 +26,9 @@ def base() -> ml_collections.ConfigDict:
   c.model.width = 64          # first-stage channels; 64 = the paper's ResNet-18
 
   c.noise = ml_collections.ConfigDict()
+  c.noise.kind = "error_min"  # error_min | error_max | random (the original's
+                              # --attack_type min-min | min-max | random)
+  c.noise.layout = "samplewise"  # samplewise [N,H,W,C] | classwise [classes,H,W,C]
   c.noise.eps = 8 / 255       # L-inf budget, [0,1] units
   c.noise.step_size = 0.8 / 255
   c.noise.num_steps = 20      # K: PGD steps per example per round
@@ -43,6 +46,16 @@ def base() -> ml_collections.ConfigDict:
   c.generate.stop_accuracy = 0.99  # stop when accuracy on the release >= this
   c.generate.min_rounds = 1        # search at least this long (paper: 1)
   c.generate.max_rounds = 50       # hard cap; reaching it is reported
+  # Class-wise noise is fitted and stop-tested on a seeded class-stratified
+  # subset of this fraction (the original's universal_train_portion; 1.0 =
+  # the whole set); the model steps always walk the whole training set.
+  c.generate.classwise_subset = 0.2
+  # error_max: stop once accuracy on the release <= this (the original's
+  # stop error 0.9 sample-wise -> 0.1; 0.8 class-wise -> 0.2).
+  c.generate.error_max_stop_accuracy = 0.1
+  # Epochs of training on the clean images, with the evaluate recipe below,
+  # before the search (error_max; the original: its full schedule, 60).
+  c.generate.pretrain_epochs = 0
 
   c.evaluate = ml_collections.ConfigDict()
   c.evaluate.model = ""           # "" = same as model.name
@@ -54,8 +67,15 @@ def base() -> ml_collections.ConfigDict:
   c.evaluate.momentum = 0.9
   c.evaluate.weight_decay = 5e-4
   c.evaluate.grad_clip = 5.0
-  c.evaluate.augment = "crop_flip"  # none | crop | crop_flip
+  c.evaluate.augment = "crop_flip"  # none | crop | crop_flip | crop_flip_rotate
   c.evaluate.seed = 0
+  c.evaluate.train_clean = True   # also train on the clean images (baseline)
+
+  # Partial protection (algorithm.md §5, §7): only the selected examples are
+  # released with noise, the rest clean. The noise is generated for all.
+  c.partial = ml_collections.ConfigDict()
+  c.partial.rate = 1.0    # a seeded uniform random fraction (not stratified)
+  c.partial.classes = ()  # or every example of these classes, e.g. (0, 1, 8, 9)
 
   c.release = ml_collections.ConfigDict()
   c.release.noise_path = ""       # "" = DIR/noise.npy from the generate stage

@@ -101,7 +101,8 @@ def load_noise(path: str, *, shape, eps: float) -> np.ndarray:
 
 def load_release(path: str, *, labels: np.ndarray, indices: np.ndarray):
   """Loads a released .npz (no pickle) made from the configured training
-  set: uint8 images with the same labels and source indices."""
+  set: uint8 images with the same labels and source indices, and `protected`
+  (bool [N]; all True for a release written before partial protection)."""
   if not os.path.exists(path):
     raise UEError(f"no released dataset at {path}; run --stage=release first")
   archive = _load_array_file(path, "released dataset")
@@ -114,6 +115,8 @@ def load_release(path: str, *, labels: np.ndarray, indices: np.ndarray):
       raise UEError(f"released dataset {path} lacks {sorted(missing)}")
     try:
       release = {k: f[k] for k in ("images", "labels", "indices")}
+      release["protected"] = (f["protected"] if "protected" in f.files
+                              else np.ones(len(release["labels"]), bool))
     except ValueError as e:
       raise UEError(f"released dataset {path} cannot be read without pickle, "
                     f"which is refused ({' '.join(str(e).split())})") from None
@@ -126,4 +129,9 @@ def load_release(path: str, *, labels: np.ndarray, indices: np.ndarray):
       or not np.array_equal(release["indices"], indices)):
     raise UEError(f"released dataset {path} holds other examples (labels or "
                   "indices differ) than the configured training set")
+  if (release["protected"].dtype != bool
+      or release["protected"].shape != (len(labels),)):
+    raise UEError(f"released dataset {path}: `protected` must be bool "
+                  f"[{len(labels)}], got {release['protected'].dtype} "
+                  f"{release['protected'].shape}")
   return release

@@ -71,6 +71,16 @@ def boolean(name, value):
   return None
 
 
+def int_tuple(name, value):
+  if not isinstance(value, (tuple, list)) or not all(
+      _is_int(v) and 0 <= v < BIG for v in value):
+    return (f"{name} must be a tuple of class numbers, e.g. (0, 1), got "
+            f"{value!r}")
+  if len(set(value)) != len(value):
+    return f"{name} lists a class twice: {tuple(value)!r}"
+  return None
+
+
 def _optimizer(prefix: str) -> Dict[str, Rule]:
   return {f"{prefix}.batch_size": number(1, 1 << 20, integer=True),
           f"{prefix}.eval_batch_size": number(1, 1 << 20, integer=True),
@@ -98,17 +108,26 @@ SCHEMA: Dict[str, Rule] = {
     "noise.num_steps": number(1, 10_000, integer=True),
     "noise.init": choice("zeros", "uniform"),
     "noise.paper_release": boolean,
+    "noise.kind": choice("error_min", "error_max", "random",
+                         noun="noise kind"),
+    "noise.layout": choice("samplewise", "classwise", noun="noise layout"),
     **_optimizer("generate"),
     "generate.train_steps": number(0, 1_000_000, integer=True),
     "generate.stop_accuracy": number(0, 1),
     "generate.min_rounds": number(1, 100_000, integer=True),
     "generate.max_rounds": number(1, 100_000, integer=True),
+    "generate.classwise_subset": number(0, 1, lo_open=True),
+    "generate.error_max_stop_accuracy": number(0, 1),
+    "generate.pretrain_epochs": number(0, 10_000, integer=True),
     "evaluate.model": choice("", *sorted(MODELS), noun="model"),
     "evaluate.width": number(0, 4096, integer=True),
     "evaluate.epochs": number(1, 10_000, integer=True),
     **_optimizer("evaluate"),
     "evaluate.augment": choice(*augment.KINDS),
     "evaluate.seed": number(0, 2**31 - 1, integer=True),
+    "evaluate.train_clean": boolean,
+    "partial.rate": number(0, 1),
+    "partial.classes": int_tuple,
     "release.noise_path": text(),
     "checkpoint.every_batches": number(0, BIG, integer=True),
     "checkpoint.every_seconds": number(0, 1e9),
@@ -145,6 +164,10 @@ def check_config(cfg):
   if g.min_rounds > g.max_rounds:
     fail(f"generate.min_rounds={g.min_rounds} must not exceed "
          f"generate.max_rounds={g.max_rounds}")
+  if cfg.partial.classes and cfg.partial.rate != 1.0:
+    fail(f"partial.classes={tuple(cfg.partial.classes)!r} protects whole "
+         f"classes; partial.rate={cfg.partial.rate} must then stay 1.0 (give "
+         "one or the other)")
   source = data_lib.resolve_source(d.name, d.source, d.data_dir)
   if source != "npz" and d.name not in data_lib.TFDS_NAMES:
     fail(f"unknown dataset {d.name!r} (data.name) for data.source="
@@ -177,6 +200,10 @@ def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
       fail(f"{field}={size} exceeds the {len(ds)} examples of the split; "
            f"choose at most {len(ds)} (0 takes them all)")
   n = d.train_size or len(train)
+  for c in cfg.partial.classes:
+    if c >= train.num_classes:
+      fail(f"partial.classes names class {c}, but {d.name!r} has classes 0.."
+           f"{train.num_classes - 1}")
   if d.train_size and d.train_size < train.num_classes:
     fail(f"data.train_size={d.train_size} is smaller than the "
          f"{train.num_classes} classes")

@@ -1,9 +1,17 @@
 """Evaluation: train a fresh model on the released images and, with the same
 recipe and initialisation, on the clean images; record clean test accuracy per
-epoch for both (algorithm.md §6; the reported number is the last epoch's)."""
+epoch for both (algorithm.md §6; the reported number is the last epoch's).
+
+For a partially protected release it also trains on the clean remainder
+alone (the unprotected examples only: the paper's comparison), and with
+whole protected classes it reports test accuracy on those classes and on the
+others separately.
+"""
 
 import os
+from typing import NamedTuple
 
+import numpy as np
 from absl import logging
 
 from ue_jax import artifacts
@@ -18,9 +26,17 @@ from ue_jax.models import get_model
 from ue_jax.state import create_state
 
 
+class Release(NamedTuple):
+  """A released training set and which of its examples carry noise."""
+  images: data_lib.Dataset
+  protected: np.ndarray
+
+
 def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
-                label: str, log=None):
-  """Trains the evaluation model on `train`; returns the per-epoch history."""
+                label: str, log=None, groups=None):
+  """Trains the evaluation model on `train`; returns the per-epoch history.
+  `groups` ({name: test subset}) are scored after the last epoch, as
+  history[-1]["<name>_test_accuracy"]."""
   e = cfg.evaluate
   model = get_model(e.model or cfg.model.name, num_classes=train.num_classes,
                     width=e.width or cfg.model.width)
@@ -34,16 +50,20 @@ def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
                  grad_clip=e.grad_clip)
   state = create_state(model, tx, seed=e.seed,
                        image_shape=train.images.shape[1:])
-  _, history = train_lib.fit(
-      state, steps_lib.jit_model_step(augment=e.augment), steps_lib.jit_eval(), train, test, epochs=e.epochs,
-      batch_size=e.batch_size, eval_batch_size=e.eval_batch_size,
-      seed=e.seed, label=label, log=log)
+  eval_fn = steps_lib.jit_eval()
+  state, history = train_lib.fit(
+      state, steps_lib.jit_model_step(augment=e.augment), eval_fn, train,
+      test, epochs=e.epochs, batch_size=e.batch_size,
+      eval_batch_size=e.eval_batch_size, seed=e.seed, label=label, log=log)
+  for name, ds in (groups or {}).items():
+    history[-1][f"{name}_test_accuracy"] = train_lib.sweep(
+        eval_fn, state, ds, e.eval_batch_size)[0]
   logging.info("%s: final clean test accuracy %.4f", label,
                history[-1]["test_accuracy"])
   return history
 
 
-def load_release(train: data_lib.Dataset, workdir: str) -> data_lib.Dataset:
+def load_release(train: data_lib.Dataset, workdir: str) -> Release:
   """The released images of DIR's release stage, checked against `train`."""
   release = artifacts.load_release(
       release_lib.release_path(workdir), labels=train.labels,
@@ -51,29 +71,58 @@ def load_release(train: data_lib.Dataset, workdir: str) -> data_lib.Dataset:
   if release["images"].shape != train.images.shape:
     raise UEError(f"released images {release['images'].shape} do not match "
                   f"the configured training set {train.images.shape}")
-  return train.replace_images(release["images"])
+  return Release(train.replace_images(release["images"]),
+                 release["protected"])
+
+
+def class_groups(test: data_lib.Dataset, classes) -> dict:
+  """Test subsets of the protected classes and of the others (non-empty)."""
+  if not classes:
+    return {}
+  inside = np.isin(test.labels, np.asarray(classes))
+  groups = {"protected_classes": np.flatnonzero(inside),
+            "other_classes": np.flatnonzero(~inside)}
+  return {k: test.take(v) for k, v in groups.items() if len(v)}
 
 
 def run(cfg, train: data_lib.Dataset, test: data_lib.Dataset, workdir: str,
         log: metrics_lib.MetricLog, *, unlearnable=None):
-  if unlearnable is None:
-    unlearnable = load_release(train, workdir)
+  e = cfg.evaluate
+  released, protected = (load_release(train, workdir) if unlearnable is None
+                         else unlearnable)
   # A rerun trains from scratch: forget the epochs of an interrupted one.
   log.drop(lambda record: record["stage"].startswith("evaluate_"))
+  sets = [("unlearnable", released)]
+  if e.train_clean:
+    sets.append(("clean", train))
+  remainder = train.take(np.flatnonzero(~protected))
+  if protected.any() and not protected.all():
+    if len(remainder) >= e.batch_size:
+      sets.append(("clean_remainder", remainder))
+    else:
+      logging.warning("clean remainder: %d examples, fewer than a batch of "
+                      "%d; not trained", len(remainder), e.batch_size)
+  groups = class_groups(test, tuple(cfg.partial.classes))
   curves = {}
-  for name, ds in (("unlearnable", unlearnable), ("clean", train)):
+  for name, ds in sets:
     curves[name] = train_model(cfg, ds, test, label=f"evaluate_{name}",
-                               log=log)
+                               log=log, groups=groups)
+  if not protected.any():  # nothing protected: the release is the clean set
+    curves["clean_remainder"] = curves["unlearnable"]
   figure = artifacts.save_figure(os.path.join(workdir, "curves.png"),
                                  plot_curves(curves, test.num_classes))
-  return {"clean_test_accuracy": curves["clean"][-1]["test_accuracy"],
-          "unlearnable_test_accuracy":
-              curves["unlearnable"][-1]["test_accuracy"],
-          "curves": {k: [r["test_accuracy"] for r in v]
-                     for k, v in curves.items()},
-          "curves_train_accuracy": {k: [r["train_accuracy"] for r in v]
-                                    for k, v in curves.items()},
-          "curves_path": figure}
+  out = {"curves": {k: [r["test_accuracy"] for r in v]
+                    for k, v in curves.items()},
+         "curves_train_accuracy": {k: [r["train_accuracy"] for r in v]
+                                   for k, v in curves.items()},
+         "curves_path": figure, "clean_remainder_size": len(remainder)}
+  for name, history in curves.items():
+    out[f"{name}_test_accuracy"] = history[-1]["test_accuracy"]
+  for group in groups:
+    out[f"{group}_test_accuracy"] = {
+        name: history[-1][f"{group}_test_accuracy"]
+        for name, history in curves.items()}
+  return out
 
 
 def plot_curves(curves, num_classes: int):

@@ -1,11 +1,23 @@
-"""Sample-wise error-minimizing noise: the min-min driver (algorithm.md §2).
+"""The noise search: error-minimizing (min-min), error-maximizing and random
+noise, sample-wise or class-wise (algorithm.md §2-§4).
 
-Each round: M model steps on clip(x + delta) (BatchNorm in train mode), then
-K-step sign-gradient descent on the noise of every training example (eval
-mode), then the stop test: accuracy of the frozen model on the images that
-will be released (quantized). Stops at `stop_accuracy` (once at least
-`min_rounds` rounds ran) or after `max_rounds` (reported as
-stop_reached=False).
+`noise.kind`:
+- error_min: each round, M model steps on clip(x + delta) over the whole
+  training set (BatchNorm in train mode), then K-step sign-gradient descent
+  on the noise of every example of the fit set (eval mode), then the stop
+  test: accuracy of the frozen model on the fit set's images as they will be
+  released (quantized). Stops at accuracy >= `stop_accuracy` (once at least
+  `min_rounds` rounds ran) or after `max_rounds` (stop_reached=False).
+- error_max: the same loop with sign-gradient *ascent*, after
+  `pretrain_epochs` of training on the clean images with the evaluation
+  recipe (the original trains with its full schedule first); its configs set
+  M = 0 model steps, as the original. Stops at accuracy <=
+  `error_max_stop_accuracy` (the original's stop error 0.9 sample-wise, 0.8
+  class-wise).
+- random: delta ~ U(-eps, eps), no model and no search.
+`noise.layout` (layouts.py) picks the fit set and how noise is indexed:
+sample-wise, every training example; class-wise, one noise per class, fitted
+and stop-tested on a stratified `classwise_subset` of the training set.
 
 The search resumes: the whole state is checkpointed (checkpoint.py) with a
 `Position`, and a run started again in the same workdir continues from the
@@ -24,6 +36,7 @@ import time
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -31,13 +44,16 @@ from ue_jax import artifacts
 from ue_jax import checkpoint as checkpoint_lib
 from ue_jax import data as data_lib
 from ue_jax import interrupt
+from ue_jax import layouts
 from ue_jax import metrics as metrics_lib
+from ue_jax import noise as noise_lib
 from ue_jax import optim
 from ue_jax import steps as steps_lib
 from ue_jax import train as train_lib
 from ue_jax.errors import Interrupted
 from ue_jax.errors import UEError
 from ue_jax.models import get_model
+from ue_jax.state import UEState
 from ue_jax.state import create_state
 
 CHECKPOINTS = "checkpoints"
@@ -52,15 +68,28 @@ def build(cfg, train: data_lib.Dataset):
                  grad_clip=g.grad_clip)
   state = create_state(model, tx, seed=cfg.seed,
                        image_shape=train.images.shape[1:],
-                       noise_shape=train.images.shape)
+                       noise_shape=layouts.noise_shape(cfg.noise.layout, train))
   if cfg.noise.init == "uniform":
     key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
-    state = state.replace(noise=jax.random.uniform(
-        key, state.noise.shape, minval=-cfg.noise.eps, maxval=cfg.noise.eps))
+    state = state.replace(noise=noise_lib.random_noise(
+        key, state.noise.shape, eps=cfg.noise.eps))
   fns = steps_lib.jit_steps(eps=cfg.noise.eps, step_size=cfg.noise.step_size,
                             num_steps=cfg.noise.num_steps,
-                            paper_release=cfg.noise.paper_release)
+                            paper_release=cfg.noise.paper_release,
+                            maximize=cfg.noise.kind == "error_max",
+                            layout=cfg.noise.layout)
   return state, fns
+
+
+def stop_rule(cfg):
+  """(reached(accuracy, round), words) for the config's kind of noise."""
+  g = cfg.generate
+  if cfg.noise.kind == "error_max":
+    target = g.error_max_stop_accuracy
+    return (lambda acc, r: bool(acc <= target and r >= g.min_rounds),
+            f"stop at <= {target:.2f}")
+  return (lambda acc, r: bool(acc >= g.stop_accuracy and r >= g.min_rounds),
+          f"stop at >= {g.stop_accuracy:.2f}")
 
 
 @dataclasses.dataclass
@@ -73,6 +102,7 @@ class Position:
   stop: Optional[dict] = None     # accuracy, loss, reached (pos = nb + 1)
   elapsed: float = 0.0            # generation seconds, over all processes
   round_started: float = 0.0      # `elapsed` when this round began
+  pretrain: Optional[dict] = None  # last pretraining epoch (error_max)
 
   def completed_rounds(self) -> int:
     return self.round if self.pos == self.noise_batches + 1 else self.round - 1
@@ -156,16 +186,18 @@ def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int):
   return state, at
 
 
-def _search(cfg, train: data_lib.Dataset, state, fns,
+def _search(cfg, train: data_lib.Dataset, fit: data_lib.Dataset, state, fns,
             log: metrics_lib.MetricLog, saver: _Saver, at: Position):
-  """Runs rounds from position `at` until the stop rule or the cap."""
-  g, n = cfg.generate, len(train)
+  """Runs rounds from position `at` until the stop rule or the cap; model
+  steps walk `train`, noise steps and the stop test the fit set `fit`."""
+  g, n, n_fit = cfg.generate, len(train), len(fit)
   model_step, noise_step, eval_step = fns
+  reached, stop_words = stop_rule(cfg)
   nb = at.noise_batches
   while not at.finished(g.max_rounds):
     if at.pos == nb + 1:
       at = Position(round=at.round + 1, noise_batches=nb,
-                    round_started=saver.clock())
+                    round_started=saver.clock(), pretrain=at.pretrain)
     if at.pos == 0:
       step = int(jax.device_get(state.step))
       if not (at.round - 1) * g.train_steps <= step <= at.round * g.train_steps:
@@ -183,22 +215,24 @@ def _search(cfg, train: data_lib.Dataset, state, fns,
           saver.ckpt.refuse_nonfinite("model loss", f"({at.describe()})")
     progress = metrics_lib.Progress(
         f"generate round {at.round}/{g.max_rounds} noise",
-        n - min(n, at.pos * g.batch_size), "img", scale=cfg.noise.num_steps)
-    for k, rows in enumerate(data_lib.batches(n, g.batch_size)):
+        n_fit - min(n_fit, at.pos * g.batch_size), "img",
+        scale=cfg.noise.num_steps)
+    for k, rows in enumerate(layouts.noise_batches(
+        cfg.noise.layout, n_fit, g.batch_size, seed=cfg.seed,
+        round_=at.round)):
       if k < at.pos:
         continue
-      state, _ = noise_step(state, data_lib.gather(train, rows))
+      state, _ = noise_step(state, data_lib.gather(fit, rows))
       at.pos = k + 1
-      progress.update(int(np.sum(rows < n)), state.noise)
+      progress.update(int(np.sum(rows < n_fit)), state.noise)
       saver.after_batch(state, at, noise_batch=True)
-    acc, loss = train_lib.sweep(eval_step, state, train, g.eval_batch_size)
+    acc, loss = train_lib.sweep(eval_step, state, fit, g.eval_batch_size)
     if not np.isfinite(loss):
       saver.ckpt.refuse_nonfinite("loss in the stop test",
                                   f"(round {at.round})")
     at.pos = nb + 1
     at.stop = {"accuracy": acc, "loss": loss,
-               "reached": bool(acc >= g.stop_accuracy
-                               and at.round >= g.min_rounds)}
+               "reached": reached(acc, at.round)}
     now = saver.clock()
     # Logged before the round's checkpoint: a run killed in between redoes
     # the stop test, and the resume drops this record first.
@@ -206,18 +240,76 @@ def _search(cfg, train: data_lib.Dataset, state, fns,
               model_loss=at.model_loss, seconds=now - at.round_started,
               total_seconds=now)
     logging.info("generate round %d: accuracy on released train images %.4f "
-                 "(stop at %.2f), loss %.4f, %.1f s", at.round, acc,
-                 g.stop_accuracy, loss, now - at.round_started)
+                 "(%s), loss %.4f, %.1f s", at.round, acc, stop_words, loss,
+                 now - at.round_started)
     saver.save(state, at)  # the end of every round is saved
     saver.check_signal(state, at)
   return state, at
 
 
-def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
-  """Runs (or resumes) the min-min search; writes DIR/noise.npy; returns a
-  summary dict."""
+PRETRAIN = "generate_pretrain"  # stage name of the pretraining epochs' log
+
+
+def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
+             log: metrics_lib.MetricLog, signals: interrupt.StopSignals):
+  """Trains the generator's model on the clean images for
+  `generate.pretrain_epochs` with the evaluation recipe (batch size,
+  optimizer, per-epoch cosine, augmentation), as the original's error-max
+  baseline does first. Returns `state` with the trained params and batch
+  statistics (its step, optimizer state, rng and noise untouched) and the
+  last epoch's record. A stop signal ends it after the current epoch,
+  without a checkpoint (a rerun pretrains again)."""
+  e, epochs = cfg.evaluate, cfg.generate.pretrain_epochs
+  tx = optim.sgd(optim.epoch_cosine(
+      e.lr, epochs=epochs, steps_per_epoch=len(train) // e.batch_size),
+                 momentum=e.momentum, weight_decay=e.weight_decay,
+                 grad_clip=e.grad_clip)
+  params = jax.tree.map(jnp.copy, state.params)  # the steps donate buffers
+  plain = UEState(step=jnp.zeros((), jnp.int32), params=params,
+                  batch_stats=jax.tree.map(jnp.copy, state.batch_stats),
+                  opt_state=tx.init(params), noise=None,
+                  rng=jax.random.fold_in(state.rng, 2),
+                  apply_fn=state.apply_fn, tx=tx)
+
+  def after_epoch(epoch, _):
+    if signals.signum is not None:
+      raise Interrupted(f"{signals.name} received (pretraining, epoch "
+                        f"{epoch}/{epochs}, not saved); rerun the same "
+                        "command to start again", signum=signals.signum)
+
+  plain, history = train_lib.fit(
+      plain, steps_lib.jit_model_step(augment=e.augment),
+      steps_lib.jit_eval(), train, test, epochs=epochs,
+      batch_size=e.batch_size, eval_batch_size=e.eval_batch_size,
+      seed=cfg.seed, label=PRETRAIN, log=log, after_epoch=after_epoch)
+  logging.info("pretrained the generator for %d epochs on clean images: "
+               "test accuracy %.4f", epochs, history[-1]["test_accuracy"])
+  return (state.replace(params=plain.params, batch_stats=plain.batch_stats),
+          history[-1])
+
+
+def _random(cfg, train: data_lib.Dataset, workdir: str):
+  """The random-noise baseline: U(-eps, eps) in the layout's shape."""
+  start = time.perf_counter()
+  key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
+  noise = np.asarray(jax.device_get(noise_lib.random_noise(
+      key, layouts.noise_shape(cfg.noise.layout, train), eps=cfg.noise.eps)))
+  path = artifacts.save_npy(os.path.join(workdir, "noise.npy"), noise)
+  return {"rounds": 0, "stop_reached": None,
+          "generation_seconds": time.perf_counter() - start,
+          "noise_max_abs": float(np.abs(noise).max()), "noise_path": path}
+
+
+def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog,
+        *, test: Optional[data_lib.Dataset] = None):
+  """Runs (or resumes) the search; writes DIR/noise.npy; returns a summary
+  dict. `test` only scores the pretraining epochs (default: `train`)."""
+  if cfg.noise.kind == "random":
+    return _random(cfg, train, workdir)
   g = cfg.generate
-  nb = len(range(0, len(train), g.batch_size))
+  fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
+                        seed=cfg.seed + 2)
+  nb = len(range(0, len(fit), g.batch_size))
   # A signal that arrives while compiling or restoring is acted on at the
   # first batch; only the final sweep and the noise export run unguarded.
   with interrupt.StopSignals() as signals:
@@ -225,24 +317,36 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
     ckpt = checkpoint_lib.Checkpoints(os.path.join(workdir, CHECKPOINTS),
                                       max_to_keep=cfg.checkpoint.max_to_keep)
     try:
+      fresh = ckpt.latest() is None
       state, at = _resume(ckpt, state, nb)
       completed = at.completed_rounds()
       log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
       saver = _Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
-      state, at = _search(cfg, train, state, fns, log, saver, at)
+      if fresh and g.pretrain_epochs:
+        log.drop(lambda r: r["stage"] == PRETRAIN)
+        state, at.pretrain = pretrain(cfg, state, train,
+                                      train if test is None else test, log,
+                                      signals)
+        saver.save(state, at)  # a resumed run starts after the pretraining
+      state, at = _search(cfg, train, fit, state, fns, log, saver, at)
     finally:
       ckpt.close()
   if not at.stop["reached"]:
-    logging.warning("stop rule not reached after %d rounds (accuracy %.4f < "
-                    "%.2f); the noise is released anyway", at.round,
-                    at.stop["accuracy"], g.stop_accuracy)
+    logging.warning("stop rule not reached after %d rounds (accuracy %.4f, "
+                    "%s); the noise is released anyway", at.round,
+                    at.stop["accuracy"], stop_rule(cfg)[1])
   clean_acc, _ = train_lib.sweep(steps_lib.jit_eval(), state, train,
                                  g.eval_batch_size)
   noise = np.asarray(jax.device_get(state.noise))
   path = artifacts.save_npy(os.path.join(workdir, "noise.npy"), noise)
-  return {"rounds": at.round, "stop_reached": at.stop["reached"],
-          "generation_seconds": at.elapsed,
-          "final_train_accuracy_on_release": at.stop["accuracy"],
-          "generator_clean_train_accuracy": clean_acc,
-          "noise_max_abs": float(np.abs(noise).max()),
-          "noise_path": path}
+  summary = {"rounds": at.round, "stop_reached": at.stop["reached"],
+             "generation_seconds": at.elapsed,
+             "final_train_accuracy_on_release": at.stop["accuracy"],
+             "generator_clean_train_accuracy": clean_acc,
+             "noise_fit_size": len(fit),
+             "noise_max_abs": float(np.abs(noise).max()),
+             "noise_path": path}
+  if at.pretrain is not None:
+    summary["pretrain_test_accuracy"] = at.pretrain["test_accuracy"]
+    summary["pretrain_train_accuracy"] = at.pretrain["train_accuracy"]
+  return summary

@@ -48,6 +48,28 @@ def pgd(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
   return delta
 
 
+def random_noise(key: jax.Array, shape, *, eps: float) -> jax.Array:
+  """The random-noise baseline: delta ~ U(-eps, eps), independent per entry."""
+  return jax.random.uniform(key, shape, jnp.float32, minval=-eps, maxval=eps)
+
+
+def class_mean(class_noise: jax.Array, per_sample: jax.Array,
+               labels: jax.Array, mask: jax.Array, *, eps: float) -> jax.Array:
+  """The class-wise update of the original (algorithm.md §3): every class
+  present in the batch gets the clipped mean of its examples' results,
+  delta_c <- clip(mean_{i: y_i = c} per_sample_i, -eps, eps); classes absent
+  from the batch (or present only in padding rows, mask 0) keep their noise.
+  """
+  k = class_noise.shape[0]
+  weights = mask.astype(per_sample.dtype)
+  expand = (-1,) + (1,) * (per_sample.ndim - 1)
+  sums = jax.ops.segment_sum(per_sample * weights.reshape(expand), labels,
+                             num_segments=k)
+  counts = jax.ops.segment_sum(weights, labels, num_segments=k).reshape(expand)
+  mean = jnp.clip(sums / jnp.maximum(counts, 1.0), -eps, eps)
+  return jnp.where(counts > 0, mean, class_noise)
+
+
 def max_delta_u8(eps: float) -> int:
   """Largest integer pixel change that stays inside the eps-ball."""
   return int(np.floor(eps * 255.0 + 1e-6))

@@ -87,6 +87,8 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
   results.update({
       "config_name": cfg.name, "dataset": cfg.data.name,
       "model": cfg.model.name, "model_width": cfg.model.width,
+      "noise_kind": cfg.noise.kind, "noise_layout": cfg.noise.layout,
+      "num_classes": train.num_classes,
       "epsilon": cfg.noise.eps, "epsilon_255": round(cfg.noise.eps * 255, 4),
       "train_size": len(train), "test_size": len(test),
       "devices": [str(d) for d in jax.devices()],
@@ -96,7 +98,7 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
   for stage in stages:
     logging.info("=== stage: %s ===", stage)
     if stage == "generate":
-      results.update(generate.run(cfg, train, workdir, log))
+      results.update(generate.run(cfg, train, workdir, log, test=test))
     elif stage == "release":
       results.update(release.run(cfg, train, workdir,
                                  noise=inputs.get("release")))
@@ -104,7 +106,8 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
       results.update(evaluate.run(cfg, train, test, workdir, log,
                                   unlearnable=inputs.get("evaluate")))
     artifacts.save_json(path, results)
-  for key in ("clean_test_accuracy", "unlearnable_test_accuracy"):
+  for key in ("clean_test_accuracy", "unlearnable_test_accuracy",
+              "clean_remainder_test_accuracy"):
     if key in results:
       logging.info("%s = %.4f", key, results[key])
   return results

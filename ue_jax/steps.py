@@ -2,8 +2,13 @@
 
 - `model_step`: one SGD step on clip(x + delta), BatchNorm in train mode.
   Touches only step/params/batch_stats/opt_state.
-- `noise_step`: K sign-gradient *descent* steps on the batch's rows of the
-  noise, BatchNorm in eval mode. Touches only `noise`.
+- `noise_step`: K sign-gradient *descent* steps (ascent with `maximize`)
+  on the batch's noise, BatchNorm in eval mode. Touches only `noise`.
+
+`layout` (static) says how the noise is indexed: "samplewise" noise
+[N,H,W,C] by the example's `index`, "classwise" noise [classes,H,W,C] by its
+`label`; a class-wise noise step sets each class present in the batch to the
+clipped mean of its examples' PGD results (algorithm.md §3).
 - `eval_step`: counts of correct predictions and summed loss (eval mode),
   optionally on the released (quantized) images.
 """
@@ -20,16 +25,32 @@ from ue_jax import noise as noise_lib
 from ue_jax.state import UEState
 
 
-def batch_noise(state: UEState, batch) -> jax.Array:
-  """The noise rows of a batch (zeros for padding rows)."""
-  return state.noise.at[batch["index"]].get(mode="fill", fill_value=0.0)
+LAYOUTS = ("samplewise", "classwise")
 
 
-def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4):
+def noise_rows(state: UEState, batch, *, layout: str = "samplewise"):
+  """The noise row of each batch row: its index (sample-wise) or its label
+  (class-wise); padding rows (mask 0) get an out-of-range row."""
+  if layout == "classwise":
+    return jnp.where(batch["mask"] > 0, batch["label"], state.noise.shape[0])
+  if layout != "samplewise":
+    raise ValueError(f"unknown noise layout {layout!r}")
+  return batch["index"]
+
+
+def batch_noise(state: UEState, batch, *, layout: str = "samplewise"
+                ) -> jax.Array:
+  """The noise of each batch row (zeros for padding rows)."""
+  return state.noise.at[noise_rows(state, batch, layout=layout)].get(
+      mode="fill", fill_value=0.0)
+
+
+def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
+               layout: str = "samplewise"):
   """One optimizer step on the (perturbed, augmented) batch."""
   x = noise_lib.to_float(batch["image"])
   if state.noise is not None:
-    x = noise_lib.perturb(x, batch_noise(state, batch))
+    x = noise_lib.perturb(x, batch_noise(state, batch, layout=layout))
   rng = jax.random.fold_in(state.rng, state.step)
   x = augment_lib.augment(rng, x, kind=augment, pad=pad)
   labels = batch["label"]
@@ -52,8 +73,12 @@ def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4):
 
 
 def noise_step(state: UEState, batch, *, eps: float, step_size: float,
-               num_steps: int, maximize: bool = False):
-  """Updates the batch's noise rows by PGD against the frozen model."""
+               num_steps: int, maximize: bool = False,
+               layout: str = "samplewise"):
+  """Updates the batch's noise by PGD against the frozen model: each
+  example's own row (sample-wise), or each class present in the batch to the
+  clipped mean of its examples' PGD results from the class noise
+  (class-wise)."""
   x = noise_lib.to_float(batch["image"])
   labels, mask = batch["label"], batch["mask"]
 
@@ -63,15 +88,18 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
         logits, labels)
     return jnp.sum(per_example * mask)
 
-  delta = noise_lib.pgd(loss_fn, x, batch_noise(state, batch), eps=eps,
-                        step_size=step_size, num_steps=num_steps,
+  delta = noise_lib.pgd(loss_fn, x, batch_noise(state, batch, layout=layout),
+                        eps=eps, step_size=step_size, num_steps=num_steps,
                         maximize=maximize)
-  noise = state.noise.at[batch["index"]].set(delta, mode="drop")
+  if layout == "classwise":
+    noise = noise_lib.class_mean(state.noise, delta, labels, mask, eps=eps)
+  else:
+    noise = state.noise.at[batch["index"]].set(delta, mode="drop")
   return state.replace(noise=noise), {}
 
 
 def eval_step(state: UEState, batch, *, release_eps=None,
-              paper_release: bool = False):
+              paper_release: bool = False, layout: str = "samplewise"):
   """Sums of correct predictions, loss and valid examples for a padded batch.
 
   With `release_eps` the batch is first released with the state's noise (the
@@ -79,7 +107,8 @@ def eval_step(state: UEState, batch, *, release_eps=None,
   """
   images = batch["image"]
   if release_eps is not None:
-    images = noise_lib.release_images(images, batch_noise(state, batch),
+    images = noise_lib.release_images(images, batch_noise(state, batch,
+                                                          layout=layout),
                                       eps=release_eps,
                                       paper_release=paper_release)
   logits = state.apply_fn(state.variables, noise_lib.to_float(images),
@@ -91,23 +120,26 @@ def eval_step(state: UEState, batch, *, release_eps=None,
 
 
 def jit_steps(*, eps: float, step_size: float, num_steps: int,
-              augment: str = "none", paper_release: bool = False):
+              augment: str = "none", paper_release: bool = False,
+              maximize: bool = False, layout: str = "samplewise"):
   """The three steps jitted with their hyperparameters bound (state donated)."""
   return (
-      jit_model_step(augment=augment),
+      jit_model_step(augment=augment, layout=layout),
       jax.jit(functools.partial(noise_step, eps=eps, step_size=step_size,
-                                num_steps=num_steps), donate_argnums=0),
-      jit_eval(release_eps=eps, paper_release=paper_release),
+                                num_steps=num_steps, maximize=maximize,
+                                layout=layout), donate_argnums=0),
+      jit_eval(release_eps=eps, paper_release=paper_release, layout=layout),
   )
 
 
-def jit_model_step(*, augment: str = "none"):
+def jit_model_step(*, augment: str = "none", layout: str = "samplewise"):
   """`model_step` jitted with its augmentation bound (state donated)."""
-  return jax.jit(functools.partial(model_step, augment=augment),
+  return jax.jit(functools.partial(model_step, augment=augment, layout=layout),
                  donate_argnums=0)
 
 
-def jit_eval(*, release_eps=None, paper_release: bool = False):
+def jit_eval(*, release_eps=None, paper_release: bool = False,
+             layout: str = "samplewise"):
   """`eval_step` jitted; on clean images unless `release_eps` is given."""
   return jax.jit(functools.partial(eval_step, release_eps=release_eps,
-                                   paper_release=paper_release))
+                                   paper_release=paper_release, layout=layout))

@@ -42,8 +42,10 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int):
 
 def fit(state, train_step, eval_fn, train: data_lib.Dataset,
         test: data_lib.Dataset, *, epochs: int, batch_size: int,
-        eval_batch_size: int, seed: int, label: str, log=None):
-  """Trains for `epochs`, returning (state, per-epoch records)."""
+        eval_batch_size: int, seed: int, label: str, log=None,
+        after_epoch=None):
+  """Trains for `epochs`, returning (state, per-epoch records);
+  `after_epoch(epoch, record)` is called after each epoch."""
   steps = len(train) // batch_size
   progress = metrics_lib.Progress(label, epochs * steps * batch_size, "img")
   history = []
@@ -63,4 +65,6 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
     history.append(record)
     if log is not None:
       log.write(label, **record)
+    if after_epoch is not None:
+      after_epoch(epoch + 1, record)
   return state, history

@@ -1,0 +1,121 @@
+"""The search driver in-process for each noise kind and layout: resume from a
+mid-run checkpoint gives the same noise bit for bit, error-maximizing noise
+raises the loss of its fixed pretrained model, random noise needs no model."""
+
+import os
+import shutil
+import tempfile
+
+import numpy as np
+from absl.testing import absltest
+
+from configs import test_tiny
+from ue_jax import checkpoint as checkpoint_lib
+from ue_jax import data as data_lib
+from ue_jax import generate
+from ue_jax import metrics
+from ue_jax import steps
+from ue_jax import train as train_lib
+from tests import helpers
+
+
+def tiny_config(**noise):
+  cfg = test_tiny.get_config()
+  cfg.generate.min_rounds = cfg.generate.max_rounds = 2
+  cfg.checkpoint.every_batches = 1
+  cfg.checkpoint.max_to_keep = 100
+  for key, value in noise.items():
+    cfg.noise[key] = value
+  return cfg
+
+
+def run(cfg, train, workdir):
+  return generate.run(cfg, train, workdir, metrics.MetricLog(workdir))
+
+
+class GenerateTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(prefix="ue_jax_generate_test_")
+    cls.train = helpers.synthetic(n=96)
+
+  def resume_matches(self, cfg, name, keep):
+    """Runs to the end, then again from a copy cut back to checkpoint
+    `keep`; returns (summary, workdir) of the full run."""
+    full = os.path.join(self.tmp, name)
+    summary = run(cfg, self.train, full)
+    cut = full + "_cut"
+    shutil.copytree(full, cut)
+    os.remove(os.path.join(cut, "noise.npy"))
+    folder = os.path.join(cut, generate.CHECKPOINTS)
+    for number in os.listdir(folder):
+      if number.isdigit() and int(number) > keep:
+        shutil.rmtree(os.path.join(folder, number))
+    resumed = run(cfg, self.train, cut)
+    np.testing.assert_array_equal(np.load(os.path.join(full, "noise.npy")),
+                                  np.load(os.path.join(cut, "noise.npy")))
+    self.assertEqual(resumed["rounds"], summary["rounds"])
+    rounds = [r["round"] for r in metrics.read_log(
+        os.path.join(cut, "metrics.jsonl"), "generate")]
+    self.assertEqual(rounds, [1, 2])
+    return summary, full
+
+  def test_classwise_resumes(self):
+    cfg = tiny_config(layout="classwise", num_steps=1)
+    # 96 images -> a 19-image fit subset -> 1 noise batch of 32 per round;
+    # checkpoints per round: after the batch and at the end: cut inside
+    # round 2.
+    summary, full = self.resume_matches(cfg, "classwise", keep=3)
+    noise = np.load(os.path.join(full, "noise.npy"))
+    self.assertEqual(noise.shape, (4, 12, 12, 1))
+    self.assertEqual(summary["noise_fit_size"], 19)
+    self.assertLessEqual(np.abs(noise).max(), cfg.noise.eps + 1e-7)
+
+  def test_error_max_resumes_after_pretraining_and_raises_the_loss(self):
+    cfg = tiny_config(kind="error_max")
+    cfg.generate.train_steps = 0
+    cfg.generate.pretrain_epochs = 3
+    cfg.generate.error_max_stop_accuracy = 0.0
+    cfg.noise.step_size = 2 / 255
+    cfg.noise.num_steps = 4
+    # Checkpoint 1 is the pretrained model: the resumed run skips training.
+    summary, full = self.resume_matches(cfg, "error_max", keep=1)
+    self.assertIn("pretrain_test_accuracy", summary)
+    pretrain_log = metrics.read_log(os.path.join(full + "_cut",
+                                                 "metrics.jsonl"),
+                                    generate.PRETRAIN)
+    self.assertLen(pretrain_log, 3)
+    # The frozen pretrained model: its loss on the release is higher.
+    template, _ = generate.build(cfg, self.train)
+    ckpt = checkpoint_lib.Checkpoints(
+        os.path.join(full, generate.CHECKPOINTS), max_to_keep=100)
+    state, meta = ckpt.restore(template, 1)
+    ckpt.close()
+    self.assertEqual((meta["round"], meta["pos"]), (1, 0))
+    self.assertEqual(float(np.abs(state.noise).max()), 0.0)
+    eval_fn = steps.jit_eval(release_eps=cfg.noise.eps)
+    _, clean_loss = train_lib.sweep(eval_fn, state, self.train, 32)
+    state = state.replace(noise=np.load(os.path.join(full, "noise.npy")))
+    _, noisy_loss = train_lib.sweep(eval_fn, state, self.train, 32)
+    self.assertGreater(noisy_loss, clean_loss + 0.1)
+
+  def test_random_needs_no_search(self):
+    for layout, shape in (("samplewise", (96, 12, 12, 1)),
+                          ("classwise", (4, 12, 12, 1))):
+      cfg = tiny_config(kind="random", layout=layout)
+      workdir = os.path.join(self.tmp, f"random_{layout}")
+      summary = run(cfg, self.train, workdir)
+      noise = np.load(summary["noise_path"])
+      self.assertEqual(noise.shape, shape)
+      self.assertEqual(summary["rounds"], 0)
+      self.assertLessEqual(np.abs(noise).max(), cfg.noise.eps)
+      self.assertFalse(os.path.exists(os.path.join(workdir,
+                                                   generate.CHECKPOINTS)))
+      again = run(cfg, self.train, workdir + "_again")  # seeded
+      np.testing.assert_array_equal(noise, np.load(again["noise_path"]))
+
+
+if __name__ == "__main__":
+  absltest.main()

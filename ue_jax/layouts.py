@@ -1,0 +1,60 @@
+"""Noise layouts: what differs, on the host, between sample-wise and class-wise
+noise. The generation loop (generate.py) and the jitted steps (steps.py,
+`layout=` bound at the jit boundary) are shared.
+
+- samplewise: noise [N,H,W,C], one row per training example (keyed by the
+  example's index); fitted and stop-tested on the whole training set, its
+  noise batches in dataset order every round (algorithm.md §2).
+- classwise: noise [classes,H,W,C], one row per class (keyed by label);
+  fitted and stop-tested on a seeded class-stratified subset of the training
+  set (the original's 20 %), in a freshly shuffled order every round, while
+  the model steps walk the whole training set (algorithm.md §3).
+"""
+
+from typing import Iterator, Tuple
+
+import numpy as np
+
+from ue_jax import data as data_lib
+from ue_jax import steps as steps_lib
+
+LAYOUTS = steps_lib.LAYOUTS
+
+
+def noise_shape(layout: str, train: data_lib.Dataset) -> Tuple[int, ...]:
+  if layout == "classwise":
+    return (train.num_classes,) + tuple(train.images.shape[1:])
+  return tuple(train.images.shape)
+
+
+def fit_set(layout: str, train: data_lib.Dataset, *, fraction: float,
+            seed: int) -> data_lib.Dataset:
+  """The examples the noise is fitted and stop-tested on. Class-wise: a
+  class-stratified `fraction` of `train` (at least one example per class;
+  all of it at 1.0); its `index` no longer matches `train`'s, which
+  class-wise noise (keyed by label) never reads."""
+  if layout != "classwise" or fraction >= 1.0:
+    return train
+  size = max(train.num_classes, int(round(fraction * len(train))))
+  return data_lib.stratified_subset(train, size, seed)
+
+
+def noise_batches(layout: str, n: int, batch_size: int, *, seed: int,
+                  round_: int) -> Iterator[np.ndarray]:
+  """One round's noise batches over 0..n-1, padded with n to batch_size.
+  Sample-wise: in order (the original's unshuffled loader). Class-wise: in
+  an order shuffled per round, seeded by (seed, round), so a resumed round
+  sees the same batches; the last batch is padded, not dropped."""
+  if layout != "classwise":
+    yield from data_lib.batches(n, batch_size)
+    return
+  order = np.random.default_rng([seed, 7, round_]).permutation(n)
+  for rows in data_lib.batches(n, batch_size):
+    yield np.where(rows < n, order[np.minimum(rows, n - 1)], n).astype(
+        np.int32)
+
+
+def per_example(layout: str, noise: np.ndarray,
+                labels: np.ndarray) -> np.ndarray:
+  """The noise of every example: noise[label] for class-wise noise."""
+  return noise[labels] if layout == "classwise" else noise
