@@ -1,0 +1,79 @@
+"""The report: table rows and charts from fake results.json files."""
+
+import json
+import os
+import subprocess
+import sys
+
+from absl.testing import absltest
+
+from ue_jax import report
+from tests import helpers
+
+
+def fake_run(folder, name, **results):
+  os.makedirs(os.path.join(folder, name))
+  results.setdefault("num_classes", 10)
+  with open(os.path.join(folder, name, "results.json"), "w") as f:
+    json.dump(results, f)
+  return os.path.join(folder, name)
+
+
+class ReportTest(absltest.TestCase):
+
+  def test_two_runs_table_and_chart(self):
+    tmp = self.create_tempdir().full_path
+    runs = [fake_run(tmp, "fm_samplewise", noise_kind="error_min",
+                     noise_layout="samplewise", poison_rate=1.0,
+                     clean_test_accuracy=0.868,
+                     unlearnable_test_accuracy=0.25),
+            fake_run(tmp, "fm_random", noise_kind="random",
+                     noise_layout="classwise", poison_rate=1.0,
+                     clean_test_accuracy=0.87,
+                     unlearnable_test_accuracy=0.861)]
+    out = os.path.join(tmp, "report", "table")
+    written = report.write(runs, out)
+    with open(out + ".md") as f:
+      text = f.read()
+    self.assertIn("| fm_samplewise | error-minimizing | samplewise | 1.00 | "
+                  "0.868 | 0.250 | — |", text)
+    self.assertIn("| fm_random | random | classwise | 1.00 | 0.870 | 0.861 | "
+                  "— |", text)
+    with open(out + ".png", "rb") as f:
+      self.assertEqual(f.read(8), b"\x89PNG\r\n\x1a\n")
+    self.assertNotIn("partial_chart", written)  # a single poison rate
+
+  def test_partial_curve(self):
+    tmp = self.create_tempdir().full_path
+    runs = [fake_run(tmp, f"p{rate}", noise_kind="error_min",
+                     noise_layout="samplewise", poison_rate=rate,
+                     unlearnable_test_accuracy=0.85 - 0.5 * rate,
+                     clean_remainder_test_accuracy=(
+                         None if rate == 1.0 else 0.85 - 0.05 * rate))
+            for rate in (0.0, 0.4, 1.0)]
+    written = report.write(runs, os.path.join(tmp, "fm"))
+    self.assertTrue(os.path.exists(written["partial_chart"]))
+    with open(written["table"]) as f:
+      text = f.read()
+    self.assertIn("| 0.40 | 0.650 | 0.830 | p0.4 |", text)
+    self.assertIn("| 1.00 | 0.350 | — | p1.0 |", text)
+
+  def test_cli_and_bad_input(self):
+    tmp = self.create_tempdir().full_path
+    run = fake_run(tmp, "a", unlearnable_test_accuracy=0.3,
+                   clean_test_accuracy=0.9)
+    cmd = [sys.executable, "-m", "ue_jax.report", run, f"--out={tmp}/r"]
+    proc = subprocess.run(cmd, cwd=helpers.REPO, capture_output=True,
+                          text=True, check=False)
+    self.assertEqual(proc.returncode, 0, proc.stderr)
+    self.assertTrue(os.path.exists(f"{tmp}/r.md"))
+    proc = subprocess.run(cmd + [os.path.join(tmp, "missing")],
+                          cwd=helpers.REPO, capture_output=True, text=True,
+                          check=False)
+    self.assertEqual(proc.returncode, 2)
+    self.assertRegex(proc.stderr.strip().splitlines()[-1],
+                     r"^error: no results.json at .*missing")
+
+
+if __name__ == "__main__":
+  absltest.main()
