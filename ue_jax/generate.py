@@ -10,8 +10,10 @@ noise, sample-wise or class-wise (algorithm.md §2-§4).
   `min_rounds` rounds ran) or after `max_rounds` (stop_reached=False).
 - error_max: the same loop with sign-gradient *ascent*, after
   `pretrain_epochs` of training on the clean images with the evaluation
-  recipe (the original trains with its full schedule first); its configs set
-  M = 0 model steps, as the original. Stops at accuracy <=
+  recipe (the original trains with its full schedule first; for class-wise
+  noise it pretrains on the 20 % subset only, algorithm.md §9.17, here always
+  on the whole training set); its configs set M = 0 model steps, as the
+  original. Stops at accuracy <=
   `error_max_stop_accuracy` (the original's stop error 0.9 sample-wise, 0.8
   class-wise).
 - random: delta ~ U(-eps, eps), no model and no search.
