@@ -102,6 +102,7 @@ SCHEMA: Dict[str, Rule] = {
     "generate.train_steps": number(0, 1_000_000, integer=True),
     "generate.stop_accuracy": number(0, 1),
     "generate.min_rounds": number(1, 100_000, integer=True),
+    "generate.augment": choice(*augment.KINDS),
     "generate.max_rounds": number(1, 100_000, integer=True),
     "evaluate.model": choice("", *sorted(MODELS), noun="model"),
     "evaluate.width": number(0, 4096, integer=True),

@@ -59,6 +59,7 @@ def build(cfg, train: data_lib.Dataset):
         key, state.noise.shape, minval=-cfg.noise.eps, maxval=cfg.noise.eps))
   fns = steps_lib.jit_steps(eps=cfg.noise.eps, step_size=cfg.noise.step_size,
                             num_steps=cfg.noise.num_steps,
+                            augment=g.augment,
                             paper_release=cfg.noise.paper_release)
   return state, fns
 
