@@ -45,6 +45,7 @@ def base() -> ml_collections.ConfigDict:
   c.generate.grad_clip = 5.0
   c.generate.stop_accuracy = 0.99  # stop when accuracy on the release >= this
   c.generate.min_rounds = 1        # search at least this long (paper: 1)
+  c.generate.augment = "none"      # model steps only (paper: none); PGD never
   c.generate.max_rounds = 50       # hard cap; reaching it is reported
   # Class-wise noise is fitted and stop-tested on a seeded class-stratified
   # subset of this fraction (the original's universal_train_portion; 1.0 =

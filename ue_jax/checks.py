@@ -115,6 +115,7 @@ SCHEMA: Dict[str, Rule] = {
     "generate.train_steps": number(0, 1_000_000, integer=True),
     "generate.stop_accuracy": number(0, 1),
     "generate.min_rounds": number(1, 100_000, integer=True),
+    "generate.augment": choice(*augment.KINDS),
     "generate.max_rounds": number(1, 100_000, integer=True),
     "generate.classwise_subset": number(0, 1, lo_open=True),
     "generate.error_max_stop_accuracy": number(0, 1),

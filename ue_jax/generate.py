@@ -77,6 +77,7 @@ def build(cfg, train: data_lib.Dataset):
         key, state.noise.shape, eps=cfg.noise.eps))
   fns = steps_lib.jit_steps(eps=cfg.noise.eps, step_size=cfg.noise.step_size,
                             num_steps=cfg.noise.num_steps,
+                            augment=g.augment,
                             paper_release=cfg.noise.paper_release,
                             maximize=cfg.noise.kind == "error_max",
                             layout=cfg.noise.layout)
