@@ -24,6 +24,7 @@ import time
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -31,8 +32,11 @@ from ue_jax import artifacts
 from ue_jax import checkpoint as checkpoint_lib
 from ue_jax import data as data_lib
 from ue_jax import interrupt
+from ue_jax import memory
 from ue_jax import metrics as metrics_lib
+from ue_jax import noise as noise_lib
 from ue_jax import optim
+from ue_jax import sharding
 from ue_jax import steps as steps_lib
 from ue_jax import train as train_lib
 from ue_jax.errors import Interrupted
@@ -43,23 +47,44 @@ from ue_jax.state import create_state
 CHECKPOINTS = "checkpoints"
 
 
-def build(cfg, train: data_lib.Dataset):
-  """The generator's state and jitted steps for a config and dataset."""
+def codec(cfg) -> noise_lib.Codec:
+  return noise_lib.Codec(cfg.noise.storage, cfg.noise.eps)
+
+
+def build(cfg, train: data_lib.Dataset, layout=None):
+  """The generator's state, born sharded over the mesh (sharding.py), and
+  its jitted steps (model, noise, stop test) for a config and dataset."""
+  layout = layout or sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  g, n = cfg.generate, len(train)
+  for field in ("batch_size", "eval_batch_size"):
+    layout.check_batch_size(f"generate.{field}", g[field])
   model = get_model(cfg.model.name, num_classes=train.num_classes,
                     width=cfg.model.width)
-  g = cfg.generate
   tx = optim.sgd(g.lr, momentum=g.momentum, weight_decay=g.weight_decay,
                  grad_clip=g.grad_clip)
-  state = create_state(model, tx, seed=cfg.seed,
-                       image_shape=train.images.shape[1:],
-                       noise_shape=train.images.shape)
-  if cfg.noise.init == "uniform":
-    key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
-    state = state.replace(noise=jax.random.uniform(
-        key, state.noise.shape, minval=-cfg.noise.eps, maxval=cfg.noise.eps))
-  fns = steps_lib.jit_steps(eps=cfg.noise.eps, step_size=cfg.noise.step_size,
-                            num_steps=cfg.noise.num_steps,
-                            paper_release=cfg.noise.paper_release)
+  store = codec(cfg)
+  rows_pad = layout.padded(n)
+
+  def make():
+    state = create_state(model, tx, seed=cfg.seed,
+                         image_shape=train.images.shape[1:])
+    noise = jnp.zeros(train.images.shape, jnp.float32)
+    if cfg.noise.init == "uniform":
+      key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
+      noise = jax.random.uniform(key, noise.shape, minval=-cfg.noise.eps,
+                                 maxval=cfg.noise.eps)
+    noise = jnp.pad(store.encode(noise),
+                    [(0, rows_pad - n)] + [(0, 0)] * (noise.ndim - 1))
+    return state.replace(noise=noise)
+
+  state, shardings = layout.create(make)
+  model_fn, noise_fn, eval_fn = steps_lib.bound_steps(
+      eps=cfg.noise.eps, step_size=cfg.noise.step_size,
+      num_steps=cfg.noise.num_steps, paper_release=cfg.noise.paper_release,
+      codec=store)
+  fns = (layout.jit_step(model_fn, shardings, rows=n),
+         layout.jit_step(noise_fn, shardings, rows=n),
+         layout.jit_step(eval_fn, shardings, rows=n, returns_state=False))
   return state, fns
 
 
@@ -218,10 +243,14 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
   summary dict."""
   g = cfg.generate
   nb = len(range(0, len(train), g.batch_size))
+  layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  sharding.log_layout(layout)
+  logging.info("memory plan:\n%s", memory.format_plan(memory.plan_for_config(
+      cfg, train, devices=layout.size)))
   # A signal that arrives while compiling or restoring is acted on at the
   # first batch; only the final sweep and the noise export run unguarded.
   with interrupt.StopSignals() as signals:
-    state, fns = build(cfg, train)
+    state, fns = build(cfg, train, layout)
     ckpt = checkpoint_lib.Checkpoints(os.path.join(workdir, CHECKPOINTS),
                                       max_to_keep=cfg.checkpoint.max_to_keep)
     try:
@@ -236,13 +265,28 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog):
     logging.warning("stop rule not reached after %d rounds (accuracy %.4f < "
                     "%.2f); the noise is released anyway", at.round,
                     at.stop["accuracy"], g.stop_accuracy)
-  clean_acc, _ = train_lib.sweep(steps_lib.jit_eval(), state, train,
-                                 g.eval_batch_size)
-  noise = np.asarray(jax.device_get(state.noise))
-  path = artifacts.save_npy(os.path.join(workdir, "noise.npy"), noise)
+  clean_eval = layout.jit_step(steps_lib.eval_step,
+                               layout.state_shardings(state), rows=len(train),
+                               returns_state=False)
+  clean_acc, _ = train_lib.sweep(clean_eval, state, train, g.eval_batch_size)
+  path, max_abs = export_noise(state.noise, len(train), layout, codec(cfg),
+                               os.path.join(workdir, "noise.npy"))
   return {"rounds": at.round, "stop_reached": at.stop["reached"],
           "generation_seconds": at.elapsed,
           "final_train_accuracy_on_release": at.stop["accuracy"],
           "generator_clean_train_accuracy": clean_acc,
-          "noise_max_abs": float(np.abs(noise).max()),
-          "noise_path": path}
+          "noise_max_abs": max_abs, "noise_path": path}
+
+
+def export_noise(noise: jax.Array, n: int, layout: sharding.Layout,
+                 store: noise_lib.Codec, path: str):
+  """Writes the first `n` rows of the (sharded, encoded) noise to `path` as
+  float32 .npy, chunk by chunk: every host holds at most one chunk
+  (sharding.EXPORT_ROWS rows) of it, and only process 0 writes. Returns
+  (path, max |noise|)."""
+  max_abs = 0.0
+  with artifacts.NpyWriter(path, (n, *noise.shape[1:]), np.float32) as out:
+    for start, rows in layout.host_chunks(noise, n, transform=store.decode):
+      out.write(start, rows)
+      max_abs = max(max_abs, float(np.abs(rows).max(initial=0.0)))
+  return path, max_abs

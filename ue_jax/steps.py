@@ -20,16 +20,19 @@ from ue_jax import noise as noise_lib
 from ue_jax.state import UEState
 
 
-def batch_noise(state: UEState, batch) -> jax.Array:
-  """The noise rows of a batch (zeros for padding rows)."""
-  return state.noise.at[batch["index"]].get(mode="fill", fill_value=0.0)
+def batch_noise(state: UEState, batch,
+                codec: noise_lib.Codec = noise_lib.FLOAT32) -> jax.Array:
+  """The noise rows of a batch as float32 (zeros for padding rows)."""
+  return codec.decode(state.noise.at[batch["index"]].get(mode="fill",
+                                                         fill_value=0))
 
 
-def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4):
+def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
+               codec: noise_lib.Codec = noise_lib.FLOAT32):
   """One optimizer step on the (perturbed, augmented) batch."""
   x = noise_lib.to_float(batch["image"])
   if state.noise is not None:
-    x = noise_lib.perturb(x, batch_noise(state, batch))
+    x = noise_lib.perturb(x, batch_noise(state, batch, codec))
   rng = jax.random.fold_in(state.rng, state.step)
   x = augment_lib.augment(rng, x, kind=augment, pad=pad)
   labels = batch["label"]
@@ -52,8 +55,10 @@ def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4):
 
 
 def noise_step(state: UEState, batch, *, eps: float, step_size: float,
-               num_steps: int, maximize: bool = False):
-  """Updates the batch's noise rows by PGD against the frozen model."""
+               num_steps: int, maximize: bool = False,
+               codec: noise_lib.Codec = noise_lib.FLOAT32):
+  """Updates the batch's noise rows by PGD against the frozen model (stored
+  through `codec`: float32, or bfloat16 / int8 rounded once per step)."""
   x = noise_lib.to_float(batch["image"])
   labels, mask = batch["label"], batch["mask"]
 
@@ -63,15 +68,16 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
         logits, labels)
     return jnp.sum(per_example * mask)
 
-  delta = noise_lib.pgd(loss_fn, x, batch_noise(state, batch), eps=eps,
+  delta = noise_lib.pgd(loss_fn, x, batch_noise(state, batch, codec), eps=eps,
                         step_size=step_size, num_steps=num_steps,
                         maximize=maximize)
-  noise = state.noise.at[batch["index"]].set(delta, mode="drop")
+  noise = state.noise.at[batch["index"]].set(codec.encode(delta), mode="drop")
   return state.replace(noise=noise), {}
 
 
 def eval_step(state: UEState, batch, *, release_eps=None,
-              paper_release: bool = False):
+              paper_release: bool = False,
+              codec: noise_lib.Codec = noise_lib.FLOAT32):
   """Sums of correct predictions, loss and valid examples for a padded batch.
 
   With `release_eps` the batch is first released with the state's noise (the
@@ -79,7 +85,7 @@ def eval_step(state: UEState, batch, *, release_eps=None,
   """
   images = batch["image"]
   if release_eps is not None:
-    images = noise_lib.release_images(images, batch_noise(state, batch),
+    images = noise_lib.release_images(images, batch_noise(state, batch, codec),
                                       eps=release_eps,
                                       paper_release=paper_release)
   logits = state.apply_fn(state.variables, noise_lib.to_float(images),
@@ -88,6 +94,20 @@ def eval_step(state: UEState, batch, *, release_eps=None,
   per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return {"correct": losses.correct(logits, labels, mask),
           "loss": jnp.sum(per_example * mask), "count": jnp.sum(mask)}
+
+
+def bound_steps(*, eps: float, step_size: float, num_steps: int,
+                augment: str = "none", paper_release: bool = False,
+                codec: noise_lib.Codec = noise_lib.FLOAT32):
+  """(model_step, noise_step, eval_step on the release) with their
+  hyperparameters bound, not jitted (sharding.py jits them over a mesh)."""
+  return (
+      functools.partial(model_step, augment=augment, codec=codec),
+      functools.partial(noise_step, eps=eps, step_size=step_size,
+                        num_steps=num_steps, codec=codec),
+      functools.partial(eval_step, release_eps=eps,
+                        paper_release=paper_release, codec=codec),
+  )
 
 
 def jit_steps(*, eps: float, step_size: float, num_steps: int,
