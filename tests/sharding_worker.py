@@ -14,9 +14,11 @@ import sys
 
 
 def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
-              data_axis: int = 0):
+              data_axis: int = 0, init: str = "uniform",
+              count_compiles: bool = False):
   """Runs `rounds` min-min rounds (M model steps, a noise sweep, the stop
-  test) with generate.build; returns a dict of numpy results."""
+  test) of configs/test_tiny.py on `helpers.synthetic(n)` with
+  generate.build, as generate.run does; returns a dict of numpy results."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import test_tiny  # pylint: disable=g-import-not-at-top
@@ -26,10 +28,10 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
   from ue_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
 
-  compiles = _count_compiles()
+  compiles = _count_compiles() if count_compiles else {}
   cfg = test_tiny.get_config()
   cfg.noise.storage = storage
-  cfg.noise.init = "uniform"  # non-zero start: the padding must not matter
+  cfg.noise.init = init  # uniform: the padding rows must not matter
   cfg.mesh.data = data_axis
   train = helpers.synthetic(n=n)
   layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
@@ -56,7 +58,7 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
       # XLA compilations of each step over all rounds (the dispatch cache
       # may hold two entries that share one executable: the state made by
       # `Layout.create` and a step's output differ in their buffer layouts).
-      "compiles": np.array([compiles[name] for name in
+      "compiles": np.array([compiles.get(name, -1) for name in
                             ("model_step", "noise_step", "eval_step")]),
   }
 
@@ -85,7 +87,7 @@ def main():
   p = argparse.ArgumentParser()
   p.add_argument("--devices", type=int, default=1)
   p.add_argument("--out", required=True)
-  p.add_argument("--n", type=int, default=96)
+  p.add_argument("--n", default="96", help="comma-separated sizes")
   p.add_argument("--rounds", type=int, default=1)
   p.add_argument("--storage", default="float32")
   p.add_argument("--port", type=int, default=0)
@@ -100,7 +102,11 @@ def main():
         coordinator_address=f"127.0.0.1:{a.port}",
         num_processes=a.num_processes, process_id=a.process_id)
   import numpy as np  # pylint: disable=g-import-not-at-top
-  out = one_round(n=a.n, rounds=a.rounds, storage=a.storage)
+  out = {}
+  for n in a.n.split(","):
+    result = one_round(n=int(n), rounds=a.rounds, storage=a.storage,
+                       count_compiles=True)
+    out.update({f"{n}/{k}": v for k, v in result.items()})
   if jax.process_index() == 0:
     np.savez(a.out, **out)
 
