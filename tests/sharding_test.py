@@ -24,8 +24,11 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import test_tiny
+from ue_jax import memory
 from ue_jax import noise as noise_lib
+from ue_jax import sharding
 from ue_jax import steps
+from ue_jax.errors import UEError
 from tests import helpers
 from tests import sharding_worker
 
@@ -194,6 +197,34 @@ class StorageTest(absltest.TestCase):
     change = np.abs(base.astype(int) - other.astype(int))
     self.assertLessEqual(change.max(), 4)
     self.assertLess(np.mean(change > 0), 0.05)
+
+
+class PlanAndFlagsTest(absltest.TestCase):
+
+  def test_memory_plan(self):
+    p = memory.plan(n=100, image_shape=(12, 12, 1), num_classes=4,
+                    model="small_cnn_avg", width=4, batch_size=32, devices=8,
+                    storage="int8")
+    self.assertEqual(p["noise"], 13 * 144)        # 100 rows padded to 104
+    self.assertEqual(p["noise_total"], 104 * 144)
+    self.assertEqual(p["opt_state"], p["params"])  # SGD momentum
+    self.assertEqual(p["batch"], 4 * (144 + 12))
+    self.assertIn("per device: noise", memory.format_plan(p))
+
+  def test_partial_multiprocess_flags_are_refused(self):
+    with self.assertRaisesRegex(UEError, "need all of --coordinator_address"):
+      sharding.initialize_distributed(coordinator_address="127.0.0.1:1")
+    with self.assertRaisesRegex(UEError, "must be below"):
+      sharding.initialize_distributed(coordinator_address="127.0.0.1:1",
+                                      num_processes=2, process_id=2)
+
+  def test_batch_size_must_divide(self):
+    layout = sharding.Layout(sharding.make_mesh(1))
+    layout.size = 8  # as on 8 devices; only the check is exercised
+    with self.assertRaisesRegex(UEError, r"generate.batch_size=20 must be a "
+                                r"multiple of the 8 devices of the mesh "
+                                r"\(e.g. 24\)"):
+      layout.check_batch_size("generate.batch_size", 20)
 
 
 class LaunchScriptsTest(absltest.TestCase):
