@@ -112,14 +112,15 @@ def main():
     r = json.loads(proc.stdout.strip().splitlines()[-1])
     base = base or r
     mib = 1 << 20
+    step_bytes = (r["noise_step_argument_bytes"]
+                  + r["noise_step_temp_bytes"])
     print(f"| {r['devices']} | {r['pgd_image_steps_per_s']:.0f} "
           f"({r['pgd_image_steps_per_s'] / base['pgd_image_steps_per_s']:.2f}"
           f"x) | {r['model_images_per_s']:.0f} "
           f"({r['model_images_per_s'] / base['model_images_per_s']:.2f}x) | "
           f"{r['noise_rows_per_device']} | "
           f"{r['noise_bytes_per_device'] / mib:.2f} | "
-          f"{(r['noise_step_argument_bytes'] + r['noise_step_temp_bytes']) / mib:.2f} |",
-          flush=True)
+          f"{step_bytes / mib:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

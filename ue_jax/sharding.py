@@ -14,7 +14,10 @@ Batch statistics and losses are computed over the global batch, so results do
 not depend on the device count (tests/sharding_test.py checks 1 vs 8 devices
 and 1 vs 2 processes). XLA partitions the noise gather/scatter by the rows
 each device owns: a masked local gather plus an all-reduce of one batch, never
-an all-gather of the noise.
+an all-gather of the noise (checked in the compiled HLO). Auto rather than
+Explicit axes: with in/out shardings on every jit the partitioner needs no
+further annotation, where Explicit mode would need an `out_sharding` on each
+gather and scatter of the noise inside the pure steps.
 
 Rows: the noise holds N_pad = ceil(N / D) * D rows; the padding rows are never
 read or written (a padded batch row's index is mapped to N_pad, out of range,
