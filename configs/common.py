@@ -34,6 +34,14 @@ def base() -> ml_collections.ConfigDict:
   c.noise.num_steps = 20      # K: PGD steps per example per round
   c.noise.init = "zeros"      # zeros | uniform (U(-eps, eps), --random_start)
   c.noise.paper_release = False  # True: the original's one-sided clamp+floor
+  # How the state holds the noise on device: float32 | bfloat16 |
+  # int8 (integer steps of eps/127). noise.npy is float32 in every case.
+  c.noise.storage = "float32"
+
+  # SPMD (ue_jax/sharding.py): a 1-D mesh `data` over the devices; batches
+  # and sample-wise noise are split by rows, the model is replicated.
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = 0             # devices on the data axis; 0 = all of them
 
   c.generate = ml_collections.ConfigDict()
   c.generate.batch_size = 512

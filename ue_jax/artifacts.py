@@ -1,15 +1,28 @@
-"""Reading and writing artifacts: atomic writes, pickle-free reads."""
+"""Reading and writing artifacts: atomic writes, pickle-free reads.
+
+In a multi-process run only process 0 writes: every writer here is a no-op
+(returning the path) in the other processes, which read what process 0 wrote
+once `sharding.sync` says it is there.
+"""
 
 import json
 import os
 import tempfile
 
+import jax
 import numpy as np
 
 from ue_jax.errors import UEError
 
 
+def writes_files() -> bool:
+  """Whether this process writes artifacts (only process 0 does)."""
+  return jax.process_index() == 0
+
+
 def _atomic(path: str, write):
+  if not writes_files():
+    return path
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
@@ -26,6 +39,43 @@ def _atomic(path: str, write):
 
 def save_npy(path: str, array) -> str:
   return _atomic(path, lambda tmp: np.save(tmp, np.asarray(array)))
+
+
+class NpyWriter:
+  """Writes a .npy of known shape block by block (through a memory map, so
+  the whole array is never in memory), renamed into place when complete.
+  A no-op outside process 0."""
+
+  def __init__(self, path: str, shape, dtype):
+    self.path, self.shape, self.dtype = path, tuple(shape), np.dtype(dtype)
+    self.tmp, self.array = None, None
+
+  def __enter__(self):
+    if writes_files():
+      folder = os.path.dirname(os.path.abspath(self.path))
+      os.makedirs(folder, exist_ok=True)
+      fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
+                                      suffix=".npy")
+      os.close(fd)
+      self.array = np.lib.format.open_memmap(self.tmp, mode="w+",
+                                             dtype=self.dtype,
+                                             shape=self.shape)
+    return self
+
+  def write(self, start: int, rows):
+    if self.array is not None:
+      self.array[start:start + len(rows)] = rows
+
+  def __exit__(self, kind, value, traceback):
+    if self.array is None:
+      return
+    self.array.flush()
+    del self.array
+    self.array = None
+    if kind is None:
+      os.replace(self.tmp, self.path)
+    elif os.path.exists(self.tmp):
+      os.remove(self.tmp)
 
 
 def save_npz(path: str, **arrays) -> str:

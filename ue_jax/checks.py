@@ -12,6 +12,7 @@ import numpy as np
 
 from ue_jax import augment
 from ue_jax import data as data_lib
+from ue_jax import noise as noise_lib
 from ue_jax.errors import UEError
 from ue_jax.models import MODELS
 
@@ -111,6 +112,8 @@ SCHEMA: Dict[str, Rule] = {
     "noise.kind": choice("error_min", "error_max", "random",
                          noun="noise kind"),
     "noise.layout": choice("samplewise", "classwise", noun="noise layout"),
+    "noise.storage": choice(*noise_lib.STORAGES),
+    "mesh.data": number(0, 1 << 20, integer=True),
     **_optimizer("generate"),
     "generate.train_steps": number(0, 1_000_000, integer=True),
     "generate.stop_accuracy": number(0, 1),

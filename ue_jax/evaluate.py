@@ -8,6 +8,7 @@ whole protected classes it reports test accuracy on those classes and on the
 others separately.
 """
 
+import functools
 import os
 from typing import NamedTuple
 
@@ -19,6 +20,7 @@ from ue_jax import data as data_lib
 from ue_jax import metrics as metrics_lib
 from ue_jax import optim
 from ue_jax import release as release_lib
+from ue_jax import sharding
 from ue_jax import steps as steps_lib
 from ue_jax import train as train_lib
 from ue_jax.errors import UEError
@@ -48,13 +50,20 @@ def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
                                     steps_per_epoch=steps_per_epoch),
                  momentum=e.momentum, weight_decay=e.weight_decay,
                  grad_clip=e.grad_clip)
-  state = create_state(model, tx, seed=e.seed,
-                       image_shape=train.images.shape[1:])
-  eval_fn = steps_lib.jit_eval()
+  layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  for field in ("batch_size", "eval_batch_size"):
+    layout.check_batch_size(f"evaluate.{field}", e[field])
+  state, shardings = layout.create(functools.partial(
+      create_state, model, tx, seed=e.seed,
+      image_shape=train.images.shape[1:]))
+  train_step = layout.jit_step(
+      functools.partial(steps_lib.model_step, augment=e.augment), shardings)
+  eval_fn = layout.jit_step(steps_lib.eval_step, shardings,
+                            returns_state=False)
   state, history = train_lib.fit(
-      state, steps_lib.jit_model_step(augment=e.augment), eval_fn, train,
-      test, epochs=e.epochs, batch_size=e.batch_size,
-      eval_batch_size=e.eval_batch_size, seed=e.seed, label=label, log=log)
+      state, train_step, eval_fn, train, test, epochs=e.epochs,
+      batch_size=e.batch_size, eval_batch_size=e.eval_batch_size,
+      seed=e.seed, label=label, log=log)
   for name, ds in (groups or {}).items():
     history[-1][f"{name}_test_accuracy"] = train_lib.sweep(
         eval_fn, state, ds, e.eval_batch_size)[0]

@@ -16,7 +16,8 @@ noise, sample-wise or class-wise (algorithm.md §2-§4).
   original. Stops at accuracy <=
   `error_max_stop_accuracy` (the original's stop error 0.9 sample-wise, 0.8
   class-wise).
-- random: delta ~ U(-eps, eps), no model and no search.
+- random: delta ~ U(-eps, eps), no model and no search (baselines.py, as
+  the error-max pretraining).
 `noise.layout` (layouts.py) picks the fit set and how noise is indexed:
 sample-wise, every training example; class-wise, one noise per class, fitted
 and stop-tested on a stratified `classwise_subset` of the training set.
@@ -30,6 +31,11 @@ Inside round r, position `pos` means:
   k       k of the round's nb noise batches are done (1 <= k <= nb);
   nb + 1  the stop test is done; its result is in `Position.stop`.
 SIGINT and SIGTERM stop the search after the current batch, with a checkpoint.
+
+Everything runs over one device mesh (sharding.py): sample-wise noise is
+sharded by rows and padded to a multiple of the device count, class-wise
+noise is replicated and not padded; `noise.storage` (noise.Codec) applies
+to either.
 """
 
 import dataclasses
@@ -43,44 +49,73 @@ import numpy as np
 from absl import logging
 
 from ue_jax import artifacts
+from ue_jax import baselines
 from ue_jax import checkpoint as checkpoint_lib
 from ue_jax import data as data_lib
 from ue_jax import interrupt
 from ue_jax import layouts
+from ue_jax import memory
 from ue_jax import metrics as metrics_lib
 from ue_jax import noise as noise_lib
 from ue_jax import optim
+from ue_jax import sharding
 from ue_jax import steps as steps_lib
 from ue_jax import train as train_lib
 from ue_jax.errors import Interrupted
 from ue_jax.errors import UEError
 from ue_jax.models import get_model
-from ue_jax.state import UEState
 from ue_jax.state import create_state
 
 CHECKPOINTS = "checkpoints"
 
 
-def build(cfg, train: data_lib.Dataset):
-  """The generator's state and jitted steps for a config and dataset."""
+def codec(cfg) -> noise_lib.Codec:
+  return noise_lib.Codec(cfg.noise.storage, cfg.noise.eps)
+
+
+def _samplewise(cfg) -> bool:
+  """Sample-wise noise is sharded by rows (padded to a multiple of the
+  device count); class-wise noise is replicated, unpadded."""
+  return cfg.noise.layout != "classwise"
+
+
+def build(cfg, train: data_lib.Dataset, layout=None):
+  """The generator's state, born sharded over the mesh (sharding.py), and
+  its jitted steps (model, noise, stop test) for a config and dataset."""
+  layout = layout or sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  g = cfg.generate
+  for field in ("batch_size", "eval_batch_size"):
+    layout.check_batch_size(f"generate.{field}", g[field])
   model = get_model(cfg.model.name, num_classes=train.num_classes,
                     width=cfg.model.width)
-  g = cfg.generate
   tx = optim.sgd(g.lr, momentum=g.momentum, weight_decay=g.weight_decay,
                  grad_clip=g.grad_clip)
-  state = create_state(model, tx, seed=cfg.seed,
-                       image_shape=train.images.shape[1:],
-                       noise_shape=layouts.noise_shape(cfg.noise.layout, train))
-  if cfg.noise.init == "uniform":
-    key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
-    state = state.replace(noise=noise_lib.random_noise(
-        key, state.noise.shape, eps=cfg.noise.eps))
-  fns = steps_lib.jit_steps(eps=cfg.noise.eps, step_size=cfg.noise.step_size,
-                            num_steps=cfg.noise.num_steps,
-                            augment=g.augment,
-                            paper_release=cfg.noise.paper_release,
-                            maximize=cfg.noise.kind == "error_max",
-                            layout=cfg.noise.layout)
+  store = codec(cfg)
+  samplewise = _samplewise(cfg)
+  shape = layouts.noise_shape(cfg.noise.layout, train)
+  rows = shape[0] if samplewise else 0  # class-wise: no padding, no remap
+
+  def make():
+    state = create_state(model, tx, seed=cfg.seed,
+                         image_shape=train.images.shape[1:])
+    noise = jnp.zeros(shape, jnp.float32)
+    if cfg.noise.init == "uniform":
+      key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
+      noise = noise_lib.random_noise(key, shape, eps=cfg.noise.eps)
+    noise = jnp.pad(store.encode(noise), [(0, layout.padded(rows) - rows)]
+                    + [(0, 0)] * (noise.ndim - 1))
+    return state.replace(noise=noise)
+
+  state, shardings = layout.create(make, samplewise=samplewise)
+  model_fn, noise_fn, eval_fn = steps_lib.bound_steps(
+      eps=cfg.noise.eps, step_size=cfg.noise.step_size,
+      num_steps=cfg.noise.num_steps, augment=g.augment,
+      paper_release=cfg.noise.paper_release,
+      maximize=cfg.noise.kind == "error_max", layout=cfg.noise.layout,
+      codec=store)
+  fns = (layout.jit_step(model_fn, shardings, rows=rows),
+         layout.jit_step(noise_fn, shardings, rows=rows),
+         layout.jit_step(eval_fn, shardings, rows=rows, returns_state=False))
   return state, fns
 
 
@@ -250,57 +285,7 @@ def _search(cfg, train: data_lib.Dataset, fit: data_lib.Dataset, state, fns,
   return state, at
 
 
-PRETRAIN = "generate_pretrain"  # stage name of the pretraining epochs' log
-
-
-def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
-             log: metrics_lib.MetricLog, signals: interrupt.StopSignals):
-  """Trains the generator's model on the clean images for
-  `generate.pretrain_epochs` with the evaluation recipe (batch size,
-  optimizer, per-epoch cosine, augmentation), as the original's error-max
-  baseline does first. Returns `state` with the trained params and batch
-  statistics (its step, optimizer state, rng and noise untouched) and the
-  last epoch's record. A stop signal ends it after the current epoch,
-  without a checkpoint (a rerun pretrains again)."""
-  e, epochs = cfg.evaluate, cfg.generate.pretrain_epochs
-  tx = optim.sgd(optim.epoch_cosine(
-      e.lr, epochs=epochs, steps_per_epoch=len(train) // e.batch_size),
-                 momentum=e.momentum, weight_decay=e.weight_decay,
-                 grad_clip=e.grad_clip)
-  params = jax.tree.map(jnp.copy, state.params)  # the steps donate buffers
-  plain = UEState(step=jnp.zeros((), jnp.int32), params=params,
-                  batch_stats=jax.tree.map(jnp.copy, state.batch_stats),
-                  opt_state=tx.init(params), noise=None,
-                  rng=jax.random.fold_in(state.rng, 2),
-                  apply_fn=state.apply_fn, tx=tx)
-
-  def after_epoch(epoch, _):
-    if signals.signum is not None:
-      raise Interrupted(f"{signals.name} received (pretraining, epoch "
-                        f"{epoch}/{epochs}, not saved); rerun the same "
-                        "command to start again", signum=signals.signum)
-
-  plain, history = train_lib.fit(
-      plain, steps_lib.jit_model_step(augment=e.augment),
-      steps_lib.jit_eval(), train, test, epochs=epochs,
-      batch_size=e.batch_size, eval_batch_size=e.eval_batch_size,
-      seed=cfg.seed, label=PRETRAIN, log=log, after_epoch=after_epoch)
-  logging.info("pretrained the generator for %d epochs on clean images: "
-               "test accuracy %.4f", epochs, history[-1]["test_accuracy"])
-  return (state.replace(params=plain.params, batch_stats=plain.batch_stats),
-          history[-1])
-
-
-def _random(cfg, train: data_lib.Dataset, workdir: str):
-  """The random-noise baseline: U(-eps, eps) in the layout's shape."""
-  start = time.perf_counter()
-  key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
-  noise = np.asarray(jax.device_get(noise_lib.random_noise(
-      key, layouts.noise_shape(cfg.noise.layout, train), eps=cfg.noise.eps)))
-  path = artifacts.save_npy(os.path.join(workdir, "noise.npy"), noise)
-  return {"rounds": 0, "stop_reached": None,
-          "generation_seconds": time.perf_counter() - start,
-          "noise_max_abs": float(np.abs(noise).max()), "noise_path": path}
+PRETRAIN = baselines.PRETRAIN
 
 
 def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog,
@@ -308,15 +293,19 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog,
   """Runs (or resumes) the search; writes DIR/noise.npy; returns a summary
   dict. `test` only scores the pretraining epochs (default: `train`)."""
   if cfg.noise.kind == "random":
-    return _random(cfg, train, workdir)
+    return baselines.random_noise(cfg, train, workdir)
   g = cfg.generate
   fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
                         seed=cfg.seed + 2)
   nb = len(range(0, len(fit), g.batch_size))
+  layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  sharding.log_layout(layout)
+  logging.info("memory plan:\n%s", memory.format_plan(memory.plan_for_config(
+      cfg, train, devices=layout.size)))
   # A signal that arrives while compiling or restoring is acted on at the
   # first batch; only the final sweep and the noise export run unguarded.
   with interrupt.StopSignals() as signals:
-    state, fns = build(cfg, train)
+    state, fns = build(cfg, train, layout)
     ckpt = checkpoint_lib.Checkpoints(os.path.join(workdir, CHECKPOINTS),
                                       max_to_keep=cfg.checkpoint.max_to_keep)
     try:
@@ -327,9 +316,9 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog,
       saver = _Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
       if fresh and g.pretrain_epochs:
         log.drop(lambda r: r["stage"] == PRETRAIN)
-        state, at.pretrain = pretrain(cfg, state, train,
-                                      train if test is None else test, log,
-                                      signals)
+        state, at.pretrain = baselines.pretrain(
+            cfg, state, train, train if test is None else test, log, signals,
+            layout=layout)
         saver.save(state, at)  # a resumed run starts after the pretraining
       state, at = _search(cfg, train, fit, state, fns, log, saver, at)
     finally:
@@ -338,18 +327,34 @@ def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog,
     logging.warning("stop rule not reached after %d rounds (accuracy %.4f, "
                     "%s); the noise is released anyway", at.round,
                     at.stop["accuracy"], stop_rule(cfg)[1])
-  clean_acc, _ = train_lib.sweep(steps_lib.jit_eval(), state, train,
-                                 g.eval_batch_size)
-  noise = np.asarray(jax.device_get(state.noise))
-  path = artifacts.save_npy(os.path.join(workdir, "noise.npy"), noise)
+  clean_eval = layout.jit_step(
+      steps_lib.eval_step, layout.state_shardings(
+          state, samplewise=_samplewise(cfg)), returns_state=False)
+  clean_acc, _ = train_lib.sweep(clean_eval, state, train, g.eval_batch_size)
+  path, max_abs = export_noise(
+      state.noise, layouts.noise_shape(cfg.noise.layout, train)[0], layout,
+      codec(cfg), os.path.join(workdir, "noise.npy"))
   summary = {"rounds": at.round, "stop_reached": at.stop["reached"],
              "generation_seconds": at.elapsed,
              "final_train_accuracy_on_release": at.stop["accuracy"],
              "generator_clean_train_accuracy": clean_acc,
              "noise_fit_size": len(fit),
-             "noise_max_abs": float(np.abs(noise).max()),
-             "noise_path": path}
+             "noise_max_abs": max_abs, "noise_path": path}
   if at.pretrain is not None:
     summary["pretrain_test_accuracy"] = at.pretrain["test_accuracy"]
     summary["pretrain_train_accuracy"] = at.pretrain["train_accuracy"]
   return summary
+
+
+def export_noise(noise: jax.Array, n: int, layout: sharding.Layout,
+                 store: noise_lib.Codec, path: str):
+  """Writes the first `n` rows of the (sharded or replicated, encoded) noise
+  to `path` as float32 .npy, chunk by chunk: every host holds at most one
+  chunk (sharding.EXPORT_ROWS rows) of it, and only process 0 writes.
+  Returns (path, max |noise|)."""
+  max_abs = 0.0
+  with artifacts.NpyWriter(path, (n, *noise.shape[1:]), np.float32) as out:
+    for start, rows in layout.host_chunks(noise, n, transform=store.decode):
+      out.write(start, rows)
+      max_abs = max(max_abs, float(np.abs(rows).max(initial=0.0)))
+  return path, max_abs

@@ -16,6 +16,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from ue_jax import pipeline
+from ue_jax import sharding
 from ue_jax.errors import Interrupted
 from ue_jax.errors import UEError
 
@@ -27,6 +28,15 @@ _STAGE = flags.DEFINE_enum("stage", "all", ("all",) + pipeline.STAGES,
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete the workdir's checkpoints and outputs first "
     "and start afresh, even if another config made them.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", "", "Multi-process: host:port of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0,
+                                      "Multi-process: how many processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1,
+                                   "Multi-process: this process, 0-based.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Multi-process with the settings JAX detects "
+    "(TPU pod, Slurm); the three flags above override them.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -65,6 +75,13 @@ def parse_flags(argv):
 
 def main(argv):
   del argv  # checked by parse_flags
+  try:
+    sharding.initialize_distributed(
+        coordinator_address=_COORDINATOR.value,
+        num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+        auto=_DISTRIBUTED.value)
+  except UEError as e:
+    _exit_with_error(e)
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__,
                jax.process_index(), jax.process_count(), jax.devices())
   stages = pipeline.STAGES if _STAGE.value == "all" else (_STAGE.value,)

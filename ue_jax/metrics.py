@@ -16,12 +16,16 @@ class MetricLog:
   """Appends one JSON object per line to DIR/metrics.jsonl (plot from it)."""
 
   def __init__(self, workdir: str, filename: str = "metrics.jsonl"):
-    os.makedirs(workdir, exist_ok=True)
     self.path = os.path.join(workdir, filename)
+    self.enabled = artifacts.writes_files()  # process 0 only
+    if self.enabled:
+      os.makedirs(workdir, exist_ok=True)
 
   def write(self, stage: str, **scalars):
     record = {"stage": stage, "time": round(time.time(), 3)}
     record.update({k: _plain(v) for k, v in scalars.items()})
+    if not self.enabled:
+      return record
     with open(self.path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
       f.flush()
@@ -31,7 +35,7 @@ class MetricLog:
     """Rewrites the log (atomically) without the records that match
     `predicate` and without lines a killed run left half-written, so work
     that a resumed run repeats is logged once. Returns how many went."""
-    if not os.path.exists(self.path):
+    if not self.enabled or not os.path.exists(self.path):
       return 0
     with open(self.path, encoding="utf-8") as f:
       lines = [line for line in f if line.strip()]

@@ -5,6 +5,7 @@ Images are float32 in [0, 1] unless named `*_u8`; noise is the signed
 perturbation delta (not x + delta), in the same [0, 1] units.
 """
 
+import dataclasses
 from typing import Callable
 
 import jax
@@ -97,3 +98,46 @@ def release_images(images_u8, delta, *, eps: float, paper_release=False):
 
 def to_float(images_u8: jax.Array) -> jax.Array:
   return images_u8.astype(jnp.float32) / 255.0
+
+
+# ------------------------------------------------------------ noise storage
+STORAGES = ("float32", "bfloat16", "int8")
+INT8_LEVELS = 127  # int8 storage: integer steps of eps / 127
+
+
+@dataclasses.dataclass(frozen=True)
+class Codec:
+  """How the state holds delta: float32 (exact), bfloat16 (8-bit mantissa,
+  |error| <= 2^-9 |delta|) or int8 (integer steps of the quantum eps/127,
+  |error| <= eps/254). `decode` always returns float32 within [-eps, eps].
+  Frozen and hashable, so it binds into a jitted step as a static value."""
+  storage: str = "float32"
+  eps: float = 1.0
+
+  @property
+  def dtype(self):
+    return {"float32": jnp.float32, "bfloat16": jnp.bfloat16,
+            "int8": jnp.int8}[self.storage]
+
+  @property
+  def quantum(self) -> float:
+    return self.eps / INT8_LEVELS
+
+  def encode(self, delta: jax.Array) -> jax.Array:
+    if self.storage == "float32":
+      return delta.astype(jnp.float32)
+    if self.storage == "bfloat16":
+      return delta.astype(jnp.bfloat16)
+    steps = jnp.round(delta / self.quantum)
+    return jnp.clip(steps, -INT8_LEVELS, INT8_LEVELS).astype(jnp.int8)
+
+  def decode(self, stored: jax.Array) -> jax.Array:
+    if self.storage == "float32":
+      return stored
+    if self.storage == "bfloat16":
+      return jnp.clip(stored.astype(jnp.float32), -self.eps, self.eps)
+    return jnp.clip(stored.astype(jnp.float32) * self.quantum, -self.eps,
+                    self.eps)
+
+
+FLOAT32 = Codec()

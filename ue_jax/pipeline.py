@@ -19,6 +19,7 @@ from ue_jax import evaluate
 from ue_jax import generate
 from ue_jax import metrics as metrics_lib
 from ue_jax import release
+from ue_jax import sharding
 from ue_jax import workdir as workdir_lib
 
 STAGES = ("generate", "release", "evaluate")
@@ -81,6 +82,7 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
   inputs = check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
   # Nothing was written up to here; from here on the workdir is ours.
   config_path = workdir_lib.claim(cfg, workdir, overwrite=overwrite)
+  sharding.sync("claimed")  # the other processes wait for process 0
   log = metrics_lib.MetricLog(workdir)
   path = os.path.join(workdir, "results.json")
   results = artifacts.load_json(path, {})
@@ -92,6 +94,7 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
       "epsilon": cfg.noise.eps, "epsilon_255": round(cfg.noise.eps * 255, 4),
       "train_size": len(train), "test_size": len(test),
       "devices": [str(d) for d in jax.devices()],
+      "processes": jax.process_count(),
       "metrics_path": log.path, "config_path": config_path,
       "config_sha256": workdir_lib.config_hash(workdir_lib.canonical(cfg)),
       "config": cfg.to_dict()})
@@ -106,6 +109,7 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
       results.update(evaluate.run(cfg, train, test, workdir, log,
                                   unlearnable=inputs.get("evaluate")))
     artifacts.save_json(path, results)
+    sharding.sync(f"stage {stage}")  # its files are there for all
   for key in ("clean_test_accuracy", "unlearnable_test_accuracy",
               "clean_remainder_test_accuracy"):
     if key in results:

@@ -11,6 +11,10 @@
 clipped mean of its examples' PGD results (algorithm.md §3).
 - `eval_step`: counts of correct predictions and summed loss (eval mode),
   optionally on the released (quantized) images.
+
+`codec` (static, noise.Codec) says how the state stores the noise (float32,
+bfloat16 or int8): it is decoded on every read and encoded on every write,
+in either layout.
 """
 
 import functools
@@ -38,19 +42,21 @@ def noise_rows(state: UEState, batch, *, layout: str = "samplewise"):
   return batch["index"]
 
 
-def batch_noise(state: UEState, batch, *, layout: str = "samplewise"
-                ) -> jax.Array:
-  """The noise of each batch row (zeros for padding rows)."""
-  return state.noise.at[noise_rows(state, batch, layout=layout)].get(
-      mode="fill", fill_value=0.0)
+def batch_noise(state: UEState, batch, *, layout: str = "samplewise",
+                codec: noise_lib.Codec = noise_lib.FLOAT32) -> jax.Array:
+  """The noise of each batch row as float32 (zeros for padding rows)."""
+  return codec.decode(state.noise.at[noise_rows(state, batch, layout=layout)]
+                      .get(mode="fill", fill_value=0))
 
 
 def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
-               layout: str = "samplewise"):
+               layout: str = "samplewise",
+               codec: noise_lib.Codec = noise_lib.FLOAT32):
   """One optimizer step on the (perturbed, augmented) batch."""
   x = noise_lib.to_float(batch["image"])
   if state.noise is not None:
-    x = noise_lib.perturb(x, batch_noise(state, batch, layout=layout))
+    x = noise_lib.perturb(x, batch_noise(state, batch, layout=layout,
+                                         codec=codec))
   rng = jax.random.fold_in(state.rng, state.step)
   x = augment_lib.augment(rng, x, kind=augment, pad=pad)
   labels = batch["label"]
@@ -74,11 +80,12 @@ def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
 
 def noise_step(state: UEState, batch, *, eps: float, step_size: float,
                num_steps: int, maximize: bool = False,
-               layout: str = "samplewise"):
+               layout: str = "samplewise",
+               codec: noise_lib.Codec = noise_lib.FLOAT32):
   """Updates the batch's noise by PGD against the frozen model: each
   example's own row (sample-wise), or each class present in the batch to the
   clipped mean of its examples' PGD results from the class noise
-  (class-wise)."""
+  (class-wise); stored through `codec` (rounded once per step)."""
   x = noise_lib.to_float(batch["image"])
   labels, mask = batch["label"], batch["mask"]
 
@@ -88,18 +95,22 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
         logits, labels)
     return jnp.sum(per_example * mask)
 
-  delta = noise_lib.pgd(loss_fn, x, batch_noise(state, batch, layout=layout),
+  delta = noise_lib.pgd(loss_fn, x, batch_noise(state, batch, layout=layout,
+                                                codec=codec),
                         eps=eps, step_size=step_size, num_steps=num_steps,
                         maximize=maximize)
   if layout == "classwise":
-    noise = noise_lib.class_mean(state.noise, delta, labels, mask, eps=eps)
+    noise = codec.encode(noise_lib.class_mean(
+        codec.decode(state.noise), delta, labels, mask, eps=eps))
   else:
-    noise = state.noise.at[batch["index"]].set(delta, mode="drop")
+    noise = state.noise.at[batch["index"]].set(codec.encode(delta),
+                                               mode="drop")
   return state.replace(noise=noise), {}
 
 
 def eval_step(state: UEState, batch, *, release_eps=None,
-              paper_release: bool = False, layout: str = "samplewise"):
+              paper_release: bool = False, layout: str = "samplewise",
+              codec: noise_lib.Codec = noise_lib.FLOAT32):
   """Sums of correct predictions, loss and valid examples for a padded batch.
 
   With `release_eps` the batch is first released with the state's noise (the
@@ -108,7 +119,8 @@ def eval_step(state: UEState, batch, *, release_eps=None,
   images = batch["image"]
   if release_eps is not None:
     images = noise_lib.release_images(images, batch_noise(state, batch,
-                                                          layout=layout),
+                                                          layout=layout,
+                                                          codec=codec),
                                       eps=release_eps,
                                       paper_release=paper_release)
   logits = state.apply_fn(state.variables, noise_lib.to_float(images),
@@ -117,6 +129,24 @@ def eval_step(state: UEState, batch, *, release_eps=None,
   per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   return {"correct": losses.correct(logits, labels, mask),
           "loss": jnp.sum(per_example * mask), "count": jnp.sum(mask)}
+
+
+def bound_steps(*, eps: float, step_size: float, num_steps: int,
+                augment: str = "none", paper_release: bool = False,
+                maximize: bool = False, layout: str = "samplewise",
+                codec: noise_lib.Codec = noise_lib.FLOAT32):
+  """(model_step, noise_step, eval_step on the release) with their
+  hyperparameters bound, not jitted (sharding.py jits them over a mesh)."""
+  return (
+      functools.partial(model_step, augment=augment, layout=layout,
+                        codec=codec),
+      functools.partial(noise_step, eps=eps, step_size=step_size,
+                        num_steps=num_steps, maximize=maximize,
+                        layout=layout, codec=codec),
+      functools.partial(eval_step, release_eps=eps,
+                        paper_release=paper_release, layout=layout,
+                        codec=codec),
+  )
 
 
 def jit_steps(*, eps: float, step_size: float, num_steps: int,

@@ -83,6 +83,8 @@ def verify(cfg, workdir: str, *, overwrite: bool):
 def claim(cfg, workdir: str, *, overwrite: bool) -> str:
   """Creates the workdir (after `verify`), first deleting its outputs with
   `overwrite`, and records the config; returns the config.json path."""
+  if not artifacts.writes_files():  # multi-process: process 0 claims it
+    return os.path.join(workdir, CONFIG_FILE)
   if overwrite:
     for name in _outputs(workdir):
       path = os.path.join(workdir, name)

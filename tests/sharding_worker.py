@@ -1,0 +1,117 @@
+"""Rounds of generation on tiny synthetic data, run in a process whose device
+count is set here (JAX fixes it at start-up), for tests/sharding_test.py.
+
+  python -m tests.sharding_worker --devices=8 --out=OUT.npz [--n=96 ...]
+
+Writes (process 0) an .npz with the exported noise, the params and batch
+stats (flattened), the stop-test accuracy and loss, the rows each device
+holds of the noise, and how many times each jitted step compiled.
+"""
+
+import argparse
+import os
+import sys
+
+
+def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
+              data_axis: int = 0, init: str = "uniform",
+              count_compiles: bool = False):
+  """Runs `rounds` min-min rounds (M model steps, a noise sweep, the stop
+  test) of configs/test_tiny.py on `helpers.synthetic(n)` with
+  generate.build, as generate.run does; returns a dict of numpy results."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from configs import test_tiny  # pylint: disable=g-import-not-at-top
+  from ue_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from ue_jax import generate  # pylint: disable=g-import-not-at-top
+  from ue_jax import sharding  # pylint: disable=g-import-not-at-top
+  from ue_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  from tests import helpers  # pylint: disable=g-import-not-at-top
+
+  compiles = _count_compiles() if count_compiles else {}
+  cfg = test_tiny.get_config()
+  cfg.noise.storage = storage
+  cfg.noise.init = init  # uniform: the padding rows must not matter
+  cfg.mesh.data = data_axis
+  train = helpers.synthetic(n=n)
+  layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  state, fns = generate.build(cfg, train, layout)
+  model_step, noise_step, eval_step = fns
+  g = cfg.generate
+  model_rows = train_lib.cycle_batches(n, g.batch_size)
+  for _ in range(rounds):
+    for _ in range(g.train_steps):
+      state, _ = model_step(state, data_lib.gather(train, next(model_rows)))
+    for rows in data_lib.batches(n, g.batch_size):
+      state, _ = noise_step(state, data_lib.gather(train, rows))
+  acc, loss = train_lib.sweep(eval_step, state, train, g.eval_batch_size)
+  noise = np.concatenate([rows for _, rows in layout.host_chunks(
+      state.noise, n, transform=generate.codec(cfg).decode, chunk=40)])
+  leaves = jax.tree.leaves((state.params, state.batch_stats))
+  return {
+      "noise": noise, "accuracy": acc, "loss": loss,
+      "params": np.concatenate([np.asarray(x).ravel() for x in leaves]),
+      "shard_rows": np.array([s.data.shape[0] for s in
+                              state.noise.addressable_shards]),
+      "noise_rows": state.noise.shape[0],
+      "devices": jax.device_count(), "processes": jax.process_count(),
+      # XLA compilations of each step over all rounds (the dispatch cache
+      # may hold two entries that share one executable: the state made by
+      # `Layout.create` and a step's output differ in their buffer layouts).
+      "compiles": np.array([compiles.get(name, -1) for name in
+                            ("model_step", "noise_step", "eval_step")]),
+  }
+
+
+def _count_compiles():
+  """Counts 'Finished XLA compilation of jit(NAME)' per NAME from now on."""
+  import collections  # pylint: disable=g-import-not-at-top
+  import logging  # pylint: disable=g-import-not-at-top
+  import re  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  counts = collections.Counter()
+
+  class Handler(logging.Handler):
+    def emit(self, record):
+      found = re.search(r"XLA compilation of jit\((\w+)\)",
+                        record.getMessage())
+      if found:
+        counts[found.group(1)] += 1
+
+  jax.config.update("jax_log_compiles", True)
+  logging.getLogger("jax._src.dispatch").addHandler(Handler())
+  return counts
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument("--devices", type=int, default=1)
+  p.add_argument("--out", required=True)
+  p.add_argument("--n", default="96", help="comma-separated sizes")
+  p.add_argument("--rounds", type=int, default=1)
+  p.add_argument("--storage", default="float32")
+  p.add_argument("--port", type=int, default=0)
+  p.add_argument("--num_processes", type=int, default=1)
+  p.add_argument("--process_id", type=int, default=0)
+  a = p.parse_args()
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.config.update("jax_num_cpu_devices", a.devices)
+  if a.num_processes > 1:
+    from ue_jax import sharding  # pylint: disable=g-import-not-at-top
+    sharding.initialize_distributed(
+        coordinator_address=f"127.0.0.1:{a.port}",
+        num_processes=a.num_processes, process_id=a.process_id)
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  out = {}
+  for n in a.n.split(","):
+    result = one_round(n=int(n), rounds=a.rounds, storage=a.storage,
+                       count_compiles=True)
+    out.update({f"{n}/{k}": v for k, v in result.items()})
+  if jax.process_index() == 0:
+    np.savez(a.out, **out)
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
+      __file__))))
+  main()

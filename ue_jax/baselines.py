@@ -1,0 +1,92 @@
+"""The generators' side drivers (generate.py runs the search itself):
+
+- `pretrain`: the error-max generator's training on clean images first, with
+  the evaluation recipe, over the same mesh as the search (sharding.py).
+- `random_noise`: the random-noise baseline, U(-eps, eps) in the layout's
+  shape, no model and no search.
+"""
+
+import functools
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from ue_jax import artifacts
+from ue_jax import data as data_lib
+from ue_jax import interrupt
+from ue_jax import layouts
+from ue_jax import metrics as metrics_lib
+from ue_jax import noise as noise_lib
+from ue_jax import optim
+from ue_jax import sharding
+from ue_jax import steps as steps_lib
+from ue_jax import train as train_lib
+from ue_jax.errors import Interrupted
+from ue_jax.state import UEState
+
+PRETRAIN = "generate_pretrain"  # stage name of the pretraining epochs' log
+
+
+def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
+             log: metrics_lib.MetricLog, signals: interrupt.StopSignals, *,
+             layout: sharding.Layout):
+  """Trains the generator's model on the clean images for
+  `generate.pretrain_epochs` with the evaluation recipe (batch size,
+  optimizer, per-epoch cosine, augmentation), as the original's error-max
+  baseline does first. Returns `state` with the trained params and batch
+  statistics (its step, optimizer state, rng and noise untouched) and the
+  last epoch's record. A stop signal ends it after the current epoch,
+  without a checkpoint (a rerun pretrains again)."""
+  e, epochs = cfg.evaluate, cfg.generate.pretrain_epochs
+  for field in ("batch_size", "eval_batch_size"):
+    layout.check_batch_size(f"evaluate.{field}", e[field])
+  tx = optim.sgd(optim.epoch_cosine(
+      e.lr, epochs=epochs, steps_per_epoch=len(train) // e.batch_size),
+                 momentum=e.momentum, weight_decay=e.weight_decay,
+                 grad_clip=e.grad_clip)
+
+  def make(params, batch_stats, rng):
+    return UEState(step=jnp.zeros((), jnp.int32), params=params,
+                   batch_stats=batch_stats, opt_state=tx.init(params),
+                   noise=None, rng=jax.random.fold_in(rng, 2),
+                   apply_fn=state.apply_fn, tx=tx)
+
+  # Copies (the steps donate their state), born replicated over the mesh.
+  inputs = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
+  shardings = layout.state_shardings(jax.eval_shape(make, *inputs, state.rng))
+  plain = jax.jit(make, out_shardings=shardings)(*inputs, state.rng)
+
+  def after_epoch(epoch, _):
+    if signals.signum is not None:
+      raise Interrupted(f"{signals.name} received (pretraining, epoch "
+                        f"{epoch}/{epochs}, not saved); rerun the same "
+                        "command to start again", signum=signals.signum)
+
+  plain, history = train_lib.fit(
+      plain, layout.jit_step(functools.partial(steps_lib.model_step,
+                                               augment=e.augment), shardings),
+      layout.jit_step(steps_lib.eval_step, shardings, returns_state=False),
+      train, test, epochs=epochs, batch_size=e.batch_size,
+      eval_batch_size=e.eval_batch_size, seed=cfg.seed, label=PRETRAIN,
+      log=log, after_epoch=after_epoch)
+  logging.info("pretrained the generator for %d epochs on clean images: "
+               "test accuracy %.4f", epochs, history[-1]["test_accuracy"])
+  return (state.replace(params=plain.params, batch_stats=plain.batch_stats),
+          history[-1])
+
+
+def random_noise(cfg, train: data_lib.Dataset, workdir: str):
+  """The random-noise baseline: U(-eps, eps) in the layout's shape, written
+  to DIR/noise.npy (by process 0); returns the generation summary."""
+  start = time.perf_counter()
+  key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
+  noise = np.asarray(jax.device_get(noise_lib.random_noise(
+      key, layouts.noise_shape(cfg.noise.layout, train), eps=cfg.noise.eps)))
+  path = artifacts.save_npy(os.path.join(workdir, "noise.npy"), noise)
+  return {"rounds": 0, "stop_reached": None,
+          "generation_seconds": time.perf_counter() - start,
+          "noise_max_abs": float(np.abs(noise).max()), "noise_path": path}

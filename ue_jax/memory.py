@@ -1,0 +1,139 @@
+"""The memory plan of a run: bytes per device before it starts.
+
+Per device: the noise shard (N_pad / D rows in the storage dtype; class-wise
+noise, one row per class, is replicated whole on every device), the
+replicated params, optimizer state (SGD momentum: one slot) and batch stats,
+and one batch's share of input rows (uint8 image + label, index, mask).
+Activations and XLA's temporaries are not counted (they depend on the model
+and the compiler; `jax.jit(...).lower(...).compile().memory_analysis()`
+reports them for a given step). Per host: the dataset as loaded (every
+process holds the whole uint8 training set) and one noise chunk of the export.
+
+  python -m ue_jax.memory --n=50000 --shape=32,32,3 --classes=10 \
+      --model=resnet18 --width=64 --batch=512 --devices=16,256 \
+      --storage=float32,bfloat16,int8
+"""
+
+import argparse
+import functools
+import math
+from typing import Dict, Sequence
+
+import jax
+import jax.numpy as jnp
+
+from ue_jax import sharding
+from ue_jax.models import get_model
+
+ITEMSIZE = {"float32": 4, "bfloat16": 2, "int8": 1}
+ROW_EXTRA = 12  # int32 label, int32 index, float32 mask per batch row
+
+
+@functools.lru_cache(maxsize=None)
+def model_bytes(model: str, width: int, num_classes: int,
+                image_shape: Sequence[int]):
+  """(params, batch_stats) bytes of a model, from shapes only."""
+  net = get_model(model, num_classes=num_classes, width=width)
+  shapes = jax.eval_shape(lambda: net.init(
+      jax.random.key(0), jnp.zeros((1, *image_shape)), train=False))
+
+  def size(tree):
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+  return size(shapes["params"]), size(shapes.get("batch_stats", {}))
+
+
+def plan(*, n: int, image_shape: Sequence[int], num_classes: int,
+         model: str, width: int, batch_size: int, devices: int,
+         storage: str = "float32", optimizer_slots: int = 1,
+         layout: str = "samplewise") -> Dict:
+  """Bytes per device (and per host) of generation."""
+  pixels = math.prod(image_shape)
+  classwise = layout == "classwise"
+  rows = num_classes if classwise else -(-n // devices) * devices
+  shard = rows if classwise else rows // devices
+  params, stats = model_bytes(model, width, num_classes, tuple(image_shape))
+  out = {
+      "n": n, "image_shape": tuple(image_shape), "devices": devices,
+      "storage": storage, "model": f"{model}/{width}",
+      "noise_total": rows * pixels * ITEMSIZE[storage],
+      "noise": shard * pixels * ITEMSIZE[storage],
+      "params": params, "opt_state": params * optimizer_slots,
+      "batch_stats": stats,
+      "batch": -(-batch_size // devices) * (pixels + ROW_EXTRA),
+      "host_dataset": n * pixels,
+      "host_export_chunk": (min(sharding.EXPORT_ROWS,
+                                num_classes if classwise else n)
+                            * pixels * 4),
+  }
+  out["device_total"] = sum(out[k] for k in ("noise", "params", "opt_state",
+                                             "batch_stats", "batch"))
+  return out
+
+
+def plan_for_config(cfg, train, *, devices: int) -> Dict:
+  return plan(n=len(train), image_shape=train.images.shape[1:],
+              num_classes=train.num_classes, model=cfg.model.name,
+              width=cfg.model.width, batch_size=cfg.generate.batch_size,
+              devices=devices, storage=cfg.noise.storage,
+              layout=cfg.noise.layout)
+
+
+def human(b: float) -> str:
+  for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+    if b >= size:
+      return f"{b / size:.2f} {unit}"
+  return f"{int(b)} B"
+
+
+def format_plan(p: Dict) -> str:
+  return (f"{p['n']} x {'x'.join(map(str, p['image_shape']))} on "
+          f"{p['devices']} devices, noise in {p['storage']}, {p['model']}\n"
+          f"  per device: noise {human(p['noise'])} (of "
+          f"{human(p['noise_total'])}), params {human(p['params'])}, "
+          f"opt state {human(p['opt_state'])}, batch stats "
+          f"{human(p['batch_stats'])}, batch {human(p['batch'])}; total "
+          f"{human(p['device_total'])} + activations\n"
+          f"  per host: dataset {human(p['host_dataset'])} (uint8), noise "
+          f"export chunk {human(p['host_export_chunk'])}")
+
+
+def table(plans) -> str:
+  """A markdown table of plans (one row each)."""
+  lines = ["| images | devices | storage | noise / device | params + opt + "
+           "stats / device | batch / device | total / device (no "
+           "activations) | noise, all devices |",
+           "|---|---|---|---|---|---|---|---|"]
+  for p in plans:
+    state = p["params"] + p["opt_state"] + p["batch_stats"]
+    lines.append(
+        f"| {p['n']}x{'x'.join(map(str, p['image_shape']))} | {p['devices']}"
+        f" | {p['storage']} | {human(p['noise'])} | {human(state)} | "
+        f"{human(p['batch'])} | {human(p['device_total'])} | "
+        f"{human(p['noise_total'])} |")
+  return "\n".join(lines)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--n", type=int, required=True)
+  p.add_argument("--shape", required=True, help="H,W,C")
+  p.add_argument("--classes", type=int, default=10)
+  p.add_argument("--model", default="resnet18")
+  p.add_argument("--width", type=int, default=64)
+  p.add_argument("--batch", type=int, default=512)
+  p.add_argument("--devices", default="1", help="comma-separated counts")
+  p.add_argument("--storage", default="float32",
+                 help="comma-separated: float32,bfloat16,int8")
+  a = p.parse_args(argv)
+  shape = tuple(int(s) for s in a.shape.split(","))
+  plans = [plan(n=a.n, image_shape=shape, num_classes=a.classes,
+                model=a.model, width=a.width, batch_size=a.batch,
+                devices=int(d), storage=s)
+           for d in a.devices.split(",") for s in a.storage.split(",")]
+  for q in plans:
+    print(format_plan(q))
+  print(table(plans))
+
+
+if __name__ == "__main__":
+  main()

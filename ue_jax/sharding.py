@@ -1,0 +1,222 @@
+"""SPMD over every device: the mesh, all shardings, and the jitted steps.
+
+One 1-D mesh with axis `data` over all devices (of all processes), built once
+from `cfg.mesh`. Global-view `jax.jit` with `in_shardings`/`out_shardings`
+(axis type `Auto`, passed explicitly) does the partitioning:
+
+  batch (image, label, index, mask)   P('data')  rows split over devices
+  sample-wise noise [N_pad, H, W, C]  P('data')  N_pad / D rows per device
+  params, batch_stats, opt_state,
+  step, rng, class-wise noise,
+  metrics                             P()        replicated
+
+Batch statistics and losses are computed over the global batch, so results do
+not depend on the device count (tests/sharding_test.py checks 1 vs 8 devices
+and 1 vs 2 processes). XLA partitions the noise gather/scatter by the rows
+each device owns: a masked local gather plus an all-reduce of one batch, never
+an all-gather of the noise (checked in the compiled HLO). Auto rather than
+Explicit axes: with in/out shardings on every jit the partitioner needs no
+further annotation, where Explicit mode would need an `out_sharding` on each
+gather and scatter of the noise inside the pure steps.
+
+Rows: the noise holds N_pad = ceil(N / D) * D rows; the padding rows are never
+read or written (a padded batch row's index is mapped to N_pad, out of range,
+so `mode='fill'/'drop'` skips it). A checkpoint therefore resumes on a device
+count with the same N_pad. Batch sizes must be multiples of D.
+
+Multi-process: every process runs the same program; each one hands only its
+own rows of a batch to `jax.make_array_from_process_local_data`; the noise is
+exported in chunks of `EXPORT_ROWS` rows gathered to all hosts (so no host
+holds more than one chunk of it), of which process 0 writes.
+"""
+
+import functools
+from typing import Callable, Iterator, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from jax.sharding import AxisType
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from ue_jax.errors import UEError
+
+DATA = "data"
+EXPORT_ROWS = 4096  # noise rows per host transfer when exporting
+
+
+def initialize_distributed(*, coordinator_address: str = "",
+                           num_processes: int = 0, process_id: int = -1,
+                           auto: bool = False) -> bool:
+  """`jax.distributed.initialize` from flags, or from the environment with
+  `auto` (TPU pods and Slurm are detected by JAX). Returns whether it ran.
+  CPU processes exchange data through gloo."""
+  given = bool(coordinator_address) or num_processes > 1
+  if not (given or auto):
+    return False
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  kwargs = {}
+  if given:
+    if not coordinator_address or num_processes < 1 or process_id < 0:
+      raise UEError("multi-process runs need all of --coordinator_address, "
+                    "--num_processes and --process_id (or --distributed "
+                    "alone on a TPU pod or under Slurm)")
+    if process_id >= num_processes:
+      raise UEError(f"--process_id={process_id} must be below "
+                    f"--num_processes={num_processes}")
+    kwargs = dict(coordinator_address=coordinator_address,
+                  num_processes=num_processes, process_id=process_id)
+  jax.distributed.initialize(**kwargs)
+  return True
+
+
+def is_primary() -> bool:
+  """Whether this process writes files (process 0)."""
+  return jax.process_index() == 0
+
+
+def sync(name: str):
+  """Waits until every process got here (no-op with one process)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)
+
+
+def make_mesh(data: int = 0) -> jax.sharding.Mesh:
+  """A 1-D mesh `data` over the first `data` devices (0 = all of them)."""
+  count = jax.device_count()
+  size = data or count
+  if size > count or (jax.process_count() > 1 and size != count):
+    raise UEError(f"mesh.data={data} but there are {count} devices over "
+                  f"{jax.process_count()} processes; use 0 (all devices)"
+                  + (" or at most the device count"
+                     if jax.process_count() == 1 else ""))
+  return jax.make_mesh((size,), (DATA,), axis_types=(AxisType.Auto,),
+                       devices=jax.devices()[:size])
+
+
+class Step:
+  """A jitted step that takes a host batch (numpy dict) and puts it on the
+  mesh first. `jitted` is the `jax.jit` object (for cache inspection)."""
+
+  def __init__(self, layout: "Layout", jitted, *, rows: int, rows_pad: int):
+    self.layout, self.jitted = layout, jitted
+    self.rows, self.rows_pad = rows, rows_pad
+
+  def __call__(self, state, batch):
+    return self.jitted(state, self.layout.put_batch(
+        batch, rows=self.rows, rows_pad=self.rows_pad))
+
+
+class Layout:
+  """The shardings of one mesh and the helpers that use them."""
+
+  def __init__(self, mesh: jax.sharding.Mesh):
+    self.mesh = mesh
+    self.size = mesh.shape[DATA]
+    self.rows = NamedSharding(mesh, P(DATA))   # batches, sample-wise noise
+    self.replicated = NamedSharding(mesh, P())
+
+  def padded(self, n: int) -> int:
+    """`n` rounded up to a multiple of the device count."""
+    return -(-n // self.size) * self.size
+
+  def check_batch_size(self, field: str, size: int):
+    if size % self.size:
+      raise UEError(f"{field}={size} must be a multiple of the {self.size} "
+                    f"devices of the mesh (e.g. {self.padded(size)})")
+
+  # ---------------------------------------------------------------- state
+  def state_shardings(self, state, *, samplewise: bool = True):
+    """Replicated everywhere but a sample-wise noise (rows on `data`; its
+    row count must be a multiple of the device count). Works on a state or
+    on its `jax.eval_shape`. Class-wise noise (`samplewise=False`) is
+    replicated."""
+    shardings = jax.tree.map(lambda _: self.replicated, state)
+    if samplewise and state.noise is not None:
+      if state.noise.shape[0] % self.size:
+        raise UEError(f"noise of {state.noise.shape[0]} rows cannot be split "
+                      f"over {self.size} devices; pad it to "
+                      f"{self.padded(state.noise.shape[0])}")
+      shardings = shardings.replace(noise=self.rows)
+    return shardings
+
+  def create(self, make: Callable[[], object], *, samplewise: bool = True):
+    """Runs `make()` (pure, no arguments) jitted so that every leaf is born
+    with its sharding; returns (state, shardings)."""
+    shardings = self.state_shardings(jax.eval_shape(make),
+                                     samplewise=samplewise)
+    return jax.jit(make, out_shardings=shardings)(), shardings
+
+  # -------------------------------------------------------------- batches
+  def local_rows(self, size: int) -> Tuple[int, int]:
+    """[lo, hi): the rows of a `size`-row batch this process's devices
+    hold."""
+    slices = self.rows.addressable_devices_indices_map((size,)).values()
+    lo = min(s[0].start or 0 for s in slices)
+    hi = max(size if s[0].stop is None else s[0].stop for s in slices)
+    if (hi - lo) * jax.process_count() != size:
+      raise UEError("the mesh does not give each process one contiguous "
+                    "block of batch rows")
+    return lo, hi
+
+  def put_batch(self, batch, *, rows: Optional[int] = None,
+                rows_pad: Optional[int] = None):
+    """A host batch as global arrays sharded on `data`; each process hands
+    over only its own rows. With `rows_pad`, the index of padding rows
+    (`rows` and above) becomes `rows_pad`, out of the padded noise's range."""
+    size = len(batch["index"])
+    self.check_batch_size("batch size", size)
+    if rows_pad is not None and rows_pad != rows:
+      index = np.asarray(batch["index"])
+      batch = dict(batch, index=np.where(index >= rows, rows_pad, index)
+                   .astype(index.dtype))
+    lo, hi = self.local_rows(size)
+    return {k: jax.make_array_from_process_local_data(
+        self.rows, np.asarray(v)[lo:hi], np.shape(v)) for k, v in
+            batch.items()}
+
+  # ---------------------------------------------------------------- steps
+  def jit_step(self, fn, state_shardings, *, rows: int = 0,
+               returns_state: bool = True, donate: bool = True) -> Step:
+    """`fn(state, batch)` jitted over the mesh: state in/out with its
+    shardings (donated), batch on `data`, metrics replicated."""
+    out = ((state_shardings, self.replicated) if returns_state
+           else self.replicated)
+    jitted = jax.jit(fn, in_shardings=(state_shardings, self.rows),
+                     out_shardings=out,
+                     donate_argnums=0 if (donate and returns_state) else ())
+    return Step(self, jitted, rows=rows, rows_pad=self.padded(rows))
+
+  # --------------------------------------------------------------- export
+  def host_chunks(self, array: jax.Array, n: int, *,
+                  transform: Callable = lambda x: x,
+                  chunk: int = EXPORT_ROWS) -> Iterator[Tuple[int, np.ndarray]]:
+    """(start, rows) for the first `n` rows of a row-sharded array, one
+    chunk at a time, as numpy on every host (all processes must iterate)."""
+    size = min(chunk, array.shape[0])
+    take = _slice_fn(size, transform, self.replicated)
+    for start in range(0, n, size):
+      first = min(start, array.shape[0] - size)
+      rows = np.asarray(take(array, jnp.int32(first)))
+      yield start, rows[start - first:start - first + min(size, n - start)]
+
+
+@functools.lru_cache(maxsize=None)
+def _slice_fn(size: int, transform, replicated):
+  return jax.jit(lambda a, s: transform(jax.lax.dynamic_slice_in_dim(
+      a, s, size)), out_shardings=replicated)
+
+
+def describe(layout: Layout) -> str:
+  devices = jax.devices()
+  return (f"mesh {dict(layout.mesh.shape)} over {layout.size} of "
+          f"{len(devices)} {devices[0].platform} devices, "
+          f"{jax.process_count()} process(es), this is process "
+          f"{jax.process_index()} with {jax.local_device_count()} local")
+
+
+def log_layout(layout: Layout):
+  logging.info("%s", describe(layout))
