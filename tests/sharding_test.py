@@ -37,10 +37,11 @@ TIMEOUT = 300  # seconds per subprocess: a hung peer cannot hang CI
 
 
 @functools.lru_cache(maxsize=None)
-def one_device(n, rounds=2, storage="float32", init="uniform"):
+def one_device(n, rounds=2, storage="float32", init="uniform",
+               layout="samplewise"):
   """A run in this process on one device (mesh.data=1)."""
   return sharding_worker.one_round(n=n, rounds=rounds, storage=storage,
-                                   init=init, data_axis=1)
+                                   init=init, layout=layout, data_axis=1)
 
 
 def free_port() -> int:
@@ -74,12 +75,16 @@ class DeviceCountTest(absltest.TestCase):
     out = os.path.join(cls.tmp, "eight.npz")
     proc = subprocess.run(
         [sys.executable, "-m", "tests.sharding_worker", "--devices=8",
-         "--n=96,100", "--rounds=2", f"--out={out}"], cwd=helpers.REPO,
+         "--n=96,100", "--layouts=samplewise,classwise", "--rounds=2",
+         f"--out={out}"], cwd=helpers.REPO,
         capture_output=True, text=True, timeout=TIMEOUT, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(out) as f:
-      cls.eight = {n: {k.split("/")[1]: f[k] for k in f.files
-                       if k.startswith(f"{n}/")} for n in (96, 100)}
+      runs = {(layout, n): {k.split("/")[2]: f[k] for k in f.files
+                            if k.startswith(f"{layout}/{n}/")}
+              for layout in ("samplewise", "classwise") for n in (96, 100)}
+    cls.eight = {n: runs["samplewise", n] for n in (96, 100)}
+    cls.classwise = {n: runs["classwise", n] for n in (96, 100)}
 
   @classmethod
   def tearDownClass(cls):
@@ -92,6 +97,20 @@ class DeviceCountTest(absltest.TestCase):
         self.assertEqual(int(self.eight[n]["devices"]), 8)
         assert_same_run(self, one_device(n), self.eight[n])
 
+  def test_same_classwise_noise_on_1_and_8_devices(self):
+    """A class-wise round: noise [classes, ...] fitted on the stratified
+    subset in shuffled batches, its update a mean over the global batch."""
+    for n in (96, 100):
+      with self.subTest(n=n):
+        eight = self.classwise[n]
+        self.assertEqual(eight["noise"].shape, (4, 12, 12, 1))
+        assert_same_run(self, one_device(n, layout="classwise"), eight)
+
+  def test_classwise_noise_is_replicated_not_padded(self):
+    for n in (96, 100):
+      np.testing.assert_array_equal(self.classwise[n]["shard_rows"], [4] * 8)
+      self.assertEqual(int(self.classwise[n]["noise_rows"]), 4)
+
   def test_noise_is_sharded_by_rows(self):
     np.testing.assert_array_equal(self.eight[96]["shard_rows"], [12] * 8)
     self.assertEqual(int(self.eight[96]["noise_rows"]), 96)
@@ -103,6 +122,7 @@ class DeviceCountTest(absltest.TestCase):
     # model_step, noise_step, eval_step over 2 rounds (padded last batch).
     for n in (96, 100):
       np.testing.assert_array_equal(self.eight[n]["compiles"], [1, 1, 1])
+      np.testing.assert_array_equal(self.classwise[n]["compiles"], [1, 1, 1])
 
 
 class MultiProcessTest(absltest.TestCase):
@@ -184,6 +204,32 @@ class StorageTest(absltest.TestCase):
       change = np.abs(released[0].astype(int) - released[1].astype(int))
       self.assertLessEqual(change.max(), 1)
       self.assertLessEqual(change.mean(), share)
+
+  def test_classwise_noise_step_differs_by_rounding_only(self):
+    """Class-wise noise in compact storage: the class mean is taken in
+    float32 from the decoded noise and rounded once when stored; classes
+    absent from the batch keep their stored noise exactly."""
+    ds = helpers.synthetic(n=32)
+    batch = {"image": ds.images, "label": ds.labels, "index": ds.index,
+             "mask": (ds.labels != 3).astype(np.float32)}  # class 3 absent
+    start = jax.random.uniform(jax.random.key(1), (4, 12, 12, 1),
+                               minval=-EPS, maxval=EPS)
+
+    def step(noise, codec):
+      state = helpers.tiny_state(ds).replace(noise=noise)
+      return jax.jit(functools.partial(
+          steps.noise_step, eps=EPS, step_size=0.8 / 255, num_steps=2,
+          layout="classwise", codec=codec))(state, batch)[0].noise
+
+    for storage, bound in (("bfloat16", EPS * 2.0**-8), ("int8", EPS / 254)):
+      codec = noise_lib.Codec(storage, EPS)
+      stored = step(codec.encode(start), codec)
+      self.assertEqual(stored.dtype, codec.dtype)
+      np.testing.assert_array_equal(stored[3], codec.encode(start)[3])
+      exact = step(codec.decode(codec.encode(start)), noise_lib.FLOAT32)
+      self.assertLessEqual(
+          float(jnp.max(jnp.abs(codec.decode(stored) - exact))),
+          bound + 1e-9, storage)
 
   def test_two_rounds_stay_close(self):
     """Over whole rounds the rounding can flip PGD signs. Measured on this

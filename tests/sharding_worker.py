@@ -2,6 +2,7 @@
 count is set here (JAX fixes it at start-up), for tests/sharding_test.py.
 
   python -m tests.sharding_worker --devices=8 --out=OUT.npz [--n=96 ...]
+      [--layouts=samplewise,classwise]
 
 Writes (process 0) an .npz with the exported noise, the params and batch
 stats (flattened), the stop-test accuracy and loss, the rows each device
@@ -15,15 +16,17 @@ import sys
 
 def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
               data_axis: int = 0, init: str = "uniform",
-              count_compiles: bool = False):
-  """Runs `rounds` min-min rounds (M model steps, a noise sweep, the stop
-  test) of configs/test_tiny.py on `helpers.synthetic(n)` with
-  generate.build, as generate.run does; returns a dict of numpy results."""
+              layout: str = "samplewise", count_compiles: bool = False):
+  """Runs `rounds` min-min rounds (M model steps, a noise sweep of the
+  layout's fit set, the stop test on it) of configs/test_tiny.py on
+  `helpers.synthetic(n)` with generate.build, as generate.run does; returns
+  a dict of numpy results."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import test_tiny  # pylint: disable=g-import-not-at-top
   from ue_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from ue_jax import generate  # pylint: disable=g-import-not-at-top
+  from ue_jax import layouts  # pylint: disable=g-import-not-at-top
   from ue_jax import sharding  # pylint: disable=g-import-not-at-top
   from ue_jax import train as train_lib  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
@@ -32,21 +35,26 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
   cfg = test_tiny.get_config()
   cfg.noise.storage = storage
   cfg.noise.init = init  # uniform: the padding rows must not matter
+  cfg.noise.layout = layout
   cfg.mesh.data = data_axis
   train = helpers.synthetic(n=n)
-  layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
-  state, fns = generate.build(cfg, train, layout)
-  model_step, noise_step, eval_step = fns
   g = cfg.generate
+  fit = layouts.fit_set(layout, train, fraction=g.classwise_subset,
+                        seed=cfg.seed + 2)
+  mesh = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  state, fns = generate.build(cfg, train, mesh)
+  model_step, noise_step, eval_step = fns
   model_rows = train_lib.cycle_batches(n, g.batch_size)
-  for _ in range(rounds):
+  for r in range(rounds):
     for _ in range(g.train_steps):
       state, _ = model_step(state, data_lib.gather(train, next(model_rows)))
-    for rows in data_lib.batches(n, g.batch_size):
-      state, _ = noise_step(state, data_lib.gather(train, rows))
-  acc, loss = train_lib.sweep(eval_step, state, train, g.eval_batch_size)
-  noise = np.concatenate([rows for _, rows in layout.host_chunks(
-      state.noise, n, transform=generate.codec(cfg).decode, chunk=40)])
+    for rows in layouts.noise_batches(layout, len(fit), g.batch_size,
+                                      seed=cfg.seed, round_=r + 1):
+      state, _ = noise_step(state, data_lib.gather(fit, rows))
+  acc, loss = train_lib.sweep(eval_step, state, fit, g.eval_batch_size)
+  noise = np.concatenate([rows for _, rows in mesh.host_chunks(
+      state.noise, layouts.noise_shape(layout, train)[0],
+      transform=generate.codec(cfg).decode, chunk=40)])
   leaves = jax.tree.leaves((state.params, state.batch_stats))
   return {
       "noise": noise, "accuracy": acc, "loss": loss,
@@ -90,6 +98,8 @@ def main():
   p.add_argument("--n", default="96", help="comma-separated sizes")
   p.add_argument("--rounds", type=int, default=1)
   p.add_argument("--storage", default="float32")
+  p.add_argument("--layouts", default="samplewise",
+                 help="comma-separated: samplewise,classwise")
   p.add_argument("--port", type=int, default=0)
   p.add_argument("--num_processes", type=int, default=1)
   p.add_argument("--process_id", type=int, default=0)
@@ -103,10 +113,11 @@ def main():
         num_processes=a.num_processes, process_id=a.process_id)
   import numpy as np  # pylint: disable=g-import-not-at-top
   out = {}
-  for n in a.n.split(","):
-    result = one_round(n=int(n), rounds=a.rounds, storage=a.storage,
-                       count_compiles=True)
-    out.update({f"{n}/{k}": v for k, v in result.items()})
+  for layout in a.layouts.split(","):
+    for n in a.n.split(","):
+      result = one_round(n=int(n), rounds=a.rounds, storage=a.storage,
+                         layout=layout, count_compiles=True)
+      out.update({f"{layout}/{n}/{k}": v for k, v in result.items()})
   if jax.process_index() == 0:
     np.savez(a.out, **out)
 
