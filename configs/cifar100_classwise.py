@@ -32,12 +32,8 @@ def get_config():
   c.data.source = "tfds"
   c.model.name = "resnet18"
   c.model.width = 64
-  c.noise.layout = "classwise"
-  c.noise.num_steps = 1
-  c.generate.classwise_subset = 0.2
+  common.classwise(c)
   c.generate.weight_decay = 5e-5
-  c.generate.stop_accuracy = 0.99
-  c.generate.max_rounds = 50
   c.evaluate.epochs = 100
   c.evaluate.weight_decay = 5e-5
   c.evaluate.augment = "crop_flip_rotate"

@@ -35,11 +35,7 @@ def get_config():
   c.data.source = "tfds"
   c.model.name = "resnet18"
   c.model.width = 64
-  c.noise.layout = "classwise"
-  c.noise.num_steps = 1
-  c.generate.classwise_subset = 0.2
-  c.generate.stop_accuracy = 0.99
-  c.generate.max_rounds = 50
+  common.classwise(c)
   c.evaluate.epochs = 60
   c.evaluate.augment = "crop_flip"
   return c

@@ -97,3 +97,15 @@ def base() -> ml_collections.ConfigDict:
   c.checkpoint.every_seconds = 600.0  # and n seconds after the last save; 0 off
   c.checkpoint.max_to_keep = 2        # older checkpoints are deleted
   return c
+
+
+def classwise(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Switches `c` to the original's class-wise search (algorithm.md §3, §10):
+  one noise per class, K = 1 step per round, fitted and stop-tested on a
+  stratified 20 % subset, stop at 99 %, at most 50 rounds."""
+  c.noise.layout = "classwise"
+  c.noise.num_steps = 1
+  c.generate.classwise_subset = 0.2
+  c.generate.stop_accuracy = 0.99
+  c.generate.max_rounds = 50
+  return c

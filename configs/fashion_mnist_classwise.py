@@ -15,15 +15,13 @@ on the subset's released images, at most 40 rounds.
 Measured: not yet measured (README "Results" will hold it).
 """
 
+from configs import common
 from configs import fashion_mnist_samplewise
 
 
 def get_config():
   c = fashion_mnist_samplewise.get_config()
   c.name = "fashion_mnist_classwise"
-  c.noise.layout = "classwise"
-  c.noise.num_steps = 1
-  c.generate.classwise_subset = 0.2
-  c.generate.stop_accuracy = 0.99
+  common.classwise(c)
   c.generate.max_rounds = 40
   return c
