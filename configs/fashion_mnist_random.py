@@ -9,7 +9,8 @@ accuracy close to clean.
   python -m ue_jax.main --config=configs/fashion_mnist_random.py \
       --workdir=runs/fm_random
 
-Measured: not yet measured (README "Results" will hold it).
+Measured (2 CPU cores, README "The paper's other experiments"): clean-trained
+0.868, trained on the random release 0.855.
 """
 
 from configs import fashion_mnist_samplewise

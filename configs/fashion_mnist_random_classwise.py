@@ -10,7 +10,8 @@ says early stopping defeats it).
   python -m ue_jax.main --config=configs/fashion_mnist_random_classwise.py \
       --workdir=runs/fm_random_classwise
 
-Measured: not yet measured (README "Results" will hold it).
+Measured (2 CPU cores, README "The paper's other experiments"): clean-trained
+0.868, trained on the random class-wise release 0.513.
 """
 
 from configs import fashion_mnist_samplewise
