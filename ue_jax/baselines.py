@@ -17,11 +17,11 @@ from absl import logging
 
 from ue_jax import artifacts
 from ue_jax import data as data_lib
+from ue_jax import evaluate
 from ue_jax import interrupt
 from ue_jax import layouts
 from ue_jax import metrics as metrics_lib
 from ue_jax import noise as noise_lib
-from ue_jax import optim
 from ue_jax import sharding
 from ue_jax import steps as steps_lib
 from ue_jax import train as train_lib
@@ -42,12 +42,8 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
   last epoch's record. A stop signal ends it after the current epoch,
   without a checkpoint (a rerun pretrains again)."""
   e, epochs = cfg.evaluate, cfg.generate.pretrain_epochs
-  for field in ("batch_size", "eval_batch_size"):
-    layout.check_batch_size(f"evaluate.{field}", e[field])
-  tx = optim.sgd(optim.epoch_cosine(
-      e.lr, epochs=epochs, steps_per_epoch=len(train) // e.batch_size),
-                 momentum=e.momentum, weight_decay=e.weight_decay,
-                 grad_clip=e.grad_clip)
+  tx = evaluate.recipe_optimizer(e, layout, epochs=epochs,
+                                num_train=len(train))
 
   def make(params, batch_stats, rng):
     return UEState(step=jnp.zeros((), jnp.int32), params=params,

@@ -34,6 +34,23 @@ class Release(NamedTuple):
   protected: np.ndarray
 
 
+def recipe_optimizer(e, layout: sharding.Layout, *, epochs: int,
+                     num_train: int):
+  """The evaluation recipe's optimizer (block `e` = cfg.evaluate) for
+  `epochs` over `num_train` images, after checking its batch sizes against
+  the data and the mesh. Also the error-max generator's pretraining."""
+  steps_per_epoch = num_train // e.batch_size
+  if steps_per_epoch < 1:
+    raise UEError(f"evaluate.batch_size={e.batch_size} exceeds the "
+                  f"{num_train} training images")
+  for field in ("batch_size", "eval_batch_size"):
+    layout.check_batch_size(f"evaluate.{field}", e[field])
+  return optim.sgd(optim.epoch_cosine(e.lr, epochs=epochs,
+                                      steps_per_epoch=steps_per_epoch),
+                   momentum=e.momentum, weight_decay=e.weight_decay,
+                   grad_clip=e.grad_clip)
+
+
 def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
                 label: str, log=None, groups=None):
   """Trains the evaluation model on `train`; returns the per-epoch history.
@@ -42,17 +59,8 @@ def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
   e = cfg.evaluate
   model = get_model(e.model or cfg.model.name, num_classes=train.num_classes,
                     width=e.width or cfg.model.width)
-  steps_per_epoch = len(train) // e.batch_size
-  if steps_per_epoch < 1:
-    raise UEError(f"evaluate.batch_size={e.batch_size} exceeds the "
-                  f"{len(train)} training images")
-  tx = optim.sgd(optim.epoch_cosine(e.lr, epochs=e.epochs,
-                                    steps_per_epoch=steps_per_epoch),
-                 momentum=e.momentum, weight_decay=e.weight_decay,
-                 grad_clip=e.grad_clip)
   layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
-  for field in ("batch_size", "eval_batch_size"):
-    layout.check_batch_size(f"evaluate.{field}", e[field])
+  tx = recipe_optimizer(e, layout, epochs=e.epochs, num_train=len(train))
   state, shardings = layout.create(functools.partial(
       create_state, model, tx, seed=e.seed,
       image_shape=train.images.shape[1:]))
