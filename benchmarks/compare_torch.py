@@ -44,7 +44,6 @@ Smoke test (seconds):
 """
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -65,10 +64,8 @@ from configs import common
 from ue_jax import data as data_lib
 from ue_jax import generate
 from ue_jax import metrics
-from ue_jax import optim
-from ue_jax import steps
+from ue_jax import sharding
 from ue_jax.models import get_model
-from ue_jax.state import create_state
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # name -> (ue_jax model name, width, input shape HWC, is the big one, has e2e)
@@ -108,6 +105,12 @@ def parse_args(argv=None):
   p.add_argument("--e2e-stop", type=float, default=0.99)
   p.add_argument("--e2e-max-rounds", type=int, default=8)
   p.add_argument("--threads", type=int, default=2, help="torch threads")
+  p.add_argument("--cpu-devices", type=int, default=-1,
+                 help="XLA CPU devices for ue_jax (-1: one per core, as "
+                 "python -m ue_jax.main does; 1: one device on all cores)")
+  p.add_argument("--save-noise", default="",
+                 help="folder: write each side's end-to-end noise there "
+                 "(<model>_<side>.npy, float32 NHWC)")
   p.add_argument("--sides", default="ours,torch",
                  help="which to run: ours,torch (default), or one of them "
                  "alone, to see whether sharing a process costs either side")
@@ -129,23 +132,25 @@ def selected_models(args):
 
 # ------------------------------------------------------------ both sides
 class Ours:
-  """ue_jax's state and jitted steps on one fixed batch (not donated, so the
-  same state can be timed again; as benchmarks/step_throughput.py)."""
+  """ue_jax's generator state and steps as a run builds them
+  (generate.build: over the mesh of every device, state donated), on one
+  fixed batch; each call continues from the state the last one returned."""
 
   def __init__(self, name, width, shape, images, labels, num_steps):
-    ds = data_lib.make_dataset(images, labels, 10)
-    model = get_model(name, num_classes=10, width=width)
-    tx = optim.sgd(0.1, momentum=0.9, weight_decay=5e-4, grad_clip=5.0)
-    self.state = create_state(model, tx, seed=0, image_shape=shape,
-                              noise_shape=ds.images.shape)
-    self.batch = data_lib.gather(ds, np.arange(len(ds)))
-    self.noise_fn = jax.jit(functools.partial(
-        steps.noise_step, eps=EPS, step_size=STEP, num_steps=num_steps))
-    self.model_fn = jax.jit(steps.model_step)
+    self.ds = data_lib.make_dataset(images, labels, 10)
+    cfg = common.base()
+    cfg.model.name, cfg.model.width = name, width
+    cfg.noise.eps, cfg.noise.step_size, cfg.noise.num_steps = (EPS, STEP,
+                                                               num_steps)
+    cfg.generate.batch_size = cfg.generate.eval_batch_size = len(images)
+    self.state, (self.model_fn, self.noise_fn, _) = generate.build(cfg,
+                                                                   self.ds)
+    self.batch = data_lib.gather(self.ds, np.arange(len(self.ds)))
 
   def _time(self, fn):
     t0 = time.perf_counter()
-    jax.block_until_ready(fn(self.state, self.batch))
+    self.state, _ = fn(self.state, self.batch)
+    jax.block_until_ready(self.state)
     return time.perf_counter() - t0
 
   def pgd(self):
@@ -289,19 +294,28 @@ def ours_compile_seconds(cfg, train):
   return time.perf_counter() - t0
 
 
-def ours_e2e(name, width, train, args):
+def _save_noise(args, key, side, noise):
+  if args.save_noise:
+    os.makedirs(args.save_noise, exist_ok=True)
+    np.save(os.path.join(args.save_noise, f"{key}_{side}.npy"),
+            np.asarray(noise, np.float32))
+
+
+def ours_e2e(key, train, args):
+  name, width = MODELS[key][:2]
   cfg = ours_config(name, width, args)
   with tempfile.TemporaryDirectory() as workdir:
     log = metrics.MetricLog(workdir)
     out = generate.run(cfg, train, workdir, log)
     rounds = metrics.read_log(log.path, "generate")
-  out.pop("noise_path", None)
+    _save_noise(args, key, "ours", np.load(out.pop("noise_path")))
   out["round_seconds"] = [r["seconds"] for r in rounds]
   out["round_accuracy"] = [r["train_accuracy"] for r in rounds]
   return out
 
 
-def torch_e2e(name, width, train, args):
+def torch_e2e(key, train, args):
+  name, width = MODELS[key][:2]
   torch.manual_seed(0)
   model = tr.get_model(name, in_channels=train.images.shape[-1],
                        num_classes=train.num_classes, width=width)
@@ -313,7 +327,7 @@ def torch_e2e(name, width, train, args):
       max_rounds=args.e2e_max_rounds)
   out = tr.generate(model, train.images, train.labels, cfg,
                     log=print if args.verbose else None)
-  out.pop("noise")
+  _save_noise(args, key, "torch", out.pop("noise"))
   return out
 
 
@@ -325,9 +339,9 @@ def end_to_end(key, train, args):
     compile_s = ours_compile_seconds(ours_config(name, width, args), train)
   for _ in range(args.e2e_repeats):
     if "ours" in args.sides:
-      runs_o.append(ours_e2e(name, width, train, args))
+      runs_o.append(ours_e2e(key, train, args))
     if "torch" in args.sides:
-      runs_t.append(torch_e2e(name, width, train, args))
+      runs_t.append(torch_e2e(key, train, args))
 
   def summary(runs, field):
     if not runs:
@@ -375,7 +389,9 @@ def markdown(results):
         f"| {_f(r['step_torch'])} | {_f(r['step_ratio'], '.2f')} |")
   lines.append("")
   lines.append("PGD in image*steps/s, model step in images/s "
-               f"(median of {results['args']['repeats']}).")
+               f"(median of {results['args']['repeats']}); ue_jax on "
+               f"{results['env']['jax_devices']} XLA device(s), torch on "
+               f"{results['env']['torch_threads']} threads.")
   if results["e2e"]:
     lines += ["", "| model | N | ours s | ours s excl. compile | torch s "
               "| torch/ours | torch/ours excl. compile | rounds ours "
@@ -411,6 +427,8 @@ def markdown(results):
 
 def main(argv=None):
   args = parse_args(argv)
+  sharding.use_cpu_cores(args.cpu_devices, batch_sizes=(
+      args.batch, args.full_batch, args.e2e_batch))
   if args.verbose:
     from absl import logging  # pylint: disable=g-import-not-at-top
     logging.set_verbosity(logging.INFO)
@@ -425,6 +443,7 @@ def main(argv=None):
   results = {"args": vars(args),
              "env": {"torch": torch.__version__, "jax": jax.__version__,
                      "jax_backend": jax.default_backend(),
+                     "jax_devices": jax.device_count(),
                      "torch_threads": torch.get_num_threads(),
                      "cpu_count": os.cpu_count(),
                      "python": platform.python_version(),

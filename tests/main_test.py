@@ -10,6 +10,7 @@ import numpy as np
 from absl.testing import absltest
 
 from tests import helpers
+from ue_jax import sharding
 
 
 def run_main(workdir, *overrides, stage="all", config="configs/test_tiny.py",
@@ -42,6 +43,10 @@ class EndToEndTest(absltest.TestCase):
                 "release_path", "figure_path", "curves_path"):
       self.assertIn(key, results)
     self.assertEqual(results["config_name"], "test_tiny")
+    # One CPU device per core (--cpu_devices=-1), as far as the tiny
+    # config's batch sizes (32, 32, 16, 32) allow.
+    self.assertLen(results["devices"], sharding.cpu_device_count(
+        sharding.cpu_cores(), (32, 16)))
     self.assertEqual(results["rounds"], 2)
     self.assertIsInstance(results["stop_reached"], bool)
     for key in ("clean_test_accuracy", "unlearnable_test_accuracy"):

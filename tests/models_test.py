@@ -1,12 +1,16 @@
 """Models: the CIFAR ResNet-18's size matches the original, any input size works."""
 
+import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
+from flax import linen as nn
 
 from ue_jax.errors import UEError
 from ue_jax.models import get_model
+from ue_jax.models.small_cnn import max_pool_2x2
 
 
 def count(params):
@@ -49,6 +53,25 @@ class ModelsTest(parameterized.TestCase):
     full = model.apply(variables, x, train=False)
     single = model.apply(variables, x[:1], train=False)
     self.assertTrue(jnp.allclose(full[:1], single, atol=1e-5))
+
+  @parameterized.parameters((8, 8), (7, 7), (7, 4), (1, 1))
+  def test_max_pool_matches_flax_value_and_gradient(self, h, w):
+    # Distinct values (a permutation): no ties, so the reshape form and
+    # flax's select-and-scatter route every gradient entry to the same pixel.
+    # Negative values too, so the -inf padding of odd sizes is exercised.
+    size = 2 * h * w * 3
+    x = jnp.asarray(np.random.default_rng(0).permutation(size)
+                    .reshape(2, h, w, 3) - size / 2, jnp.float32)
+    ref = lambda a: nn.max_pool(a, (2, 2), strides=(2, 2), padding="SAME")
+    out = max_pool_2x2(x)
+    chex.assert_shape(out, (2, (h + 1) // 2, (w + 1) // 2, 3))
+    chex.assert_trees_all_equal(out, ref(x))
+    cot = jax.random.normal(jax.random.key(3), out.shape)
+    grad = jax.grad(lambda a: jnp.sum(max_pool_2x2(a) * cot))(x)
+    chex.assert_trees_all_equal(grad, jax.grad(
+        lambda a: jnp.sum(ref(a) * cot))(x))
+    # Exactly one pixel per window receives the window's cotangent.
+    self.assertEqual(int(jnp.sum(grad != 0)), out.size)
 
   def test_unknown_model(self):
     with self.assertRaisesRegex(UEError, "unknown model 'vgg'"):

@@ -264,6 +264,17 @@ class PlanAndFlagsTest(absltest.TestCase):
       sharding.initialize_distributed(coordinator_address="127.0.0.1:1",
                                       num_processes=2, process_id=2)
 
+  def test_cpu_device_count_divides_every_batch_size(self):
+    self.assertEqual(sharding.cpu_device_count(2, (256, 512, 128)), 2)
+    self.assertEqual(sharding.cpu_device_count(8, (256, 96)), 8)
+    self.assertEqual(sharding.cpu_device_count(8, (256, 100)), 4)
+    self.assertEqual(sharding.cpu_device_count(96, (128, 512)), 64)
+    self.assertEqual(sharding.cpu_device_count(3, (128,)), 2)
+    self.assertEqual(sharding.cpu_device_count(4, (7,)), 1)
+    self.assertEqual(sharding.cpu_device_count(0, ()), 1)
+    with self.assertRaisesRegex(UEError, "--cpu_devices=0"):
+      sharding.use_cpu_cores(0)
+
   def test_batch_size_must_divide(self):
     layout = sharding.Layout(sharding.make_mesh(1))
     layout.size = 8  # as on 8 devices; only the check is exercised

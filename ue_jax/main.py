@@ -37,6 +37,10 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", -1,
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-process with the settings JAX detects "
     "(TPU pod, Slurm); the three flags above override them.")
+_CPU_DEVICES = flags.DEFINE_integer(
+    "cpu_devices", -1, "On a CPU: how many XLA devices to split it into "
+    "(-1: one per core, or the most that divide the config's batch sizes; "
+    "1: JAX's single device). Single-process runs only.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -76,6 +80,12 @@ def parse_flags(argv):
 def main(argv):
   del argv  # checked by parse_flags
   try:
+    if not (_COORDINATOR.value or _NUM_PROCESSES.value > 1
+            or _DISTRIBUTED.value):
+      c = _CONFIG.value
+      sharding.use_cpu_cores(_CPU_DEVICES.value, batch_sizes=(
+          c.generate.batch_size, c.generate.eval_batch_size,
+          c.evaluate.batch_size, c.evaluate.eval_batch_size))
     sharding.initialize_distributed(
         coordinator_address=_COORDINATOR.value,
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,

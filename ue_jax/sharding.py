@@ -31,6 +31,7 @@ holds more than one chunk of it), of which process 0 writes.
 """
 
 import functools
+import os
 from typing import Callable, Iterator, Optional, Tuple
 
 import jax
@@ -46,6 +47,45 @@ from ue_jax.errors import UEError
 
 DATA = "data"
 EXPORT_ROWS = 4096  # noise rows per host transfer when exporting
+
+
+def cpu_cores() -> int:
+  """The cores this process may run on."""
+  if hasattr(os, "sched_getaffinity"):
+    return len(os.sched_getaffinity(0))
+  return os.cpu_count() or 1
+
+
+def cpu_device_count(cores: int, batch_sizes=()) -> int:
+  """The most devices, at most one per core, that divide every batch size."""
+  return next(d for d in range(max(cores, 1), 0, -1)
+              if all(b % d == 0 for b in batch_sizes))
+
+
+def use_cpu_cores(count: int = -1, batch_sizes=()) -> int:
+  """Splits the CPU into `count` XLA devices, so that the mesh spreads every
+  batch over the cores. -1: one per core this process may run on, or the
+  largest count below that divides every size in `batch_sizes`.
+
+  XLA:CPU runs one device's convolutions on all cores with intra-op
+  threads; one device per core, each with its share of the batch, is
+  faster: on 2 cores 1.4x for the width-16 ResNet's PGD step and 1.2x for
+  its model step (README "Performance"). Results do not depend on the
+  device count (module docstring). Must run before JAX starts its backends;
+  it leaves a count fixed in XLA_FLAGS alone, and only affects the CPU
+  backend (on a GPU or TPU host the accelerator stays the default).
+  Returns the CPU device count it set (0: none).
+  """
+  if count < -1 or count == 0:
+    raise UEError(f"--cpu_devices={count}: use -1 (one per core) or a "
+                  "positive count")
+  if count == -1:
+    count = cpu_device_count(cpu_cores(), batch_sizes)
+  if count == 1 or "xla_force_host_platform_device_count" in os.environ.get(
+      "XLA_FLAGS", ""):
+    return 0
+  jax.config.update("jax_num_cpu_devices", count)
+  return count
 
 
 def initialize_distributed(*, coordinator_address: str = "",
