@@ -38,6 +38,8 @@ CASES = (
     Case("unknown_stage", [], "value should be one of <all|generate|release|",
          stage="train"),
     Case("extra_argument", ["extra"], "unexpected arguments: extra"),
+    Case("cpu_devices_zero", ["--cpu_devices=0"],
+         "--cpu_devices=0: use -1 (one per core) or a positive count"),
     # Config values.
     Case("eps_zero", ["--config.noise.eps=0.0"],
          "noise.eps must lie in (0, 1], got 0.0"),

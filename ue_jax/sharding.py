@@ -71,7 +71,9 @@ def use_cpu_cores(count: int = -1, batch_sizes=()) -> int:
   threads; one device per core, each with its share of the batch, is
   faster: on 2 cores 1.4x for the width-16 ResNet's PGD step and 1.2x for
   its model step (README "Performance"). Results do not depend on the
-  device count (module docstring). Must run before JAX starts its backends;
+  device count (module docstring). Experimental, so not the default of
+  `ue_jax.main`: on 2 cores with 2 devices one run aborted when XLA:CPU's
+  in-process all-reduce waited 40 s for the second device. Must run before JAX starts its backends;
   it leaves a count fixed in XLA_FLAGS alone, and only affects the CPU
   backend (on a GPU or TPU host the accelerator stays the default).
   Returns the CPU device count it set (0: none).
