@@ -275,6 +275,20 @@ class PlanAndFlagsTest(absltest.TestCase):
     with self.assertRaisesRegex(UEError, "--cpu_devices=0"):
       sharding.use_cpu_cores(0)
 
+  def test_steps_without_state_run_one_at_a_time_on_several_devices(self):
+    # Several eval calls in flight at once deadlocked XLA:CPU's in-process
+    # all-reduce with 2 devices on 2 cores; steps that return the state are
+    # ordered by it, the others wait for their previous call.
+    layout = sharding.Layout(sharding.make_mesh(1))
+    fn = lambda state, batch: {"sum": jnp.sum(batch["image"])}
+    self.assertFalse(layout.jit_step(fn, layout.replicated,
+                                     returns_state=False).serial)
+    layout.size = 8  # as on 8 devices; only the wiring is exercised
+    self.assertTrue(layout.jit_step(fn, layout.replicated,
+                                    returns_state=False).serial)
+    self.assertFalse(layout.jit_step(lambda s, b: (s, {}), layout.replicated)
+                     .serial)
+
   def test_batch_size_must_divide(self):
     layout = sharding.Layout(sharding.make_mesh(1))
     layout.size = 8  # as on 8 devices; only the check is exercised

@@ -71,9 +71,8 @@ def use_cpu_cores(count: int = -1, batch_sizes=()) -> int:
   threads; one device per core, each with its share of the batch, is
   faster: on 2 cores 1.4x for the width-16 ResNet's PGD step and 1.2x for
   its model step (README "Performance"). Results do not depend on the
-  device count (module docstring). Experimental, so not the default of
-  `ue_jax.main`: on 2 cores with 2 devices one run aborted when XLA:CPU's
-  in-process all-reduce waited 40 s for the second device. Must run before JAX starts its backends;
+  device count (module docstring), but the sums run in another order, so a
+  run on 2 devices is not bit-identical to one on 1. Must run before JAX starts its backends;
   it leaves a count fixed in XLA_FLAGS alone, and only affects the CPU
   backend (on a GPU or TPU host the accelerator stays the default).
   Returns the CPU device count it set (0: none).
@@ -141,15 +140,32 @@ def make_mesh(data: int = 0) -> jax.sharding.Mesh:
 
 class Step:
   """A jitted step that takes a host batch (numpy dict) and puts it on the
-  mesh first. `jitted` is the `jax.jit` object (for cache inspection)."""
+  mesh first. `jitted` is the `jax.jit` object (for cache inspection).
 
-  def __init__(self, layout: "Layout", jitted, *, rows: int, rows_pad: int):
+  With `serial`, a call first waits for the previous call's output. Steps
+  that return the state are ordered by it anyway; a step that does not (the
+  accuracy sweep's eval step) would otherwise have several calls in flight
+  at once, and with several devices in one process XLA:CPU can then run two
+  of them on one device's worker threads, each blocked in its all-reduce
+  waiting for the other device, which gets no thread: a deadlock that
+  aborted runs with 2 devices on 2 cores (README "Performance").
+  """
+
+  def __init__(self, layout: "Layout", jitted, *, rows: int, rows_pad: int,
+               serial: bool = False):
     self.layout, self.jitted = layout, jitted
     self.rows, self.rows_pad = rows, rows_pad
+    self.serial, self._last = serial, None
 
   def __call__(self, state, batch):
-    return self.jitted(state, self.layout.put_batch(
-        batch, rows=self.rows, rows_pad=self.rows_pad))
+    batch = self.layout.put_batch(batch, rows=self.rows,
+                                  rows_pad=self.rows_pad)
+    if self._last is not None:
+      jax.block_until_ready(self._last)
+    out = self.jitted(state, batch)
+    if self.serial:
+      self._last = out
+    return out
 
 
 class Layout:
@@ -230,7 +246,8 @@ class Layout:
     jitted = jax.jit(fn, in_shardings=(state_shardings, self.rows),
                      out_shardings=out,
                      donate_argnums=0 if (donate and returns_state) else ())
-    return Step(self, jitted, rows=rows, rows_pad=self.padded(rows))
+    return Step(self, jitted, rows=rows, rows_pad=self.padded(rows),
+                serial=self.size > 1 and not returns_state)
 
   # --------------------------------------------------------------- export
   def host_chunks(self, array: jax.Array, n: int, *,
