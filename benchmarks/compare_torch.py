@@ -24,9 +24,10 @@ means ue_jax is faster. Our wall time includes XLA compilation (the first
 round); the compile time is also measured ahead of time and subtracted in
 separate columns, and per-round seconds are in the JSON.
 
-Full benchmark (from the repository root; about 10 min on 2 idle cores). Run it on an idle
-machine: with other work on the cores torch's OpenMP threads slow down by up
-to ~30x, far more than XLA's, and the comparison is meaningless.
+Full benchmark (from the repository root; about 10 min on 2 idle cores).
+Run it on an idle machine: with other work on the cores torch's OpenMP
+threads slow down by up to ~30x, far more than XLA's, and the comparison is
+meaningless.
 
   /work/venv-torch/bin/python benchmarks/compare_torch.py \
       --out=runs/compare_torch.json

@@ -17,9 +17,10 @@ the memory roof is the read bandwidth of a sum over 256 MiB. XLA's "bytes
 accessed" counts every operand read and write of the program, most of which
 hit the caches (a width-16 ResNet layer's activations for a batch of 256 are
 about 13 MB against 2 MiB of L2 per core and 32 MiB of L3), so points can
-lie above the memory roof; the compute roof is the one that binds. The script also prints the nominal peak from /proc/cpuinfo's
-clock x cores x 64 float32 FLOP per cycle (two 512-bit FMA pipes, true for
-AVX-512 cores such as this AMD EPYC Zen 5); the matrix product beats that
+lie above the memory roof; the compute roof is the one that binds. The
+script also prints the nominal peak from /proc/cpuinfo's clock x cores x 64
+float32 FLOP per cycle (two 512-bit FMA pipes, true for AVX-512 cores such as
+this AMD EPYC Zen 5); the matrix product beats that
 figure when the cores boost above the nominal clock, so the measured one is
 the roof used. Writes OUT.json and OUT.png.
 """

@@ -72,9 +72,10 @@ def use_cpu_cores(count: int = -1, batch_sizes=()) -> int:
   faster: on 2 cores 1.4x for the width-16 ResNet's PGD step and 1.2x for
   its model step (README "Performance"). Results do not depend on the
   device count (module docstring), but the sums run in another order, so a
-  run on 2 devices is not bit-identical to one on 1. Must run before JAX starts its backends;
-  it leaves a count fixed in XLA_FLAGS alone, and only affects the CPU
-  backend (on a GPU or TPU host the accelerator stays the default).
+  run on 2 devices is not bit-identical to one on 1. Must run before JAX
+  starts its backends; it leaves a count fixed in XLA_FLAGS alone, and only
+  affects the CPU backend (on a GPU or TPU host the accelerator stays the
+  default).
   Returns the CPU device count it set (0: none).
   """
   if count < -1 or count == 0:
