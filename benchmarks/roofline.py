@@ -88,9 +88,7 @@ def worker(a):
     cfg.generate.batch_size = cfg.generate.eval_batch_size = b
     state, (_, noise_step, _) = generate.build(cfg, ds)
     batch = data_lib.gather(ds, np.arange(b))
-    cost = noise_step.jitted.lower(
-        state, noise_step.layout.put_batch(batch, rows=b,
-                                           rows_pad=b)).cost_analysis()
+    cost = noise_step.lower(state, batch).cost_analysis()
     times = []
     for r in range(a.repeats + 1):
       t0 = time.perf_counter()

@@ -24,6 +24,8 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import test_tiny
+from ue_jax import data as data_lib
+from ue_jax import generate
 from ue_jax import memory
 from ue_jax import noise as noise_lib
 from ue_jax import sharding
@@ -288,6 +290,22 @@ class PlanAndFlagsTest(absltest.TestCase):
                                     returns_state=False).serial)
     self.assertFalse(layout.jit_step(lambda s, b: (s, {}), layout.replicated)
                      .serial)
+
+  def test_step_lower_is_the_program_a_call_runs(self):
+    # The benchmarks take FLOPs and memory from Step.lower: the same program,
+    # with the batch put on the mesh (padding-row remap included) as a call.
+    cfg = test_tiny.get_config()
+    train = helpers.synthetic(40)  # 40 rows: batch 32 leaves padding rows
+    state, (_, noise_step, _) = generate.build(cfg, train)
+    twin = jax.tree.map(jnp.copy, state)  # the steps donate their state
+    batch = data_lib.gather(train, list(data_lib.batches(40, 32))[-1])
+    compiled = noise_step.lower(state, batch).compile()
+    self.assertGreater(compiled.cost_analysis()["flops"], 0)
+    by_lower = compiled(state, noise_step.layout.put_batch(
+        batch, rows=40, rows_pad=noise_step.rows_pad))[0].noise
+    by_call = noise_step(twin, batch)[0].noise
+    np.testing.assert_array_equal(np.asarray(by_lower), np.asarray(by_call))
+    self.assertGreater(float(np.abs(np.asarray(by_call)).max()), 0.0)
 
   def test_batch_size_must_divide(self):
     layout = sharding.Layout(sharding.make_mesh(1))

@@ -158,15 +158,23 @@ class Step:
     self.rows, self.rows_pad = rows, rows_pad
     self.serial, self._last = serial, None
 
+  def _put(self, batch):
+    return self.layout.put_batch(batch, rows=self.rows,
+                                 rows_pad=self.rows_pad)
+
   def __call__(self, state, batch):
-    batch = self.layout.put_batch(batch, rows=self.rows,
-                                  rows_pad=self.rows_pad)
+    batch = self._put(batch)
     if self._last is not None:
       jax.block_until_ready(self._last)
     out = self.jitted(state, batch)
     if self.serial:
       self._last = out
     return out
+
+  def lower(self, state, batch):
+    """`jax.jit`'s lowering for a host batch, as a call would put it on the
+    mesh (for `.compile()`, `.cost_analysis()`, memory analysis)."""
+    return self.jitted.lower(state, self._put(batch))
 
 
 class Layout:
