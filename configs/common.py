@@ -33,6 +33,10 @@ def base() -> ml_collections.ConfigDict:
   c.noise.step_size = 0.8 / 255
   c.noise.num_steps = 20      # K: PGD steps per example per round
   c.noise.init = "zeros"      # zeros | uniform (U(-eps, eps), --random_start)
+  # kind=random only: values U(-eps, eps) | sign (+-eps), drawn per
+  # random_patch x random_patch block of pixels (1 = per pixel, the paper's).
+  c.noise.random_values = "uniform"
+  c.noise.random_patch = 1
   c.noise.paper_release = False  # True: the original's one-sided clamp+floor
   # How the state holds the noise on device: float32 | bfloat16 |
   # int8 (integer steps of eps/127). noise.npy is float32 in every case.

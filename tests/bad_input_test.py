@@ -68,6 +68,9 @@ CASES = (
          "'error_min', 'error_max', 'random'"),
     Case("unknown_noise_layout", ["--config.noise.layout=patch"],
          "unknown noise layout 'patch' (noise.layout)"),
+    Case("patch_for_searched_noise", ["--config.noise.random_patch=4"],
+         "noise.random_patch / noise.random_values shape the random baseline "
+         "only; noise.kind='error_min' does not use them"),
     Case("poison_rate_over_one", ["--config.partial.rate=1.5"],
          "partial.rate must lie in [0, 1], got 1.5"),
     Case("rate_and_classes", ["--config.partial.rate=0.5",

@@ -146,6 +146,35 @@ class RandomNoiseTest(absltest.TestCase):
     hist, _ = np.histogram(noise, bins=10, range=(-eps, eps))
     np.testing.assert_allclose(hist / noise.size, 0.1, atol=0.005)
 
+  def test_patches_are_constant_blocks_of_independent_draws(self):
+    eps, p = 16 / 255, 4
+    noise = np.asarray(noise_lib.random_noise(
+        jax.random.key(1), (10, 30, 29, 2), eps=eps, patch=p))
+    self.assertLessEqual(np.abs(noise).max(), eps)
+    for i in range(0, 30, p):      # every block (cut at the border) is flat
+      for j in range(0, 29, p):
+        block = noise[:, i:i + p, j:j + p, :]
+        chex.assert_trees_all_equal(block, np.broadcast_to(
+            block[:, :1, :1, :], block.shape))
+    grid = noise[:, ::p, ::p, :]    # one value per block, 10*8*8*2 of them
+    self.assertEqual(grid.shape, (10, 8, 8, 2))
+    self.assertGreater(len(np.unique(grid)), 0.99 * grid.size)
+    self.assertAlmostEqual(grid.var() / (eps ** 2 / 3), 1.0, delta=0.1)
+    # patch 1 is the per-entry baseline, draw for draw
+    chex.assert_trees_all_equal(
+        noise_lib.random_noise(jax.random.key(2), (3, 5, 5, 1), eps=eps),
+        jax.random.uniform(jax.random.key(2), (3, 5, 5, 1), minval=-eps,
+                           maxval=eps))
+
+  def test_sign_values_are_plus_or_minus_eps_with_equal_odds(self):
+    eps = 8 / 255
+    noise = np.asarray(noise_lib.random_noise(
+        jax.random.key(3), (100, 14, 14, 3), eps=eps, patch=2,
+        values="sign"))
+    np.testing.assert_array_equal(np.abs(noise), np.float32(eps))
+    self.assertAlmostEqual(float((noise[:, ::2, ::2] > 0).mean()), 0.5,
+                           delta=0.02)
+
 
 class PartialReleaseTest(absltest.TestCase):
 

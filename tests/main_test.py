@@ -52,6 +52,17 @@ class EndToEndTest(absltest.TestCase):
     for key in ("clean_test_accuracy", "unlearnable_test_accuracy"):
       self.assertBetween(results[key], 0.0, 1.0)
     self.assertLen(results["curves"]["clean"], 1)
+    # The last epoch's confusion matrix: rows are the test labels, its
+    # trace is the reported accuracy, its diagonal the per-class ones.
+    test_labels = np.load(self.test, allow_pickle=False)["labels"]
+    for name in ("clean", "unlearnable"):
+      m = np.asarray(results["confusion"][name])
+      np.testing.assert_array_equal(
+          m.sum(1), np.bincount(test_labels, minlength=len(m)))
+      self.assertAlmostEqual(np.trace(m) / m.sum(),
+                             results[f"{name}_test_accuracy"], places=6)
+      np.testing.assert_allclose(results["per_class_test_accuracy"][name],
+                                 np.diag(m) / m.sum(1))
     for key in ("noise_path", "release_path", "figure_path", "curves_path"):
       self.assertTrue(os.path.exists(results[key]), key)
     noise = np.load(results["noise_path"], allow_pickle=False)

@@ -10,6 +10,7 @@ import numpy as np
 from absl.testing import absltest
 
 from ue_jax import data as data_lib
+from ue_jax import noise as noise_lib
 from ue_jax import steps
 from ue_jax import train as train_lib
 from tests import helpers
@@ -100,6 +101,19 @@ class StepsTest(chex.TestCase):
     out = steps.eval_step(self.state, data_lib.gather(self.ds, rows))
     self.assertEqual(float(out["count"]), 3.0)
     self.assertLessEqual(float(out["correct"]), 3.0)
+
+  def test_confusion_matrix_matches_the_predictions(self):
+    rows = np.array([0, 1, 2, 3, 4, 5, 48, 48], np.int32)
+    batch = data_lib.gather(self.ds, rows)
+    out = steps.eval_step(self.state, batch)
+    logits = self.state.apply_fn(self.state.variables,
+                                 noise_lib.to_float(batch["image"]),
+                                 train=False)
+    pred = np.argmax(np.asarray(logits), -1)[:6]
+    want = np.zeros(out["confusion"].shape)
+    np.add.at(want, (np.asarray(batch["label"])[:6], pred), 1)
+    chex.assert_trees_all_equal(np.asarray(out["confusion"]), want)
+    self.assertEqual(float(np.trace(want)), float(out["correct"]))
 
   def test_each_step_compiles_once(self):
     chex.clear_trace_counter()

@@ -2,8 +2,8 @@
 
 - `pretrain`: the error-max generator's training on clean images first, with
   the evaluation recipe, over the same mesh as the search (sharding.py).
-- `random_noise`: the random-noise baseline, U(-eps, eps) in the layout's
-  shape, no model and no search.
+- `random_noise`: the random-noise baseline, U(-eps, eps) (or +-eps) in the
+  layout's shape, per pixel or per block of pixels, no model and no search.
 """
 
 import functools
@@ -76,12 +76,14 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
 
 
 def random_noise(cfg, train: data_lib.Dataset, workdir: str):
-  """The random-noise baseline: U(-eps, eps) in the layout's shape, written
-  to DIR/noise.npy (by process 0); returns the generation summary."""
+  """The random-noise baseline in the layout's shape (noise.random_values,
+  noise.random_patch), written to DIR/noise.npy (by process 0); returns the
+  generation summary."""
   start = time.perf_counter()
   key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
   noise = np.asarray(jax.device_get(noise_lib.random_noise(
-      key, layouts.noise_shape(cfg.noise.layout, train), eps=cfg.noise.eps)))
+      key, layouts.noise_shape(cfg.noise.layout, train), eps=cfg.noise.eps,
+      patch=cfg.noise.random_patch, values=cfg.noise.random_values)))
   path = artifacts.save_npy(os.path.join(workdir, "noise.npy"), noise)
   return {"rounds": 0, "stop_reached": None,
           "generation_seconds": time.perf_counter() - start,

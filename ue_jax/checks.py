@@ -108,6 +108,8 @@ SCHEMA: Dict[str, Rule] = {
     "noise.step_size": number(0, 1, lo_open=True),
     "noise.num_steps": number(1, 10_000, integer=True),
     "noise.init": choice("zeros", "uniform"),
+    "noise.random_values": choice(*noise_lib.RANDOM_VALUES),
+    "noise.random_patch": number(1, 1 << 16, integer=True),
     "noise.paper_release": boolean,
     "noise.kind": choice("error_min", "error_max", "random",
                          noun="noise kind"),
@@ -172,6 +174,12 @@ def check_config(cfg):
     fail(f"partial.classes={tuple(cfg.partial.classes)!r} protects whole "
          f"classes; partial.rate={cfg.partial.rate} must then stay 1.0 (give "
          "one or the other)")
+  n = cfg.noise
+  if n.kind != "random" and (n.random_patch != 1
+                             or n.random_values != "uniform"):
+    fail(f"noise.random_patch / noise.random_values shape the random "
+         f"baseline only; noise.kind={n.kind!r} does not use them (leave "
+         "them at 1 / 'uniform')")
   source = data_lib.resolve_source(d.name, d.source, d.data_dir)
   if source != "npz" and d.name not in data_lib.TFDS_NAMES:
     fail(f"unknown dataset {d.name!r} (data.name) for data.source="

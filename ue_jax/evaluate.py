@@ -133,6 +133,9 @@ def run(cfg, train: data_lib.Dataset, test: data_lib.Dataset, workdir: str,
          "curves_train_accuracy": {k: [r["train_accuracy"] for r in v]
                                    for k, v in curves.items()},
          "curves_path": figure, "clean_remainder_size": len(remainder)}
+  out["confusion"] = {k: v[-1]["confusion"] for k, v in curves.items()}
+  out["per_class_test_accuracy"] = {k: per_class(v[-1]["confusion"])
+                                    for k, v in curves.items()}
   for name, history in curves.items():
     out[f"{name}_test_accuracy"] = history[-1]["test_accuracy"]
   for group in groups:
@@ -140,6 +143,14 @@ def run(cfg, train: data_lib.Dataset, test: data_lib.Dataset, workdir: str,
         name: history[-1][f"{group}_test_accuracy"]
         for name, history in curves.items()}
   return out
+
+
+def per_class(confusion) -> list:
+  """Each class's test accuracy from a confusion matrix (rows: true class);
+  None for a class absent from the test set."""
+  m = np.asarray(confusion)
+  rows = m.sum(1)
+  return [float(m[c, c] / rows[c]) if rows[c] else None for c in range(len(m))]
 
 
 def plot_curves(curves, num_classes: int):

@@ -49,9 +49,29 @@ def pgd(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
   return delta
 
 
-def random_noise(key: jax.Array, shape, *, eps: float) -> jax.Array:
-  """The random-noise baseline: delta ~ U(-eps, eps), independent per entry."""
-  return jax.random.uniform(key, shape, jnp.float32, minval=-eps, maxval=eps)
+RANDOM_VALUES = ("uniform", "sign")
+
+
+def random_noise(key: jax.Array, shape, *, eps: float, patch: int = 1,
+                 values: str = "uniform") -> jax.Array:
+  """The random-noise baseline: delta ~ U(-eps, eps) ("uniform") or +-eps
+  with equal odds ("sign"), drawn once per `patch` x `patch` block of pixels
+  (per channel) and repeated over the block (patch 1: independent per
+  entry). Blocks tile the image from its top-left corner; the last row and
+  column of blocks are cut at the border. Shape [..., H, W, C]."""
+  if values not in RANDOM_VALUES:
+    raise ValueError(f"unknown random noise values {values!r}")
+  *lead, h, w, c = shape
+  grid = (*lead, -(-h // patch), -(-w // patch), c)
+  if values == "sign":
+    draw = eps * jax.random.rademacher(key, grid, jnp.float32)
+  else:
+    draw = jax.random.uniform(key, grid, jnp.float32, minval=-eps, maxval=eps)
+  if patch == 1:
+    return draw
+  axis = len(lead)
+  draw = jnp.repeat(jnp.repeat(draw, patch, axis), patch, axis + 1)
+  return draw[..., :h, :w, :]
 
 
 def class_mean(class_noise: jax.Array, per_sample: jax.Array,

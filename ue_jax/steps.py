@@ -9,8 +9,8 @@
 [N,H,W,C] by the example's `index`, "classwise" noise [classes,H,W,C] by its
 `label`; a class-wise noise step sets each class present in the batch to the
 clipped mean of its examples' PGD results (algorithm.md §3).
-- `eval_step`: counts of correct predictions and summed loss (eval mode),
-  optionally on the released (quantized) images.
+- `eval_step`: counts of correct predictions, summed loss and the confusion
+  matrix (eval mode), optionally on the released (quantized) images.
 
 `codec` (static, noise.Codec) says how the state stores the noise (float32,
 bfloat16 or int8): it is decoded on every read and encoded on every write,
@@ -111,7 +111,9 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
 def eval_step(state: UEState, batch, *, release_eps=None,
               paper_release: bool = False, layout: str = "samplewise",
               codec: noise_lib.Codec = noise_lib.FLOAT32):
-  """Sums of correct predictions, loss and valid examples for a padded batch.
+  """Sums of correct predictions, loss and valid examples for a padded batch,
+  and its confusion matrix (rows: true class, columns: predicted; padding
+  rows count nowhere).
 
   With `release_eps` the batch is first released with the state's noise (the
   quantized uint8 images a user will get), which is what the stop rule tests.
@@ -127,8 +129,13 @@ def eval_step(state: UEState, batch, *, release_eps=None,
                           train=False)
   mask, labels = batch["mask"], batch["label"]
   per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+  classes = logits.shape[-1]
+  confusion = jnp.einsum("bi,bj->ij",
+                         jax.nn.one_hot(labels, classes) * mask[:, None],
+                         jax.nn.one_hot(jnp.argmax(logits, -1), classes))
   return {"correct": losses.correct(logits, labels, mask),
-          "loss": jnp.sum(per_example * mask), "count": jnp.sum(mask)}
+          "loss": jnp.sum(per_example * mask), "count": jnp.sum(mask),
+          "confusion": confusion}
 
 
 def bound_steps(*, eps: float, step_size: float, num_steps: int,

@@ -11,14 +11,25 @@ from ue_jax import metrics as metrics_lib
 from ue_jax.errors import UEError
 
 
-def sweep(eval_fn, state, ds: data_lib.Dataset, batch_size: int):
-  """(accuracy, mean loss) of `eval_fn` over a dataset."""
+def sweep_sums(eval_fn, state, ds: data_lib.Dataset, batch_size: int):
+  """The outputs of `eval_fn` summed over a dataset, as numpy."""
   sums = None
   for rows in data_lib.batches(len(ds), batch_size):
     out = eval_fn(state, data_lib.gather(ds, rows))
     sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
-  sums = {k: float(v) for k, v in sums.items()}
-  return sums["correct"] / sums["count"], sums["loss"] / sums["count"]
+  return {k: np.asarray(v) for k, v in sums.items()}
+
+
+def sweep(eval_fn, state, ds: data_lib.Dataset, batch_size: int):
+  """(accuracy, mean loss) of `eval_fn` over a dataset."""
+  sums = sweep_sums(eval_fn, state, ds, batch_size)
+  count = float(sums["count"])
+  return float(sums["correct"]) / count, float(sums["loss"]) / count
+
+
+def confusion(sums) -> list:
+  """The summed confusion matrix of a sweep as lists of ints."""
+  return np.rint(sums["confusion"]).astype(int).tolist()
 
 
 def cycle_batches(n: int, batch_size: int, *, start: int = 0):
@@ -44,7 +55,8 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
         test: data_lib.Dataset, *, epochs: int, batch_size: int,
         eval_batch_size: int, seed: int, label: str, log=None,
         after_epoch=None):
-  """Trains for `epochs`, returning (state, per-epoch records);
+  """Trains for `epochs`, returning (state, per-epoch records); the last
+  record also holds the test set's confusion matrix (rows: true class).
   `after_epoch(epoch, record)` is called after each epoch."""
   steps = len(train) // batch_size
   progress = metrics_lib.Progress(label, epochs * steps * batch_size, "img")
@@ -55,10 +67,12 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
       state, m = train_step(state, data_lib.gather(train, rows))
       loss_sum, hits = loss_sum + m["loss"], hits + m["accuracy"]
       progress.update(batch_size, m)
-    test_acc, test_loss = sweep(eval_fn, state, test, eval_batch_size)
+    sums = sweep_sums(eval_fn, state, test, eval_batch_size)
+    count = float(sums["count"])
     record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / steps,
               "train_accuracy": float(hits) / steps,
-              "test_accuracy": test_acc, "test_loss": test_loss}
+              "test_accuracy": float(sums["correct"]) / count,
+              "test_loss": float(sums["loss"]) / count}
     if not np.isfinite(record["train_loss"]):
       raise UEError(f"{label}: non-finite training loss at epoch {epoch + 1}; "
                     "lower the learning rate")
@@ -67,4 +81,5 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
       log.write(label, **record)
     if after_epoch is not None:
       after_epoch(epoch + 1, record)
+  history[-1]["confusion"] = confusion(sums)  # of the last epoch, on `test`
   return state, history
