@@ -58,6 +58,24 @@ class ReportTest(absltest.TestCase):
     self.assertIn("| 0.40 | 0.650 | 0.830 | p0.4 |", text)
     self.assertIn("| 1.00 | 0.350 | — | p1.0 |", text)
 
+  def test_per_class_and_group_accuracy(self):
+    tmp = self.create_tempdir().full_path
+    # 3 classes, groups {0, 1} and {2}; rows are true classes.
+    confusion = [[6, 3, 1], [2, 8, 0], [0, 5, 5]]
+    run = fake_run(tmp, "cm", unlearnable_test_accuracy=19 / 30,
+                   num_classes=3, confusion={"unlearnable": confusion})
+    written = report.write([run], os.path.join(tmp, "r"),
+                           class_groups=[0, 0, 1])
+    with open(written["table"]) as f:
+      text = f.read()
+    # per class 6/10, 8/10, 5/10; all 19/30; in-group (6+3+2+8+5)/30
+    self.assertIn("| cm | unlearnable | 0.600 | 0.800 | 0.500 | 0.633 | "
+                  "0.800 |", text)
+    self.assertAlmostEqual(report.group_accuracy(confusion, [0, 1, 2]),
+                           19 / 30)
+    with self.assertRaisesRegex(Exception, "names 2 classes"):
+      report.write([run], os.path.join(tmp, "r2"), class_groups=[0, 1])
+
   def test_cli_and_bad_input(self):
     tmp = self.create_tempdir().full_path
     run = fake_run(tmp, "a", unlearnable_test_accuracy=0.3,
@@ -73,6 +91,12 @@ class ReportTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 2)
     self.assertRegex(proc.stderr.strip().splitlines()[-1],
                      r"^error: no results.json at .*missing")
+    proc = subprocess.run(cmd + ["--class_groups=0,x"], cwd=helpers.REPO,
+                          capture_output=True, text=True, check=False)
+    self.assertEqual(proc.returncode, 2)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     "error: --class_groups=0,x: give one integer group per "
+                     "class, comma-separated")
 
 
 if __name__ == "__main__":

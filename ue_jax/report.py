@@ -9,7 +9,12 @@ Writes
 - PATH_PREFIX.png: a bar chart of those accuracies per run, chance marked;
 - PATH_PREFIX_partial.png (and a second table in the .md) when runs of one
   noise type and layout hold several poison rates: accuracy against poison
-  rate, beside training on the clean remainder only.
+  rate, beside training on the clean remainder only;
+- in the .md, per-class test accuracy of every trained model (from the last
+  epoch's confusion matrix in results.json) and, with
+  `--class_groups=g0,g1,...` (a group number per class), the fraction of test
+  images predicted inside their true class's group (e.g. Fashion-MNIST's
+  tops, trousers, footwear and bags: 0,1,0,0,0,2,0,2,3,2).
 Bad input (a DIR without results.json, no runs) ends with one `error:` line
 and exit code 2.
 """
@@ -19,6 +24,7 @@ import os
 import sys
 from typing import Dict, List, Optional
 
+import numpy as np
 from absl import app
 from absl import flags
 
@@ -54,6 +60,7 @@ def load_row(path: str) -> Dict[str, object]:
           "clean": results.get("clean_test_accuracy"),
           "unlearnable": results.get("unlearnable_test_accuracy"),
           "remainder": results.get("clean_remainder_test_accuracy"),
+          "confusion": results.get("confusion", {}),
           "protected_classes": groups.get("unlearnable"),
           "protected_classes_remainder": groups.get("clean_remainder")}
 
@@ -78,6 +85,37 @@ def table(rows: List[dict]) -> str:
       cells.append(f"{_cell(r['protected_classes'])} / "
                    f"{_cell(r['protected_classes_remainder'])}")
     lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def group_accuracy(confusion, groups) -> float:
+  """Fraction of examples predicted in their true class's group."""
+  m = np.asarray(confusion, np.float64)
+  g = np.asarray(groups)
+  return float(m[g[:, None] == g[None, :]].sum() / m.sum())
+
+
+def per_class_table(rows: List[dict], groups=None) -> str:
+  """Per-class test accuracy of each run's trained models (Markdown), with
+  the group accuracy when `groups` is given; "" when no run has them."""
+  lines = []
+  for r in rows:
+    for name, m in sorted(r["confusion"].items()):
+      m = np.asarray(m, np.float64)
+      if groups is not None and len(groups) != len(m):
+        raise UEError(f"--class_groups names {len(groups)} classes; run "
+                      f"{r['run']} has {len(m)}")
+      if not lines:
+        head = (["run", "trained on"] + [str(c) for c in range(len(m))]
+                + ["all"] + (["group accuracy"] if groups else []))
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+      totals = m.sum(1)
+      cells = [r["run"], name] + [
+          _cell(m[c, c] / totals[c] if totals[c] else None)
+          for c in range(len(m))] + [_cell(np.trace(m) / m.sum())]
+      if groups:
+        cells.append(_cell(group_accuracy(m, groups)))
+      lines.append("| " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
 
@@ -170,7 +208,7 @@ def partial_chart(series: Dict[tuple, List[dict]], num_classes: int):
   return fig
 
 
-def write(paths: List[str], out: str) -> Dict[str, str]:
+def write(paths: List[str], out: str, *, class_groups=None) -> Dict[str, str]:
   """Writes the report for the runs at `paths`; returns what it wrote."""
   if not paths:
     raise UEError("no runs given; usage: python -m ue_jax.report DIR... "
@@ -186,19 +224,37 @@ def write(paths: List[str], out: str) -> Dict[str, str]:
         out + "_partial.png", partial_chart(series, rows[0]["num_classes"]))
     text += ["## Partial protection", "", partial_table(series),
              f"![partial]({os.path.basename(out)}_partial.png)", ""]
+  per_class = per_class_table(rows, class_groups)
+  if per_class:
+    text += ["## Per-class test accuracy (last epoch)", "", per_class, ""]
   written["table"] = artifacts.save_text(out + ".md", "\n".join(text))
   return written
 
 
 _OUT = flags.DEFINE_string("out", None, "Output path prefix: writes "
                            "PREFIX.md, PREFIX.png (and PREFIX_partial.png).")
+_GROUPS = flags.DEFINE_list("class_groups", None, "A group number per class "
+                            "(e.g. 0,1,0,0,0,2,0,2,3,2): adds each model's "
+                            "accuracy at the level of groups.")
+
+
+def parse_groups(values) -> Optional[List[int]]:
+  if not values:
+    return None
+  try:
+    return [int(v) for v in values]
+  except ValueError:
+    raise UEError(f"--class_groups={','.join(values)}: give one integer "
+                  "group per class, comma-separated") from None
 
 
 def main(argv):
   try:
     if not _OUT.value:
       raise UEError("--out=PATH_PREFIX is required")
-    for kind, path in write(argv[1:], _OUT.value).items():
+    groups = parse_groups(_GROUPS.value)
+    for kind, path in write(argv[1:], _OUT.value,
+                            class_groups=groups).items():
       print(f"{kind}: {path}")
   except UEError as e:
     print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
