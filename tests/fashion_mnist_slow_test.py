@@ -20,9 +20,9 @@ class FashionMnistTest(absltest.TestCase):
 
   def test_unlearnable_release_is_not_learnable(self):
     workdir = tempfile.mkdtemp(prefix="ue_jax_fmnist_")
-    # Measured with these settings on 2 cores, one device per core (README
-    # "Results"): clean 0.8075, unlearnable 0.444, 4 rounds; about 5 minutes
-    # (one device, --cpu_devices=1: 0.811, 0.4885, 3 rounds).
+    # Measured with these settings on 2 cores, one device (the default; README
+    # "Results"): clean 0.811, unlearnable 0.4885, 3 rounds; about 5 minutes
+    # (one device per core, --cpu_devices=-1: 0.8075, 0.444, 4 rounds).
     proc = main_test.run_main(
         workdir, "--config.data.train_size=4000",
         "--config.data.test_size=2000", "--config.evaluate.epochs=8",

@@ -38,10 +38,11 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-process with the settings JAX detects "
     "(TPU pod, Slurm); the three flags above override them.")
 _CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", -1, "On a CPU: how many XLA devices to split it into, the "
-    "batch spread over them (-1: one per core, or the most that divide the "
-    "config's batch sizes; 1.4x faster PGD on 2 cores than 1, JAX's single "
-    "device). Single-process runs only.")
+    "cpu_devices", 1, "On a CPU: how many XLA devices to split it into, the "
+    "batch spread over them (1: JAX's single device, the default; -1: one "
+    "per core, or the most that divide the config's batch sizes: 1.4x faster "
+    "PGD on 2 cores, but XLA:CPU's in-process all-reduce has aborted a run "
+    "on an overloaded machine). Single-process runs only.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
