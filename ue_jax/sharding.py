@@ -6,6 +6,7 @@ from `cfg.mesh`. Global-view `jax.jit` with `in_shardings`/`out_shardings`
 
   batch (image, label, index, mask)   P('data')  rows split over devices
   sample-wise noise [N_pad, H, W, C]  P('data')  N_pad / D rows per device
+  dataset images [N_pad, H, W, C]     P('data')  as the noise (device_data.py)
   params, batch_stats, opt_state,
   step, rng, class-wise noise,
   metrics                             P()        replicated
@@ -25,9 +26,13 @@ so `mode='fill'/'drop'` skips it). A checkpoint therefore resumes on a device
 count with the same N_pad. Batch sizes must be multiples of D.
 
 Multi-process: every process runs the same program; each one hands only its
-own rows of a batch to `jax.make_array_from_process_local_data`; the noise is
-exported in chunks of `EXPORT_ROWS` rows gathered to all hosts (so no host
-holds more than one chunk of it), of which process 0 writes.
+own rows of a batch to `jax.make_array_from_process_local_data`, and builds
+the row-sharded arrays of a whole dataset (images, a noise read from file)
+from its own block of rows (`put_rows`: the rows its devices hold). Batches
+of images are gathered on the devices from host row numbers (`take_rows`,
+device_data.py). The noise and the released images are exported in chunks of
+`EXPORT_ROWS` rows gathered to all hosts (so no host holds more than one chunk
+of them), of which process 0 writes.
 """
 
 import functools
@@ -241,9 +246,47 @@ class Layout:
       batch = dict(batch, index=np.where(index >= rows, rows_pad, index)
                    .astype(index.dtype))
     lo, hi = self.local_rows(size)
-    return {k: jax.make_array_from_process_local_data(
-        self.rows, np.asarray(v)[lo:hi], np.shape(v)) for k, v in
-            batch.items()}
+    return {k: v if isinstance(v, jax.Array) else
+            jax.make_array_from_process_local_data(
+                self.rows, np.asarray(v)[lo:hi], np.shape(v))
+            for k, v in batch.items()}
+
+  def take_rows(self, array: jax.Array, rows: np.ndarray) -> jax.Array:
+    """array[rows] for a row-sharded `array` and host row numbers (the same
+    on every process; each process hands over only its share), sharded by
+    rows like a batch. XLA partitions the gather by the rows each device
+    owns (a masked local gather and a reduction of one batch; checked in
+    tests/sharding_test.py), so `array` never moves whole."""
+    rows = np.asarray(rows, np.int32)
+    lo, hi = self.local_rows(len(rows))
+    index = jax.make_array_from_process_local_data(self.rows, rows[lo:hi],
+                                                   rows.shape)
+    return _take_fn(self.rows)(array, index)
+
+  def host_rows(self, array: jax.Array, rows) -> np.ndarray:
+    """array[rows] for a few host row numbers, as numpy on every host."""
+    index = self.replicate(np.asarray(rows, np.int32))
+    return np.asarray(_take_fn(self.replicated)(array, index))
+
+  # --------------------------------------------------------- placed arrays
+  def put_rows(self, n: int, read: Callable[[int, int], np.ndarray], tail,
+               dtype) -> jax.Array:
+    """A global [padded(n), *tail] array sharded by rows, built from this
+    process's block only: `read(lo, hi)` returns rows [lo, hi) (hi <= n) of
+    the whole; rows n and above are zero. No host reads other rows."""
+    n_pad = self.padded(n)
+    lo, hi = self.local_rows(n_pad)
+    block = np.zeros((hi - lo, *tail), dtype)
+    if lo < n:
+      block[:min(hi, n) - lo] = read(lo, min(hi, n))
+    return jax.make_array_from_process_local_data(self.rows, block,
+                                                  (n_pad, *tail))
+
+  def replicate(self, array: np.ndarray) -> jax.Array:
+    """A host array (the same on every process) replicated on the mesh."""
+    array = np.asarray(array)
+    return jax.make_array_from_callback(array.shape, self.replicated,
+                                        lambda index: array[index])
 
   # ---------------------------------------------------------------- steps
   def jit_step(self, fn, state_shardings, *, rows: int = 0,
@@ -261,15 +304,23 @@ class Layout:
   # --------------------------------------------------------------- export
   def host_chunks(self, array: jax.Array, n: int, *,
                   transform: Callable = lambda x: x,
-                  chunk: int = EXPORT_ROWS) -> Iterator[Tuple[int, np.ndarray]]:
+                  chunk: Optional[int] = None
+                  ) -> Iterator[Tuple[int, np.ndarray]]:
     """(start, rows) for the first `n` rows of a row-sharded array, one
-    chunk at a time, as numpy on every host (all processes must iterate)."""
-    size = min(chunk, array.shape[0])
+    chunk (default EXPORT_ROWS rows) at a time, as numpy on every host (all
+    processes must iterate)."""
+    size = min(chunk or EXPORT_ROWS, array.shape[0])
     take = _slice_fn(size, transform, self.replicated)
     for start in range(0, n, size):
       first = min(start, array.shape[0] - size)
       rows = np.asarray(take(array, jnp.int32(first)))
       yield start, rows[start - first:start - first + min(size, n - start)]
+
+
+@functools.lru_cache(maxsize=None)
+def _take_fn(rows):
+  return jax.jit(lambda a, i: jnp.take(a, i, axis=0, mode="clip"),
+                 out_shardings=rows)
 
 
 @functools.lru_cache(maxsize=None)
