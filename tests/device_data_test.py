@@ -165,7 +165,8 @@ class StreamedReleaseTest(parameterized.TestCase):
         np.float32)
     want, max_change, mean_change = whole_release(cfg, ds, noise)
     tmp = self.create_tempdir().full_path
-    with mock.patch.object(sharding, "EXPORT_ROWS", 8):  # 6 chunks
+    # Chunks of 8 images (12 x 12 x 1 bytes each): 6 chunks.
+    with mock.patch.object(sharding, "EXPORT_BYTES", 8 * 144):
       out = release.run(cfg, ds, tmp, noise=noise)
     with open(out["release_path"], "rb") as f:
       self.assertEqual(f.read(), want)

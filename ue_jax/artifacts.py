@@ -26,14 +26,21 @@ def writes_files() -> bool:
   return jax.process_index() == 0
 
 
-def _atomic(path: str, write):
-  if not writes_files():
-    return path
+def _temp_beside(path: str) -> str:
+  """A new empty temporary file in `path`'s folder (made if missing), with
+  its suffix, to be renamed onto `path` when complete."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
                              suffix=os.path.splitext(path)[1])
   os.close(fd)
+  return tmp
+
+
+def _atomic(path: str, write):
+  if not writes_files():
+    return path
+  tmp = _temp_beside(path)
   try:
     write(tmp)
     os.replace(tmp, path)
@@ -58,11 +65,7 @@ class NpyWriter:
 
   def __enter__(self):
     if writes_files():
-      folder = os.path.dirname(os.path.abspath(self.path))
-      os.makedirs(folder, exist_ok=True)
-      fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
-                                      suffix=".npy")
-      os.close(fd)
+      self.tmp = _temp_beside(self.path)
       self.array = np.lib.format.open_memmap(self.tmp, mode="w+",
                                              dtype=self.dtype,
                                              shape=self.shape)
@@ -98,11 +101,8 @@ class NpzWriter:
 
   def __enter__(self):
     if writes_files():
-      folder = os.path.dirname(os.path.abspath(self.path))
-      os.makedirs(folder, exist_ok=True)
-      fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
-                                      suffix=".npz")
-      self.file = os.fdopen(fd, "wb")
+      self.tmp = _temp_beside(self.path)
+      self.file = open(self.tmp, "wb")  # pylint: disable=consider-using-with
       self.writer = npz.StreamWriter(self.file).__enter__()
     return self
 
@@ -122,12 +122,11 @@ class NpzWriter:
     if self.writer is None:
       return
     try:
-      self.writer.__exit__(kind, value, traceback)
-      self.file.close()
+      with self.file:
+        self.writer.__exit__(kind, value, traceback)
       if kind is None:
         os.replace(self.tmp, self.path)
     finally:
-      self.file.close()
       if os.path.exists(self.tmp):
         os.remove(self.tmp)
 

@@ -227,7 +227,7 @@ def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int):
   return state, at
 
 
-def _search(cfg, train: data_lib.Dataset, fit: data_lib.Dataset, state, fns,
+def _search(cfg, train: device_data.DeviceData, fit, state, fns,
             log: metrics_lib.MetricLog, saver: _Saver, at: Position):
   """Runs rounds from position `at` until the stop rule or the cap; model
   steps walk `train`, noise steps and the stop test the fit set `fit`."""
@@ -291,10 +291,10 @@ def _search(cfg, train: data_lib.Dataset, fit: data_lib.Dataset, state, fns,
 PRETRAIN = baselines.PRETRAIN
 
 
-def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog,
-        *, test: Optional[data_lib.Dataset] = None):
+def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   """Runs (or resumes) the search; writes DIR/noise.npy; returns a summary
-  dict. `test` only scores the pretraining epochs (default: `train`)."""
+  dict. `train` and `test` are Datasets or DeviceData (device_data.py);
+  `test` only scores the pretraining epochs (default: `train`)."""
   if cfg.noise.kind == "random":
     return baselines.random_noise(cfg, train, workdir)
   g = cfg.generate
@@ -353,7 +353,7 @@ def export_noise(noise: jax.Array, n: int, layout: sharding.Layout,
                  store: noise_lib.Codec, path: str):
   """Writes the first `n` rows of the (sharded or replicated, encoded) noise
   to `path` as float32 .npy, chunk by chunk: every host holds at most one
-  chunk (sharding.EXPORT_ROWS rows) of it, and only process 0 writes.
+  chunk (sharding.EXPORT_BYTES) of it, and only process 0 writes.
   Returns (path, max |noise|)."""
   max_abs = 0.0
   with artifacts.NpyWriter(path, (n, *noise.shape[1:]), np.float32) as out:

@@ -66,7 +66,7 @@ def plan(*, n: int, image_shape: Sequence[int], num_classes: int,
       "batch_stats": stats,
       "batch": -(-batch_size // devices) * (pixels + ROW_EXTRA),
       "host_dataset": n_pad // processes * pixels,
-      "host_export_chunk": (min(sharding.EXPORT_ROWS,
+      "host_export_chunk": (min(sharding.export_rows(pixels * 4),
                                 num_classes if classwise else n)
                             * pixels * 4),
   }

@@ -4,6 +4,10 @@ and keeps DIR/results.json up to date after each stage.
 Everything is validated before the workdir is touched (not even created): the
 config, the workdir's own config record, the data, and the inputs of stages
 that this run does not produce itself.
+
+The data goes on the device mesh once (device_data.py: each process keeps its
+block of the images) and every stage runs from there; the released images a
+release stage leaves on the mesh are what a following evaluate stage trains on.
 """
 
 import os

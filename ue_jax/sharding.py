@@ -31,8 +31,8 @@ the row-sharded arrays of a whole dataset (images, a noise read from file)
 from its own block of rows (`put_rows`: the rows its devices hold). Batches
 of images are gathered on the devices from host row numbers (`take_rows`,
 device_data.py). The noise and the released images are exported in chunks of
-`EXPORT_ROWS` rows gathered to all hosts (so no host holds more than one chunk
-of them), of which process 0 writes.
+at most `EXPORT_BYTES` gathered to all hosts (so no host holds more than one
+chunk of them), of which process 0 writes.
 """
 
 import functools
@@ -51,7 +51,7 @@ from jax.sharding import PartitionSpec as P
 from ue_jax.errors import UEError
 
 DATA = "data"
-EXPORT_ROWS = 4096  # noise rows per host transfer when exporting
+EXPORT_BYTES = 64 << 20  # the most bytes of rows per host transfer (export)
 
 
 def cpu_cores() -> int:
@@ -307,14 +307,22 @@ class Layout:
                   chunk: Optional[int] = None
                   ) -> Iterator[Tuple[int, np.ndarray]]:
     """(start, rows) for the first `n` rows of a row-sharded array, one
-    chunk (default EXPORT_ROWS rows) at a time, as numpy on every host (all
+    chunk (default `export_rows`) at a time, as numpy on every host (all
     processes must iterate)."""
-    size = min(chunk or EXPORT_ROWS, array.shape[0])
+    row = jax.eval_shape(transform, jax.ShapeDtypeStruct(
+        (1, *array.shape[1:]), array.dtype))
+    size = min(chunk or export_rows(row.size * row.dtype.itemsize),
+               array.shape[0])
     take = _slice_fn(size, transform, self.replicated)
     for start in range(0, n, size):
       first = min(start, array.shape[0] - size)
       rows = np.asarray(take(array, jnp.int32(first)))
       yield start, rows[start - first:start - first + min(size, n - start)]
+
+
+def export_rows(row_bytes: int) -> int:
+  """Rows per export chunk: as many as fit in EXPORT_BYTES, at least one."""
+  return max(1, EXPORT_BYTES // max(1, row_bytes))
 
 
 @functools.lru_cache(maxsize=None)
