@@ -7,8 +7,8 @@ count is set here (JAX fixes it at start-up), for tests/sharding_test.py.
 Writes (process 0) an .npz with the exported noise, the params and batch
 stats (flattened), the stop-test accuracy and loss, the rows each device
 holds of the noise and of the training images, the rows of the images this
-process supplied, the collectives of the image gather, and how many times
-each jitted step compiled.
+process supplied, the collectives of the stop test's step (which gathers its
+images and noise), and how many times each jitted step compiled.
 """
 
 import argparse
@@ -67,9 +67,8 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
       "image_shard_rows": np.array([s.data.shape[0] for s in
                                     train.images.addressable_shards]),
       "image_block": train.block[1] - train.block[0],
-      "take_collectives": _collectives(sharding._take_fn(mesh.rows).lower(  # pylint: disable=protected-access
-          train.images, jax.device_put(np.zeros(g.batch_size, np.int32),
-                                       mesh.rows))),
+      "eval_collectives": _collectives(eval_step.lower(
+          state, train.batch(np.arange(g.batch_size)))),
       "devices": jax.device_count(), "processes": jax.process_count(),
       # XLA compilations of each step over all rounds (the dispatch cache
       # may hold two entries that share one executable: the state made by

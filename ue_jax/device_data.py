@@ -14,13 +14,15 @@ example. Every shuffle and batch order is therefore computed on the host
 from global row numbers exactly as before, and results do not depend on
 the device or process count.
 
-A batch is fed as row numbers: `batch(rows)` gives the {image, label, index,
-mask} dict the steps take (the same values as `data.gather` on the whole
-set), with the labels, indices and mask as host arrays (each process puts its
-share of the batch rows on the mesh in `Layout.put_batch`) and the images
-gathered on the devices (`Layout.take_rows`). Subsets (the class-wise fit
-set, the clean remainder, test groups) are views of the same device images
-through a map of rows: taking one copies no image.
+A batch is fed as row numbers: `batch(rows)` gives the labels, indices and
+mask as host arrays (each process puts its share of the batch rows on the
+mesh in `Layout.put_batch`) and the images as the dataset's device array and
+the batch's rows of it, which every jitted step turns into the {image,
+label, index, mask} batch the step functions take, with the same values as
+`data.gather` on the whole set, inside its own program
+(`sharding.gather_images`). Subsets (the class-wise fit set, the clean
+remainder, test groups) are views of the same device images through a map of
+rows: taking one copies no image.
 
 Reading, per source: an .npz written by np.savez (stored, not compressed)
 is memory-mapped, so a process reads only the image rows of its block; IDX
@@ -84,13 +86,15 @@ class DeviceData:
                       block=self.block)
 
   def batch(self, rows: np.ndarray) -> dict:
-    """The batch of padded `rows` (value len(self) marks padding), as
-    `data.gather` gives it: padding rows repeat example 0, with mask 0."""
+    """The batch of padded `rows` (value len(self) marks padding) for a
+    jitted step (sharding.gather_images makes its `image`), as `data.gather`
+    gives it: padding rows repeat example 0, with mask 0."""
     rows = np.asarray(rows)
     valid = rows < len(self)
     safe = np.where(valid, rows, 0)
     base = safe if self.base_rows is None else self.base_rows[safe]
-    return {"image": self.layout.take_rows(self.images, base),
+    return {sharding.IMAGES: self.images,
+            sharding.ROWS: base.astype(np.int32),
             "label": self.labels[safe], "index": rows.astype(np.int32),
             "mask": valid.astype(np.float32)}
 

@@ -28,9 +28,9 @@ count with the same N_pad. Batch sizes must be multiples of D.
 Multi-process: every process runs the same program; each one hands only its
 own rows of a batch to `jax.make_array_from_process_local_data`, and builds
 the row-sharded arrays of a whole dataset (images, a noise read from file)
-from its own block of rows (`put_rows`: the rows its devices hold). Batches
-of images are gathered on the devices from host row numbers (`take_rows`,
-device_data.py). The noise and the released images are exported in chunks of
+from its own block of rows (`put_rows`: the rows its devices hold). A batch's
+images are gathered on the devices from host row numbers inside each step
+(`gather_images`, device_data.py). The noise and the released images are exported in chunks of
 at most `EXPORT_BYTES` gathered to all hosts (so no host holds more than one
 chunk of them), of which process 0 writes.
 """
@@ -251,18 +251,6 @@ class Layout:
                 self.rows, np.asarray(v)[lo:hi], np.shape(v))
             for k, v in batch.items()}
 
-  def take_rows(self, array: jax.Array, rows: np.ndarray) -> jax.Array:
-    """array[rows] for a row-sharded `array` and host row numbers (the same
-    on every process; each process hands over only its share), sharded by
-    rows like a batch. XLA partitions the gather by the rows each device
-    owns (a masked local gather and a reduction of one batch; checked in
-    tests/sharding_test.py), so `array` never moves whole."""
-    rows = np.asarray(rows, np.int32)
-    lo, hi = self.local_rows(len(rows))
-    index = jax.make_array_from_process_local_data(self.rows, rows[lo:hi],
-                                                   rows.shape)
-    return _take_fn(self.rows)(array, index)
-
   def host_rows(self, array: jax.Array, rows) -> np.ndarray:
     """array[rows] for a few host row numbers, as numpy on every host."""
     index = self.replicate(np.asarray(rows, np.int32))
@@ -292,10 +280,13 @@ class Layout:
   def jit_step(self, fn, state_shardings, *, rows: int = 0,
                returns_state: bool = True, donate: bool = True) -> Step:
     """`fn(state, batch)` jitted over the mesh: state in/out with its
-    shardings (donated), batch on `data`, metrics replicated."""
+    shardings (donated), batch on `data`, metrics replicated. A batch may
+    carry its images as row numbers into a dataset on the mesh
+    (`gather_images`)."""
     out = ((state_shardings, self.replicated) if returns_state
            else self.replicated)
-    jitted = jax.jit(fn, in_shardings=(state_shardings, self.rows),
+    jitted = jax.jit(gather_images(fn),
+                     in_shardings=(state_shardings, self.rows),
                      out_shardings=out,
                      donate_argnums=0 if (donate and returns_state) else ())
     return Step(self, jitted, rows=rows, rows_pad=self.padded(rows),
@@ -318,6 +309,30 @@ class Layout:
       first = min(start, array.shape[0] - size)
       rows = np.asarray(take(array, jnp.int32(first)))
       yield start, rows[start - first:start - first + min(size, n - start)]
+
+
+IMAGES, ROWS = "images", "rows"  # a batch's images as rows of a dataset
+
+
+def gather_images(fn):
+  """`fn(state, batch)`, first turning a batch that carries `images` (a
+  dataset's [N_pad, ...] images, sharded by rows) and `rows` (the batch's
+  rows of it) into one with `image = images[rows]`, inside the same program
+  (device_data.py). XLA partitions the gather by the rows each device owns:
+  the row numbers are gathered, each device takes the rows it holds and one
+  batch of images is reduced; the dataset never moves (checked in
+  tests/sharding_test.py). One program per step, not a gather program
+  beside it: two programs with collectives in flight at once can deadlock
+  XLA:CPU (see `Step`). Keeps `fn`'s name (for logs and compile counts)."""
+  def step(state, batch):
+    if IMAGES in batch:
+      batch = dict(batch)
+      images, rows = batch.pop(IMAGES), batch.pop(ROWS)
+      batch["image"] = jnp.take(images, rows, axis=0, mode="clip")
+    return fn(state, batch)
+  step.__name__ = getattr(fn, "__name__", None) or getattr(
+      getattr(fn, "func", None), "__name__", "step")
+  return step
 
 
 def export_rows(row_bytes: int) -> int:
