@@ -11,6 +11,8 @@ move one pixel of the noise by up to 2 * step_size per PGD step: at most
 
 import functools
 import glob
+import io
+import json
 import os
 import shutil
 import socket
@@ -120,6 +122,26 @@ class DeviceCountTest(absltest.TestCase):
     np.testing.assert_array_equal(self.eight[100]["shard_rows"], [13] * 8)
     self.assertEqual(int(self.eight[100]["noise_rows"]), 104)
 
+  def test_images_are_sharded_by_rows_like_the_noise(self):
+    for n, rows in ((96, 12), (100, 13)):
+      np.testing.assert_array_equal(self.eight[n]["image_shard_rows"],
+                                    [rows] * 8)
+      # One process with 8 devices supplies every row (2 processes: half
+      # each, MultiProcessTest).
+      self.assertEqual(int(self.eight[n]["image_block"]), 8 * rows)
+
+  def test_gathers_never_move_the_images_or_the_noise(self):
+    """The stop test's step on a batch of 32 rows of 104 sharded rows: the
+    row numbers are gathered (s32[32]), one batch of images (u8[32,...]) is
+    reduced; no collective moves rows of the whole images or noise."""
+    ops = list(self.eight[100]["eval_collectives"])
+    self.assertTrue(any(op.startswith("all-gather s32[32") for op in ops),
+                    ops)
+    self.assertTrue(any(op.startswith("all-reduce u8[32,") for op in ops),
+                    ops)
+    for op in ops:
+      self.assertNotRegex(op, r"\[(104|13),", op)
+
   def test_each_step_compiles_once(self):
     # model_step, noise_step, eval_step over 2 rounds (padded last batch).
     for n in (96, 100):
@@ -131,7 +153,8 @@ class MultiProcessTest(absltest.TestCase):
 
   def test_two_processes_match_one(self):
     """The CLI in 2 processes (jax.distributed over gloo, 1 CPU device
-    each): the noise of one process, checkpoints and files written once."""
+    each), all stages: the noise of one process, the release of that noise,
+    each process holding half of the images, files written once."""
     tmp = tempfile.mkdtemp(prefix="ue_jax_2proc_")
     self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
     train, test = helpers.write_npz(tmp)  # 96 images, as one_device(96)
@@ -142,8 +165,9 @@ class MultiProcessTest(absltest.TestCase):
             workdir, f"--config.data.train_path={train}",
             f"--config.data.test_path={test}", "--config.generate.max_rounds=1",
             "--config.checkpoint.every_batches=1",
+            "--config.evaluate.train_clean=False",
             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-            f"--process_id={i}", stage="generate"),
+            f"--process_id={i}"),
         cwd=helpers.REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True) for i in range(2)]
     errors = []
@@ -156,11 +180,31 @@ class MultiProcessTest(absltest.TestCase):
         self.fail("a process of the pair hung")
     for proc, err in zip(procs, errors):
       self.assertEqual(proc.returncode, 0, err[-3000:])
+    for i, err in enumerate(errors):  # each process supplied its half
+      for split, n in (("train", 96), ("test", 64)):
+        self.assertIn(f"{split}: process {i} holds image rows [{i * n // 2}, "
+                      f"{(i + 1) * n // 2}) of {n} ({n // 2} rows per "
+                      "device)", err)
     expected = one_device(96, rounds=1, init="zeros")["noise"]
     noise = np.load(os.path.join(workdir, "noise.npy"), allow_pickle=False)
     assert_same_noise(self, noise, expected, rounds=1)
+    # The release computed on the mesh is that of the written noise, byte
+    # for byte as np.savez writes it from whole arrays.
+    images = np.load(train)["images"]
+    want = io.BytesIO()
+    np.savez(want, images=noise_lib.release_images(images, noise, eps=EPS),
+             labels=(np.arange(96) % 4).astype(np.int32),
+             indices=np.arange(96),
+             protected=np.ones(96, bool))
+    with open(os.path.join(workdir, "release", "unlearnable_train.npz"),
+              "rb") as f:
+      self.assertEqual(f.read(), want.getvalue())
+    self.assertCountEqual(os.listdir(os.path.join(workdir, "release")),
+                          ["unlearnable_train.npz"])
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
-      self.assertLen(f.readlines(), 1)  # one round, logged by process 0 only
+      stages = [json.loads(line)["stage"] for line in f]
+    # One round and one epoch, logged by process 0 only.
+    self.assertEqual(stages, ["generate", "evaluate_unlearnable"])
     kept = [d for d in os.listdir(os.path.join(workdir, "checkpoints"))
             if d.isdigit()]
     self.assertEqual(sorted(kept), ["3", "4"])  # 3 batches + round end
@@ -252,12 +296,16 @@ class PlanAndFlagsTest(absltest.TestCase):
   def test_memory_plan(self):
     p = memory.plan(n=100, image_shape=(12, 12, 1), num_classes=4,
                     model="small_cnn_avg", width=4, batch_size=32, devices=8,
-                    storage="int8")
+                    storage="int8", processes=2)
     self.assertEqual(p["noise"], 13 * 144)        # 100 rows padded to 104
+    self.assertEqual(p["data"], 13 * 144)         # uint8 images, as the noise
+    self.assertEqual(p["host_dataset"], 52 * 144)  # each process's block
+    self.assertEqual(p["device_total"], sum(p[k] for k in (
+        "data", "noise", "params", "opt_state", "batch_stats", "batch")))
     self.assertEqual(p["noise_total"], 104 * 144)
     self.assertEqual(p["opt_state"], p["params"])  # SGD momentum
     self.assertEqual(p["batch"], 4 * (144 + 12))
-    self.assertIn("per device: noise", memory.format_plan(p))
+    self.assertIn("per device: images", memory.format_plan(p))
 
   def test_partial_multiprocess_flags_are_refused(self):
     with self.assertRaisesRegex(UEError, "need all of --coordinator_address"):

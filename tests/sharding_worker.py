@@ -6,7 +6,9 @@ count is set here (JAX fixes it at start-up), for tests/sharding_test.py.
 
 Writes (process 0) an .npz with the exported noise, the params and batch
 stats (flattened), the stop-test accuracy and loss, the rows each device
-holds of the noise, and how many times each jitted step compiled.
+holds of the noise and of the training images, the rows of the images this
+process supplied, the collectives of the stop test's step (which gathers its
+images and noise), and how many times each jitted step compiled.
 """
 
 import argparse
@@ -19,12 +21,12 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
               layout: str = "samplewise", count_compiles: bool = False):
   """Runs `rounds` min-min rounds (M model steps, a noise sweep of the
   layout's fit set, the stop test on it) of configs/test_tiny.py on
-  `helpers.synthetic(n)` with generate.build, as generate.run does; returns
-  a dict of numpy results."""
+  `helpers.synthetic(n)` with generate.build, the images on the mesh
+  (device_data.py), as generate.run does; returns a dict of numpy results."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import test_tiny  # pylint: disable=g-import-not-at-top
-  from ue_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from ue_jax import device_data  # pylint: disable=g-import-not-at-top
   from ue_jax import generate  # pylint: disable=g-import-not-at-top
   from ue_jax import layouts  # pylint: disable=g-import-not-at-top
   from ue_jax import sharding  # pylint: disable=g-import-not-at-top
@@ -37,20 +39,20 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
   cfg.noise.init = init  # uniform: the padding rows must not matter
   cfg.noise.layout = layout
   cfg.mesh.data = data_axis
-  train = helpers.synthetic(n=n)
+  mesh = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  train = device_data.place(helpers.synthetic(n=n), mesh)
   g = cfg.generate
   fit = layouts.fit_set(layout, train, fraction=g.classwise_subset,
                         seed=cfg.seed + 2)
-  mesh = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
   state, fns = generate.build(cfg, train, mesh)
   model_step, noise_step, eval_step = fns
   model_rows = train_lib.cycle_batches(n, g.batch_size)
   for r in range(rounds):
     for _ in range(g.train_steps):
-      state, _ = model_step(state, data_lib.gather(train, next(model_rows)))
+      state, _ = model_step(state, train.batch(next(model_rows)))
     for rows in layouts.noise_batches(layout, len(fit), g.batch_size,
                                       seed=cfg.seed, round_=r + 1):
-      state, _ = noise_step(state, data_lib.gather(fit, rows))
+      state, _ = noise_step(state, fit.batch(rows))
   acc, loss = train_lib.sweep(eval_step, state, fit, g.eval_batch_size)
   noise = np.concatenate([rows for _, rows in mesh.host_chunks(
       state.noise, layouts.noise_shape(layout, train)[0],
@@ -62,6 +64,11 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
       "shard_rows": np.array([s.data.shape[0] for s in
                               state.noise.addressable_shards]),
       "noise_rows": state.noise.shape[0],
+      "image_shard_rows": np.array([s.data.shape[0] for s in
+                                    train.images.addressable_shards]),
+      "image_block": train.block[1] - train.block[0],
+      "eval_collectives": _collectives(eval_step.lower(
+          state, train.batch(np.arange(g.batch_size)))),
       "devices": jax.device_count(), "processes": jax.process_count(),
       # XLA compilations of each step over all rounds (the dispatch cache
       # may hold two entries that share one executable: the state made by
@@ -69,6 +76,16 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
       "compiles": np.array([compiles.get(name, -1) for name in
                             ("model_step", "noise_step", "eval_step")]),
   }
+
+
+def _collectives(lowered):
+  """'op type' of every collective in a lowered program's compiled HLO."""
+  import re  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  found = re.findall(r"= (\w+\[[\d,]*\])\S* (all-gather|all-reduce|"
+                     r"reduce-scatter|all-to-all|collective-permute)\(",
+                     lowered.compile().as_text())
+  return np.array([f"{op} {kind}" for kind, op in found] or [""])
 
 
 def _count_compiles():

@@ -2,7 +2,10 @@
 
 In a multi-process run only process 0 writes: every writer here is a no-op
 (returning the path) in the other processes, which read what process 0 wrote
-once `sharding.sync` says it is there.
+once `sharding.sync` says it is there. Large arrays are written and read a
+block of rows at a time: noise.npy through a memory map (NpyWriter, and
+load_noise, which checks it chunk by chunk), the release .npz as a stream
+(NpzWriter) and through a memory map of its images (load_release).
 """
 
 import json
@@ -12,7 +15,10 @@ import tempfile
 import jax
 import numpy as np
 
+from ue_jax import npz
 from ue_jax.errors import UEError
+
+CHECK_BYTES = 64 << 20  # noise bytes read at a time to check a noise file
 
 
 def writes_files() -> bool:
@@ -20,14 +26,21 @@ def writes_files() -> bool:
   return jax.process_index() == 0
 
 
-def _atomic(path: str, write):
-  if not writes_files():
-    return path
+def _temp_beside(path: str) -> str:
+  """A new empty temporary file in `path`'s folder (made if missing), with
+  its suffix, to be renamed onto `path` when complete."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
                              suffix=os.path.splitext(path)[1])
   os.close(fd)
+  return tmp
+
+
+def _atomic(path: str, write):
+  if not writes_files():
+    return path
+  tmp = _temp_beside(path)
   try:
     write(tmp)
     os.replace(tmp, path)
@@ -52,11 +65,7 @@ class NpyWriter:
 
   def __enter__(self):
     if writes_files():
-      folder = os.path.dirname(os.path.abspath(self.path))
-      os.makedirs(folder, exist_ok=True)
-      fd, self.tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
-                                      suffix=".npy")
-      os.close(fd)
+      self.tmp = _temp_beside(self.path)
       self.array = np.lib.format.open_memmap(self.tmp, mode="w+",
                                              dtype=self.dtype,
                                              shape=self.shape)
@@ -80,6 +89,46 @@ class NpyWriter:
 
 def save_npz(path: str, **arrays) -> str:
   return _atomic(path, lambda tmp: np.savez(tmp, **arrays))
+
+
+class NpzWriter:
+  """Writes an .npz member by member, an array's rows in chunks
+  (npz.StreamWriter: the bytes np.savez writes), renamed into place when
+  complete. A no-op outside process 0."""
+
+  def __init__(self, path: str):
+    self.path, self.tmp, self.file, self.writer = path, None, None, None
+
+  def __enter__(self):
+    if writes_files():
+      self.tmp = _temp_beside(self.path)
+      self.file = open(self.tmp, "wb")  # pylint: disable=consider-using-with
+      self.writer = npz.StreamWriter(self.file).__enter__()
+    return self
+
+  def begin(self, key: str, shape, dtype):
+    if self.writer is not None:
+      self.writer.begin(key, shape, dtype)
+
+  def write(self, rows):
+    if self.writer is not None:
+      self.writer.write(rows)
+
+  def add(self, key: str, array):
+    if self.writer is not None:
+      self.writer.add(key, array)
+
+  def __exit__(self, kind, value, traceback):
+    if self.writer is None:
+      return
+    try:
+      with self.file:
+        self.writer.__exit__(kind, value, traceback)
+      if kind is None:
+        os.replace(self.tmp, self.path)
+    finally:
+      if os.path.exists(self.tmp):
+        os.remove(self.tmp)
 
 
 def save_text(path: str, text: str) -> str:
@@ -113,11 +162,11 @@ def load_json(path: str, default=None):
     raise UEError(f"{path} is not readable JSON ({type(e).__name__})") from None
 
 
-def _load_array_file(path: str, what: str):
+def _load_array_file(path: str, what: str, mmap_mode=None):
   """np.load without pickle; any file that is not a plain .npy/.npz (an
   object array, a pickle, a torn or foreign file) is a UEError."""
   try:
-    return np.load(path, allow_pickle=False)
+    return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
   except ValueError as e:  # numpy's answer to anything that needs pickle
     raise UEError(f"{what} {path} cannot be read without pickle, which is "
                   f"refused ({' '.join(str(e).split())})") from None
@@ -126,12 +175,21 @@ def _load_array_file(path: str, what: str):
                   f"({type(e).__name__})") from None
 
 
+def _row_chunks(array, budget: int = CHECK_BYTES):
+  """Consecutive blocks of rows of `array` of about `budget` bytes each."""
+  row = max(1, array[:1].nbytes)
+  step = max(1, budget // row)
+  for start in range(0, len(array), step):
+    yield np.asarray(array[start:start + step])
+
+
 def load_noise(path: str, *, shape, eps: float) -> np.ndarray:
-  """Loads a float noise .npy (no pickle) and checks it against the data."""
+  """Maps a float noise .npy (no pickle) and checks it against the data,
+  reading it in chunks (no host holds it whole); returns the memory map."""
   if not os.path.exists(path):
     raise UEError(f"no noise file at {path}; run the generate stage first "
                   "(--stage=generate) or set --config.release.noise_path")
-  noise = _load_array_file(path, "noise file")
+  noise = _load_array_file(path, "noise file", mmap_mode="r")
   if not isinstance(noise, np.ndarray):
     noise.close()
     raise UEError(f"noise file {path} is an .npz archive; expected one .npy "
@@ -141,18 +199,23 @@ def load_noise(path: str, *, shape, eps: float) -> np.ndarray:
                   f"dataset needs {tuple(shape)}")
   if not np.issubdtype(noise.dtype, np.floating):
     raise UEError(f"noise file {path} has dtype {noise.dtype}; expected float")
-  if not np.all(np.isfinite(noise)):
-    raise UEError(f"noise file {path} holds non-finite values")
-  if np.abs(noise).max(initial=0.0) > eps + 1e-6:
+  max_abs = 0.0
+  for rows in _row_chunks(noise):
+    if not np.all(np.isfinite(rows)):
+      raise UEError(f"noise file {path} holds non-finite values")
+    max_abs = max(max_abs, float(np.abs(rows).max(initial=0.0)))
+  if max_abs > eps + 1e-6:
     raise UEError(f"noise file {path} exceeds epsilon: max |noise| = "
-                  f"{np.abs(noise).max():.6f} > {eps:.6f}")
-  return noise.astype(np.float32)
+                  f"{max_abs:.6f} > {eps:.6f}")
+  return noise
 
 
 def load_release(path: str, *, labels: np.ndarray, indices: np.ndarray):
   """Loads a released .npz (no pickle) made from the configured training
   set: uint8 images with the same labels and source indices, and `protected`
-  (bool [N]; all True for a release written before partial protection)."""
+  (bool [N]; all True for a release written before partial protection).
+  The images are memory-mapped (npz.member) where the archive stores them
+  uncompressed, as ue_jax writes it: rows are read when used."""
   if not os.path.exists(path):
     raise UEError(f"no released dataset at {path}; run --stage=release first")
   archive = _load_array_file(path, "released dataset")
@@ -164,7 +227,9 @@ def load_release(path: str, *, labels: np.ndarray, indices: np.ndarray):
     if missing:
       raise UEError(f"released dataset {path} lacks {sorted(missing)}")
     try:
-      release = {k: f[k] for k in ("images", "labels", "indices")}
+      release = {k: f[k] for k in ("labels", "indices")}
+      images = npz.member(path, "images")
+      release["images"] = f["images"] if images is None else images
       release["protected"] = (f["protected"] if "protected" in f.files
                               else np.ones(len(release["labels"]), bool))
     except ValueError as e:

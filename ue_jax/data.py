@@ -1,8 +1,11 @@
-"""Host-side datasets: in-memory uint8 arrays where every example carries its index.
+"""Host-side datasets: uint8 arrays where every example carries its index.
 
 Sources: gzip (or plain) IDX files (MNIST / Fashion-MNIST, e.g. Debian's
 `dataset-fashion-mnist`), `.npz` files, and TFDS catalog datasets through the
-optional `data` extra (imported lazily; never downloads unless asked).
+optional `data` extra (imported lazily; never downloads unless asked). The
+images of an .npz are memory-mapped where np.savez stored them uncompressed
+(npz.py), so only the rows a process uses are read (device_data.py); the
+others are read into memory whole.
 
 `Dataset.index` is the row of an example in the working set (what sample-wise
 noise is keyed by, 0..n-1); `Dataset.source_index` is its row in the original
@@ -16,6 +19,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ue_jax import npz
 from ue_jax.errors import UEError
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
@@ -59,9 +63,17 @@ class Dataset:
   def index(self) -> np.ndarray:
     return np.arange(len(self), dtype=np.int32)
 
+  @property
+  def image_shape(self):
+    return tuple(self.images.shape[1:])
+
   def take(self, rows: np.ndarray) -> "Dataset":
     return Dataset(self.images[rows], self.labels[rows], self.num_classes,
                    self.source_index[rows], self.name)
+
+  def batch(self, rows: np.ndarray) -> dict:
+    """The batch of padded `rows` (`gather`); as DeviceData.batch."""
+    return gather(self, rows)
 
   def replace_images(self, images: np.ndarray) -> "Dataset":
     return dataclasses.replace(self, images=images)
@@ -78,8 +90,14 @@ def make_dataset(images, labels, num_classes, name="") -> Dataset:
 
 def stratified_subset(ds: Dataset, size: int, seed: int) -> Dataset:
   """`size` examples with class proportions kept, chosen by `seed`, in order."""
+  rows = stratified_rows(ds, size, seed)
+  return ds if rows is None else ds.take(rows)
+
+
+def stratified_rows(ds: Dataset, size: int, seed: int) -> Optional[np.ndarray]:
+  """The sorted rows of `stratified_subset`; None when it is all of `ds`."""
   if not size or size >= len(ds):
-    return ds
+    return None
   rng = np.random.default_rng(seed)
   classes, counts = np.unique(ds.labels, return_counts=True)
   quota = np.floor(counts / len(ds) * size).astype(int)
@@ -88,7 +106,7 @@ def stratified_subset(ds: Dataset, size: int, seed: int) -> Dataset:
   quota[np.argsort(-frac)[:size - quota.sum()]] += 1
   rows = [rng.choice(np.flatnonzero(ds.labels == c), q, replace=False)
           for c, q in zip(classes, quota)]
-  return ds.take(np.sort(np.concatenate(rows)))
+  return np.sort(np.concatenate(rows))
 
 
 # ----------------------------------------------------------------- IDX files
@@ -137,7 +155,9 @@ def load_npz(path: str, num_classes: Optional[int], name: str) -> Dataset:
       if ik is None or lk is None:
         raise UEError(f"{path} needs arrays 'images' and 'labels', has "
                       f"{sorted(keys)}")
-      images, labels = f[ik], f[lk]
+      labels = f[lk]
+      images = npz.member(path, ik)  # mapped: rows are read when used
+      images = f[ik] if images is None else images
   except ValueError as e:
     raise UEError(f"{path}: cannot read without pickle ({e})") from None
   except (OSError, EOFError) as e:

@@ -6,17 +6,21 @@ For a partially protected release it also trains on the clean remainder
 alone (the unprotected examples only: the paper's comparison), and with
 whole protected classes it reports test accuracy on those classes and on the
 others separately.
+
+Every set trains from images on the mesh (device_data.py): the clean and
+test images as loaded, the released ones as the release stage left them in
+this process, or, run alone, read from the release file by each process for
+its block of rows only. The remainder and the class groups are views.
 """
 
 import functools
 import os
-from typing import NamedTuple
 
 import numpy as np
 from absl import logging
 
 from ue_jax import artifacts
-from ue_jax import data as data_lib
+from ue_jax import device_data
 from ue_jax import metrics as metrics_lib
 from ue_jax import optim
 from ue_jax import release as release_lib
@@ -28,10 +32,7 @@ from ue_jax.models import get_model
 from ue_jax.state import create_state
 
 
-class Release(NamedTuple):
-  """A released training set and which of its examples carry noise."""
-  images: data_lib.Dataset
-  protected: np.ndarray
+Release = release_lib.Release  # the released set: images, protected
 
 
 def recipe_optimizer(e, layout: sharding.Layout, *, epochs: int,
@@ -51,19 +52,18 @@ def recipe_optimizer(e, layout: sharding.Layout, *, epochs: int,
                    grad_clip=e.grad_clip)
 
 
-def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
-                label: str, log=None, groups=None):
-  """Trains the evaluation model on `train`; returns the per-epoch history.
-  `groups` ({name: test subset}) are scored after the last epoch, as
-  history[-1]["<name>_test_accuracy"]."""
+def train_model(cfg, train, test, *, label: str, log=None, groups=None):
+  """Trains the evaluation model on `train` (a Dataset or DeviceData);
+  returns the per-epoch history. `groups` ({name: test subset}) are scored
+  after the last epoch, as history[-1]["<name>_test_accuracy"]."""
   e = cfg.evaluate
   model = get_model(e.model or cfg.model.name, num_classes=train.num_classes,
                     width=e.width or cfg.model.width)
-  layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  layout, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
+  groups = {k: device_data.place(v, layout) for k, v in (groups or {}).items()}
   tx = recipe_optimizer(e, layout, epochs=e.epochs, num_train=len(train))
   state, shardings = layout.create(functools.partial(
-      create_state, model, tx, seed=e.seed,
-      image_shape=train.images.shape[1:]))
+      create_state, model, tx, seed=e.seed, image_shape=train.image_shape))
   train_step = layout.jit_step(
       functools.partial(steps_lib.model_step, augment=e.augment), shardings)
   eval_fn = layout.jit_step(steps_lib.eval_step, shardings,
@@ -72,7 +72,7 @@ def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
       state, train_step, eval_fn, train, test, epochs=e.epochs,
       batch_size=e.batch_size, eval_batch_size=e.eval_batch_size,
       seed=e.seed, label=label, log=log)
-  for name, ds in (groups or {}).items():
+  for name, ds in groups.items():
     history[-1][f"{name}_test_accuracy"] = train_lib.sweep(
         eval_fn, state, ds, e.eval_batch_size)[0]
   logging.info("%s: final clean test accuracy %.4f", label,
@@ -80,19 +80,25 @@ def train_model(cfg, train: data_lib.Dataset, test: data_lib.Dataset, *,
   return history
 
 
-def load_release(train: data_lib.Dataset, workdir: str) -> Release:
-  """The released images of DIR's release stage, checked against `train`."""
-  release = artifacts.load_release(
-      release_lib.release_path(workdir), labels=train.labels,
-      indices=train.source_index)
-  if release["images"].shape != train.images.shape:
-    raise UEError(f"released images {release['images'].shape} do not match "
-                  f"the configured training set {train.images.shape}")
-  return Release(train.replace_images(release["images"]),
-                 release["protected"])
+def load_release(train, workdir: str, *, mesh_data: int = 0) -> Release:
+  """The released images of DIR's release stage, checked against `train`,
+  on the mesh of `train` (a DeviceData; a host Dataset goes on a mesh of
+  `mesh_data` devices): each process reads only the image rows of its block
+  from the file (a memory map of the stored .npz member)."""
+  layout, train = device_data.on_mesh(mesh_data, train)
+  path = release_lib.release_path(workdir)
+  release = artifacts.load_release(path, labels=train.labels,
+                                   indices=train.source_index)
+  images, n = release["images"], len(train)
+  if images.shape != (n, *train.image_shape):
+    raise UEError(f"released images {images.shape} do not match "
+                  f"the configured training set {(n, *train.image_shape)}")
+  on_mesh = layout.put_rows(n, lambda lo, hi: images[lo:hi],
+                            train.image_shape, np.uint8)
+  return Release(train.replace_images(on_mesh), release["protected"])
 
 
-def class_groups(test: data_lib.Dataset, classes) -> dict:
+def class_groups(test, classes) -> dict:
   """Test subsets of the protected classes and of the others (non-empty)."""
   if not classes:
     return {}
@@ -102,9 +108,12 @@ def class_groups(test: data_lib.Dataset, classes) -> dict:
   return {k: test.take(v) for k, v in groups.items() if len(v)}
 
 
-def run(cfg, train: data_lib.Dataset, test: data_lib.Dataset, workdir: str,
-        log: metrics_lib.MetricLog, *, unlearnable=None):
+def run(cfg, train, test, workdir: str, log: metrics_lib.MetricLog, *,
+        unlearnable=None):
+  """Trains on the release (`unlearnable`, a Release, else DIR's release
+  file) and the clean sets; `train` and `test` are Datasets or DeviceData."""
   e = cfg.evaluate
+  _, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   released, protected = (load_release(train, workdir) if unlearnable is None
                          else unlearnable)
   # A rerun trains from scratch: forget the epochs of an interrupted one.

@@ -35,7 +35,8 @@ SIGINT and SIGTERM stop the search after the current batch, with a checkpoint.
 Everything runs over one device mesh (sharding.py): sample-wise noise is
 sharded by rows and padded to a multiple of the device count, class-wise
 noise is replicated and not padded; `noise.storage` (noise.Codec) applies
-to either.
+to either. The training images are on the mesh too, sharded by rows like
+the noise (device_data.py); the host feeds row numbers.
 """
 
 import dataclasses
@@ -52,6 +53,7 @@ from ue_jax import artifacts
 from ue_jax import baselines
 from ue_jax import checkpoint as checkpoint_lib
 from ue_jax import data as data_lib
+from ue_jax import device_data
 from ue_jax import interrupt
 from ue_jax import layouts
 from ue_jax import memory
@@ -79,9 +81,10 @@ def _samplewise(cfg) -> bool:
   return cfg.noise.layout != "classwise"
 
 
-def build(cfg, train: data_lib.Dataset, layout=None):
+def build(cfg, train, layout=None):
   """The generator's state, born sharded over the mesh (sharding.py), and
-  its jitted steps (model, noise, stop test) for a config and dataset."""
+  its jitted steps (model, noise, stop test) for a config and dataset (a
+  host Dataset or a DeviceData: only its shapes are read)."""
   layout = layout or sharding.Layout(sharding.make_mesh(cfg.mesh.data))
   g = cfg.generate
   for field in ("batch_size", "eval_batch_size"):
@@ -97,7 +100,7 @@ def build(cfg, train: data_lib.Dataset, layout=None):
 
   def make():
     state = create_state(model, tx, seed=cfg.seed,
-                         image_shape=train.images.shape[1:])
+                         image_shape=train.image_shape)
     noise = jnp.zeros(shape, jnp.float32)
     if cfg.noise.init == "uniform":
       key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
@@ -224,7 +227,7 @@ def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int):
   return state, at
 
 
-def _search(cfg, train: data_lib.Dataset, fit: data_lib.Dataset, state, fns,
+def _search(cfg, train: device_data.DeviceData, fit, state, fns,
             log: metrics_lib.MetricLog, saver: _Saver, at: Position):
   """Runs rounds from position `at` until the stop rule or the cap; model
   steps walk `train`, noise steps and the stop test the fit set `fit`."""
@@ -244,7 +247,7 @@ def _search(cfg, train: data_lib.Dataset, fit: data_lib.Dataset, state, fns,
                       "with --overwrite to start afresh")
       model_rows = train_lib.cycle_batches(n, g.batch_size, start=step)
       for _ in range(at.round * g.train_steps - step):
-        state, m = model_step(state, data_lib.gather(train, next(model_rows)))
+        state, m = model_step(state, train.batch(next(model_rows)))
         at.model_loss = m["loss"]
         saver.after_batch(state, at, noise_batch=False)
       if at.model_loss is not None:
@@ -260,7 +263,7 @@ def _search(cfg, train: data_lib.Dataset, fit: data_lib.Dataset, state, fns,
         round_=at.round)):
       if k < at.pos:
         continue
-      state, _ = noise_step(state, data_lib.gather(fit, rows))
+      state, _ = noise_step(state, fit.batch(rows))
       at.pos = k + 1
       progress.update(int(np.sum(rows < n_fit)), state.noise)
       saver.after_batch(state, at, noise_batch=True)
@@ -288,17 +291,17 @@ def _search(cfg, train: data_lib.Dataset, fit: data_lib.Dataset, state, fns,
 PRETRAIN = baselines.PRETRAIN
 
 
-def run(cfg, train: data_lib.Dataset, workdir: str, log: metrics_lib.MetricLog,
-        *, test: Optional[data_lib.Dataset] = None):
+def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   """Runs (or resumes) the search; writes DIR/noise.npy; returns a summary
-  dict. `test` only scores the pretraining epochs (default: `train`)."""
+  dict. `train` and `test` are Datasets or DeviceData (device_data.py);
+  `test` only scores the pretraining epochs (default: `train`)."""
   if cfg.noise.kind == "random":
     return baselines.random_noise(cfg, train, workdir)
   g = cfg.generate
+  layout, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
                         seed=cfg.seed + 2)
   nb = len(range(0, len(fit), g.batch_size))
-  layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
   sharding.log_layout(layout)
   logging.info("memory plan:\n%s", memory.format_plan(memory.plan_for_config(
       cfg, train, devices=layout.size)))
@@ -350,7 +353,7 @@ def export_noise(noise: jax.Array, n: int, layout: sharding.Layout,
                  store: noise_lib.Codec, path: str):
   """Writes the first `n` rows of the (sharded or replicated, encoded) noise
   to `path` as float32 .npy, chunk by chunk: every host holds at most one
-  chunk (sharding.EXPORT_ROWS rows) of it, and only process 0 writes.
+  chunk (sharding.EXPORT_BYTES) of it, and only process 0 writes.
   Returns (path, max |noise|)."""
   max_abs = 0.0
   with artifacts.NpyWriter(path, (n, *noise.shape[1:]), np.float32) as out:

@@ -21,18 +21,19 @@ from ue_jax import steps as steps_lib
 LAYOUTS = steps_lib.LAYOUTS
 
 
-def noise_shape(layout: str, train: data_lib.Dataset) -> Tuple[int, ...]:
+def noise_shape(layout: str, train) -> Tuple[int, ...]:
+  """For a Dataset or a device_data.DeviceData."""
   if layout == "classwise":
-    return (train.num_classes,) + tuple(train.images.shape[1:])
-  return tuple(train.images.shape)
+    return (train.num_classes, *train.image_shape)
+  return (len(train), *train.image_shape)
 
 
-def fit_set(layout: str, train: data_lib.Dataset, *, fraction: float,
-            seed: int) -> data_lib.Dataset:
+def fit_set(layout: str, train, *, fraction: float, seed: int):
   """The examples the noise is fitted and stop-tested on. Class-wise: a
   class-stratified `fraction` of `train` (at least one example per class;
   all of it at 1.0); its `index` no longer matches `train`'s, which
-  class-wise noise (keyed by label) never reads."""
+  class-wise noise (keyed by label) never reads. A subset of a DeviceData
+  is a view of its images."""
   if layout != "classwise" or fraction >= 1.0:
     return train
   size = max(train.num_classes, int(round(fraction * len(train))))

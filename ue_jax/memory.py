@@ -1,17 +1,20 @@
 """The memory plan of a run: bytes per device before it starts.
 
-Per device: the noise shard (N_pad / D rows in the storage dtype; class-wise
-noise, one row per class, is replicated whole on every device), the
-replicated params, optimizer state (SGD momentum: one slot) and batch stats,
-and one batch's share of input rows (uint8 image + label, index, mask).
-Activations and XLA's temporaries are not counted (they depend on the model
-and the compiler; `jax.jit(...).lower(...).compile().memory_analysis()`
-reports them for a given step). Per host: the dataset as loaded (every
-process holds the whole uint8 training set) and one noise chunk of the export.
+Per device: the shard of the uint8 training images (N_pad / D rows,
+device_data.py), the noise shard (N_pad / D rows in the storage dtype;
+class-wise noise, one row per class, is replicated whole on every device),
+the replicated params, optimizer state (SGD momentum: one slot) and batch
+stats, and one batch's share of input rows (uint8 image + label, index,
+mask). Activations and XLA's temporaries are not counted (they depend on the
+model and the compiler; `jax.jit(...).lower(...).compile().memory_analysis()`
+reports them for a given step). Per host (process): its block of the uint8
+training images while it loads them (N_pad / P rows; an IDX or TFDS source
+is read whole first, an .npz only for those rows), and one chunk of the
+noise export.
 
   python -m ue_jax.memory --n=50000 --shape=32,32,3 --classes=10 \
       --model=resnet18 --width=64 --batch=512 --devices=16,256 \
-      --storage=float32,bfloat16,int8
+      --devices_per_host=4 --storage=float32,bfloat16,int8
 """
 
 import argparse
@@ -45,37 +48,40 @@ def model_bytes(model: str, width: int, num_classes: int,
 def plan(*, n: int, image_shape: Sequence[int], num_classes: int,
          model: str, width: int, batch_size: int, devices: int,
          storage: str = "float32", optimizer_slots: int = 1,
-         layout: str = "samplewise") -> Dict:
-  """Bytes per device (and per host) of generation."""
+         layout: str = "samplewise", processes: int = 1) -> Dict:
+  """Bytes per device (and per host, of `processes`) of generation."""
   pixels = math.prod(image_shape)
   classwise = layout == "classwise"
-  rows = num_classes if classwise else -(-n // devices) * devices
+  n_pad = -(-n // devices) * devices
+  rows = num_classes if classwise else n_pad
   shard = rows if classwise else rows // devices
   params, stats = model_bytes(model, width, num_classes, tuple(image_shape))
   out = {
       "n": n, "image_shape": tuple(image_shape), "devices": devices,
-      "storage": storage, "model": f"{model}/{width}",
+      "processes": processes, "storage": storage, "model": f"{model}/{width}",
+      "data": n_pad // devices * pixels,
       "noise_total": rows * pixels * ITEMSIZE[storage],
       "noise": shard * pixels * ITEMSIZE[storage],
       "params": params, "opt_state": params * optimizer_slots,
       "batch_stats": stats,
       "batch": -(-batch_size // devices) * (pixels + ROW_EXTRA),
-      "host_dataset": n * pixels,
-      "host_export_chunk": (min(sharding.EXPORT_ROWS,
+      "host_dataset": n_pad // processes * pixels,
+      "host_export_chunk": (min(sharding.export_rows(pixels * 4),
                                 num_classes if classwise else n)
                             * pixels * 4),
   }
-  out["device_total"] = sum(out[k] for k in ("noise", "params", "opt_state",
-                                             "batch_stats", "batch"))
+  out["device_total"] = sum(out[k] for k in ("data", "noise", "params",
+                                             "opt_state", "batch_stats",
+                                             "batch"))
   return out
 
 
 def plan_for_config(cfg, train, *, devices: int) -> Dict:
-  return plan(n=len(train), image_shape=train.images.shape[1:],
+  return plan(n=len(train), image_shape=train.image_shape,
               num_classes=train.num_classes, model=cfg.model.name,
               width=cfg.model.width, batch_size=cfg.generate.batch_size,
               devices=devices, storage=cfg.noise.storage,
-              layout=cfg.noise.layout)
+              layout=cfg.noise.layout, processes=jax.process_count())
 
 
 def human(b: float) -> str:
@@ -87,29 +93,32 @@ def human(b: float) -> str:
 
 def format_plan(p: Dict) -> str:
   return (f"{p['n']} x {'x'.join(map(str, p['image_shape']))} on "
-          f"{p['devices']} devices, noise in {p['storage']}, {p['model']}\n"
-          f"  per device: noise {human(p['noise'])} (of "
+          f"{p['devices']} devices, {p['processes']} process(es), noise in "
+          f"{p['storage']}, {p['model']}\n"
+          f"  per device: images {human(p['data'])} (uint8), noise "
+          f"{human(p['noise'])} (of "
           f"{human(p['noise_total'])}), params {human(p['params'])}, "
           f"opt state {human(p['opt_state'])}, batch stats "
           f"{human(p['batch_stats'])}, batch {human(p['batch'])}; total "
           f"{human(p['device_total'])} + activations\n"
-          f"  per host: dataset {human(p['host_dataset'])} (uint8), noise "
-          f"export chunk {human(p['host_export_chunk'])}")
+          f"  per host: its block of the images {human(p['host_dataset'])} "
+          f"(uint8, while loading), noise export chunk "
+          f"{human(p['host_export_chunk'])}")
 
 
 def table(plans) -> str:
   """A markdown table of plans (one row each)."""
-  lines = ["| images | devices | storage | noise / device | params + opt + "
-           "stats / device | batch / device | total / device (no "
-           "activations) | noise, all devices |",
-           "|---|---|---|---|---|---|---|---|"]
+  lines = ["| images | devices | storage | images / device | noise / device "
+           "| params + opt + stats / device | batch / device | total / device "
+           "(no activations) | noise, all devices | images / host |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
   for p in plans:
     state = p["params"] + p["opt_state"] + p["batch_stats"]
     lines.append(
         f"| {p['n']}x{'x'.join(map(str, p['image_shape']))} | {p['devices']}"
-        f" | {p['storage']} | {human(p['noise'])} | {human(state)} | "
-        f"{human(p['batch'])} | {human(p['device_total'])} | "
-        f"{human(p['noise_total'])} |")
+        f" | {p['storage']} | {human(p['data'])} | {human(p['noise'])} | "
+        f"{human(state)} | {human(p['batch'])} | {human(p['device_total'])} | "
+        f"{human(p['noise_total'])} | {human(p['host_dataset'])} |")
   return "\n".join(lines)
 
 
@@ -122,13 +131,17 @@ def main(argv=None):
   p.add_argument("--width", type=int, default=64)
   p.add_argument("--batch", type=int, default=512)
   p.add_argument("--devices", default="1", help="comma-separated counts")
+  p.add_argument("--devices_per_host", type=int, default=0,
+                 help="devices per process (a TPU VM: 4 chips); 0: one "
+                 "process for all")
   p.add_argument("--storage", default="float32",
                  help="comma-separated: float32,bfloat16,int8")
   a = p.parse_args(argv)
   shape = tuple(int(s) for s in a.shape.split(","))
   plans = [plan(n=a.n, image_shape=shape, num_classes=a.classes,
                 model=a.model, width=a.width, batch_size=a.batch,
-                devices=int(d), storage=s)
+                devices=int(d), storage=s,
+                processes=-(-int(d) // (a.devices_per_host or int(d))))
            for d in a.devices.split(",") for s in a.storage.split(",")]
   for q in plans:
     print(format_plan(q))

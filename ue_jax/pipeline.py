@@ -4,6 +4,10 @@ and keeps DIR/results.json up to date after each stage.
 Everything is validated before the workdir is touched (not even created): the
 config, the workdir's own config record, the data, and the inputs of stages
 that this run does not produce itself.
+
+The data goes on the device mesh once (device_data.py: each process keeps its
+block of the images) and every stage runs from there; the released images a
+release stage leaves on the mesh are what a following evaluate stage trains on.
 """
 
 import os
@@ -15,6 +19,7 @@ from absl import logging
 from ue_jax import artifacts
 from ue_jax import checks
 from ue_jax import data as data_lib
+from ue_jax import device_data
 from ue_jax import evaluate
 from ue_jax import generate
 from ue_jax import metrics as metrics_lib
@@ -25,20 +30,27 @@ from ue_jax import workdir as workdir_lib
 STAGES = ("generate", "release", "evaluate")
 
 
-def load_data(cfg):
-  """(train, test) per the config: the source, checks, then seeded subsets."""
+def load_data(cfg, layout=None):
+  """(train, test) per the config: the source, checks, then seeded subsets.
+  With a `layout` (sharding.Layout), on its mesh (device_data.DeviceData):
+  each process keeps only its block of the images; else host Datasets."""
   d = cfg.data
   t0 = time.perf_counter()
   train, test = data_lib.load(d.name, source=d.source, data_dir=d.data_dir,
                               train_path=d.train_path, test_path=d.test_path,
                               download=d.download)
   checks.check_data(cfg, train, test)
-  train = data_lib.stratified_subset(train, d.train_size, cfg.seed)
-  test = data_lib.stratified_subset(test, d.test_size, cfg.seed + 1)
+  rows = (data_lib.stratified_rows(train, d.train_size, cfg.seed),
+          data_lib.stratified_rows(test, d.test_size, cfg.seed + 1))
+  if layout is None:
+    train, test = (ds if r is None else ds.take(r)
+                   for ds, r in zip((train, test), rows))
+  else:
+    train, test = (device_data.place(ds, layout, r, what=what) for ds, r, what
+                   in zip((train, test), rows, ("train", "test")))
   logging.info("data %s: %d train / %d test images of shape %s, %d classes "
-               "(%.1f s)", d.name, len(train), len(test),
-               train.images.shape[1:], train.num_classes,
-               time.perf_counter() - t0)
+               "(%.1f s)", d.name, len(train), len(test), train.image_shape,
+               train.num_classes, time.perf_counter() - t0)
   return train, test
 
 
@@ -78,7 +90,8 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
     if stage not in STAGES:
       checks.fail(f"unknown stage {stage!r}; choose all or one of {STAGES}")
   workdir_lib.verify(cfg, workdir, overwrite=overwrite)
-  train, test = load_data(cfg)
+  layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  train, test = load_data(cfg, layout)
   inputs = check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
   # Nothing was written up to here; from here on the workdir is ours.
   config_path = workdir_lib.claim(cfg, workdir, overwrite=overwrite)
@@ -103,8 +116,10 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
     if stage == "generate":
       results.update(generate.run(cfg, train, workdir, log, test=test))
     elif stage == "release":
-      results.update(release.run(cfg, train, workdir,
-                                 noise=inputs.get("release")))
+      # The released images stay on the mesh for the evaluate stage.
+      summary, inputs["evaluate"] = release.release(
+          cfg, train, workdir, noise=inputs.get("release"))
+      results.update(summary)
     else:
       results.update(evaluate.run(cfg, train, test, workdir, log,
                                   unlearnable=inputs.get("evaluate")))

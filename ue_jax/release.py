@@ -4,17 +4,37 @@
 Class-wise noise is applied as noise[label]. With partial protection
 (`partial.rate` < 1 or `partial.classes`) only the selected examples carry
 noise and the others are released clean; `protected` records which.
+
+The release is computed on the mesh, where the training images already are
+(device_data.py): the sample-wise noise is read from noise.npy by each
+process for its block of rows only (a memory map), sharded by rows like the
+images; class-wise noise (one row per class) is replicated. The released
+images stay on the mesh for the evaluate stage and go to the .npz in chunks
+of rows gathered to the hosts (`Layout.host_chunks`), which process 0 streams
+into the archive (npz.StreamWriter, the bytes np.savez writes): no host holds
+more than one chunk of them. The figure fetches its few rows only.
 """
 
+import functools
 import os
+from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ue_jax import artifacts
 from ue_jax import data as data_lib
+from ue_jax import device_data
 from ue_jax import layouts
 from ue_jax import noise as noise_lib
 from ue_jax.errors import UEError
+
+
+class Release(NamedTuple):
+  """A released training set and which of its examples carry noise."""
+  images: device_data.DeviceData
+  protected: np.ndarray
 
 
 def noise_path(cfg, workdir: str) -> str:
@@ -25,8 +45,9 @@ def release_path(workdir: str) -> str:
   return os.path.join(workdir, "release", "unlearnable_train.npz")
 
 
-def load_noise(cfg, train: data_lib.Dataset, workdir: str):
-  """The noise to release, checked against the data (shape, finite, eps)."""
+def load_noise(cfg, train, workdir: str):
+  """The noise to release, checked against the data (shape, finite, eps),
+  as a memory map of the file (read in chunks to check it)."""
   return artifacts.load_noise(
       noise_path(cfg, workdir),
       shape=layouts.noise_shape(cfg.noise.layout, train), eps=cfg.noise.eps)
@@ -46,64 +67,118 @@ def select_protected(labels: np.ndarray, *, rate: float, classes=(),
   return protected
 
 
-def protection(cfg, train: data_lib.Dataset) -> np.ndarray:
+def protection(cfg, train) -> np.ndarray:
   p = cfg.partial
   return select_protected(train.labels, rate=p.rate,
                           classes=tuple(p.classes), seed=cfg.seed)
 
 
-def run(cfg, train: data_lib.Dataset, workdir: str, *, noise=None):
+@functools.partial(jax.jit, static_argnames=("eps", "paper_release"))
+def _release(images, noise, protected, *, eps: float, paper_release: bool):
+  """Released images (protected rows only), each row's summed |change| and
+  the largest change: noise_lib.release_images on the mesh."""
+  released = noise_lib.release_images(images, noise, eps=eps,
+                                      paper_release=paper_release)
+  released = jnp.where(protected[:, None, None, None], released, images)
+  change = jnp.abs(released.astype(jnp.int32) - images.astype(jnp.int32))
+  return released, jnp.sum(change, axis=(1, 2, 3)), jnp.max(change)
+
+
+def place_noise(cfg, train: device_data.DeviceData, noise):
+  """The noise of every example, on the mesh as the images are: sample-wise
+  rows from this process's block of `noise` only; class-wise noise[label]
+  from the replicated class noise."""
+  layout, n = train.layout, len(train)
+  if cfg.noise.layout == "classwise":
+    labels = layout.put_rows(n, lambda lo, hi: train.labels[lo:hi], (),
+                             np.int32)
+    return _per_example(layout.replicate(np.asarray(noise, np.float32)),
+                        labels)
+  return layout.put_rows(n, lambda lo, hi: noise[lo:hi], noise.shape[1:],
+                         np.float32)
+
+
+@jax.jit
+def _per_example(class_noise, labels):
+  return layouts.per_example("classwise", class_noise, labels)
+
+
+def release(cfg, train, workdir: str, *, noise=None):
   """Releases `noise` (loaded from the workdir or release.noise_path when
-  None) on the protected examples; the others are released clean."""
+  None; else an array, whole) on the protected examples; the others are
+  released clean. Returns (summary, Release with the images on the mesh)."""
   eps = cfg.noise.eps
+  layout, train = device_data.on_mesh(cfg.mesh.data, train)
+  if train.base_rows is not None:
+    raise ValueError("release the whole training set, not a subset")
   if noise is None:
     noise = load_noise(cfg, train, workdir)
-  noise = layouts.per_example(cfg.noise.layout, noise, train.labels)
+  n = len(train)
   protected = protection(cfg, train)
-  released = noise_lib.release_images(train.images, noise, eps=eps,
-                                      paper_release=cfg.noise.paper_release)
-  released = np.where(protected[:, None, None, None], released, train.images)
-  change = np.abs(released.astype(np.int16) - train.images.astype(np.int16))
-  if change.max() > noise_lib.max_delta_u8(eps):
-    raise UEError(f"released images leave the eps-ball ({change.max()} > "
+  noise = place_noise(cfg, train, noise)
+  released, row_change, max_change = _release(
+      train.images, noise,
+      layout.put_rows(n, lambda lo, hi: protected[lo:hi], (), bool),
+      eps=eps, paper_release=cfg.noise.paper_release)
+  max_change = int(jax.device_get(max_change))
+  if max_change > noise_lib.max_delta_u8(eps):
+    raise UEError(f"released images leave the eps-ball ({max_change} > "
                   f"{noise_lib.max_delta_u8(eps)}); this is a bug")
-  path = artifacts.save_npz(
-      release_path(workdir), images=released, labels=train.labels,
-      indices=train.source_index, protected=protected)
-  figure = artifacts.save_figure(
-      os.path.join(workdir, "figure.png"),
-      figure_rows(train, noise, released, eps=eps, protected=protected))
+  change_sum = sum(int(rows.astype(np.int64).sum())
+                   for _, rows in layout.host_chunks(row_change, n))
+  path = release_path(workdir)
+  with artifacts.NpzWriter(path) as out:
+    out.begin("images", (n, *train.image_shape), np.uint8)
+    for _, rows in layout.host_chunks(released, n):
+      out.write(rows)
+    out.add("labels", train.labels)
+    out.add("indices", train.source_index)
+    out.add("protected", protected)
+  picks = figure_picks(train.labels, protected)
+  shown = [layout.host_rows(a, picks) for a in (train.images, noise,
+                                                released)]
+  figure = artifacts.save_figure(os.path.join(workdir, "figure.png"),
+                                 figure_rows(*shown, eps=eps))
   count = int(protected.sum())
-  return {"release_path": path, "figure_path": figure,
-          "release_max_pixel_change": int(change.max()),
-          "release_mean_abs_pixel_change": float(change.mean()),
-          "poison_rate": count / len(train), "protected_count": count,
-          "protection": {"rate": cfg.partial.rate,
-                         "classes": [int(c) for c in cfg.partial.classes],
-                         "seed": cfg.seed}}
+  summary = {"release_path": path, "figure_path": figure,
+             "release_max_pixel_change": max_change,
+             "release_mean_abs_pixel_change": change_sum / (
+                 n * int(np.prod(train.image_shape))),
+             "poison_rate": count / n, "protected_count": count,
+             "protection": {"rate": cfg.partial.rate,
+                            "classes": [int(c) for c in cfg.partial.classes],
+                            "seed": cfg.seed}}
+  return summary, Release(train.replace_images(released), protected)
 
 
-def figure_rows(train: data_lib.Dataset, noise, released, *, eps: float,
-                rows: int = 6, protected=None):
+def run(cfg, train, workdir: str, *, noise=None):
+  """`release` without the released images: its summary."""
+  return release(cfg, train, workdir, noise=noise)[0]
+
+
+def figure_picks(labels: np.ndarray, protected: np.ndarray, rows: int = 6):
+  """One example per class among the first `rows` classes: a protected one
+  where the class has one."""
+  picks = []
+  for c in np.unique(labels)[:rows]:
+    members = labels == c
+    chosen = np.flatnonzero(members & protected)
+    picks.append(int((chosen if len(chosen) else np.flatnonzero(members))[0]))
+  return np.asarray(picks, np.int32)
+
+
+def figure_rows(originals, noise, released, *, eps: float):
   """Rows of original | noise (rescaled from [-eps, eps] to [0, 1]) |
-  unlearnable image, one row per class among the first classes (a protected
-  example of it where there is one)."""
+  unlearnable image, one row per picked example (figure_picks)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
 
-  if protected is None:
-    protected = np.ones(len(train), bool)
-  picks = []
-  for c in np.unique(train.labels)[:rows]:
-    members = train.labels == c
-    chosen = np.flatnonzero(members & protected)
-    picks.append(int((chosen if len(chosen) else np.flatnonzero(members))[0]))
-  fig, axes = plt.subplots(len(picks), 3, figsize=(4.5, 1.5 * len(picks)),
-                           squeeze=False)
-  cmap = "gray" if train.images.shape[-1] == 1 else None
-  for r, i in enumerate(picks):
-    shown = (train.images[i], (noise[i] / eps + 1.0) / 2.0, released[i])
+  fig, axes = plt.subplots(len(originals), 3,
+                           figsize=(4.5, 1.5 * len(originals)), squeeze=False)
+  cmap = "gray" if originals.shape[-1] == 1 else None
+  for r in range(len(originals)):
+    shown = (originals[r], (noise[r] / eps + 1.0) / 2.0, released[r])
     for c, img in enumerate(shown):
       img = np.squeeze(img, -1) if img.shape[-1] == 1 else img
       vmax = 255 if img.dtype == np.uint8 else 1.0

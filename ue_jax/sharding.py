@@ -6,6 +6,7 @@ from `cfg.mesh`. Global-view `jax.jit` with `in_shardings`/`out_shardings`
 
   batch (image, label, index, mask)   P('data')  rows split over devices
   sample-wise noise [N_pad, H, W, C]  P('data')  N_pad / D rows per device
+  dataset images [N_pad, H, W, C]     P('data')  as the noise (device_data.py)
   params, batch_stats, opt_state,
   step, rng, class-wise noise,
   metrics                             P()        replicated
@@ -25,9 +26,13 @@ so `mode='fill'/'drop'` skips it). A checkpoint therefore resumes on a device
 count with the same N_pad. Batch sizes must be multiples of D.
 
 Multi-process: every process runs the same program; each one hands only its
-own rows of a batch to `jax.make_array_from_process_local_data`; the noise is
-exported in chunks of `EXPORT_ROWS` rows gathered to all hosts (so no host
-holds more than one chunk of it), of which process 0 writes.
+own rows of a batch to `jax.make_array_from_process_local_data`, and builds
+the row-sharded arrays of a whole dataset (images, a noise read from file)
+from its own block of rows (`put_rows`: the rows its devices hold). A batch's
+images are gathered on the devices from host row numbers inside each step
+(`gather_images`, device_data.py). The noise and the released images are exported in chunks of
+at most `EXPORT_BYTES` gathered to all hosts (so no host holds more than one
+chunk of them), of which process 0 writes.
 """
 
 import functools
@@ -46,7 +51,7 @@ from jax.sharding import PartitionSpec as P
 from ue_jax.errors import UEError
 
 DATA = "data"
-EXPORT_ROWS = 4096  # noise rows per host transfer when exporting
+EXPORT_BYTES = 64 << 20  # the most bytes of rows per host transfer (export)
 
 
 def cpu_cores() -> int:
@@ -241,18 +246,47 @@ class Layout:
       batch = dict(batch, index=np.where(index >= rows, rows_pad, index)
                    .astype(index.dtype))
     lo, hi = self.local_rows(size)
-    return {k: jax.make_array_from_process_local_data(
-        self.rows, np.asarray(v)[lo:hi], np.shape(v)) for k, v in
-            batch.items()}
+    return {k: v if isinstance(v, jax.Array) else
+            jax.make_array_from_process_local_data(
+                self.rows, np.asarray(v)[lo:hi], np.shape(v))
+            for k, v in batch.items()}
+
+  def host_rows(self, array: jax.Array, rows) -> np.ndarray:
+    """array[rows] for a few host row numbers, as numpy on every host."""
+    index = self.replicate(np.asarray(rows, np.int32))
+    return np.asarray(_take_fn(self.replicated)(array, index))
+
+  # --------------------------------------------------------- placed arrays
+  def put_rows(self, n: int, read: Callable[[int, int], np.ndarray], tail,
+               dtype) -> jax.Array:
+    """A global [padded(n), *tail] array sharded by rows, built from this
+    process's block only: `read(lo, hi)` returns rows [lo, hi) (hi <= n) of
+    the whole; rows n and above are zero. No host reads other rows."""
+    n_pad = self.padded(n)
+    lo, hi = self.local_rows(n_pad)
+    block = np.zeros((hi - lo, *tail), dtype)
+    if lo < n:
+      block[:min(hi, n) - lo] = read(lo, min(hi, n))
+    return jax.make_array_from_process_local_data(self.rows, block,
+                                                  (n_pad, *tail))
+
+  def replicate(self, array: np.ndarray) -> jax.Array:
+    """A host array (the same on every process) replicated on the mesh."""
+    array = np.asarray(array)
+    return jax.make_array_from_callback(array.shape, self.replicated,
+                                        lambda index: array[index])
 
   # ---------------------------------------------------------------- steps
   def jit_step(self, fn, state_shardings, *, rows: int = 0,
                returns_state: bool = True, donate: bool = True) -> Step:
     """`fn(state, batch)` jitted over the mesh: state in/out with its
-    shardings (donated), batch on `data`, metrics replicated."""
+    shardings (donated), batch on `data`, metrics replicated. A batch may
+    carry its images as row numbers into a dataset on the mesh
+    (`gather_images`)."""
     out = ((state_shardings, self.replicated) if returns_state
            else self.replicated)
-    jitted = jax.jit(fn, in_shardings=(state_shardings, self.rows),
+    jitted = jax.jit(gather_images(fn),
+                     in_shardings=(state_shardings, self.rows),
                      out_shardings=out,
                      donate_argnums=0 if (donate and returns_state) else ())
     return Step(self, jitted, rows=rows, rows_pad=self.padded(rows),
@@ -261,15 +295,55 @@ class Layout:
   # --------------------------------------------------------------- export
   def host_chunks(self, array: jax.Array, n: int, *,
                   transform: Callable = lambda x: x,
-                  chunk: int = EXPORT_ROWS) -> Iterator[Tuple[int, np.ndarray]]:
+                  chunk: Optional[int] = None
+                  ) -> Iterator[Tuple[int, np.ndarray]]:
     """(start, rows) for the first `n` rows of a row-sharded array, one
-    chunk at a time, as numpy on every host (all processes must iterate)."""
-    size = min(chunk, array.shape[0])
+    chunk (default `export_rows`) at a time, as numpy on every host (all
+    processes must iterate)."""
+    row = jax.eval_shape(transform, jax.ShapeDtypeStruct(
+        (1, *array.shape[1:]), array.dtype))
+    size = min(chunk or export_rows(row.size * row.dtype.itemsize),
+               array.shape[0])
     take = _slice_fn(size, transform, self.replicated)
     for start in range(0, n, size):
       first = min(start, array.shape[0] - size)
       rows = np.asarray(take(array, jnp.int32(first)))
       yield start, rows[start - first:start - first + min(size, n - start)]
+
+
+IMAGES, ROWS = "images", "rows"  # a batch's images as rows of a dataset
+
+
+def gather_images(fn):
+  """`fn(state, batch)`, first turning a batch that carries `images` (a
+  dataset's [N_pad, ...] images, sharded by rows) and `rows` (the batch's
+  rows of it) into one with `image = images[rows]`, inside the same program
+  (device_data.py). XLA partitions the gather by the rows each device owns:
+  the row numbers are gathered, each device takes the rows it holds and one
+  batch of images is reduced; the dataset never moves (checked in
+  tests/sharding_test.py). One program per step, not a gather program
+  beside it: two programs with collectives in flight at once can deadlock
+  XLA:CPU (see `Step`). Keeps `fn`'s name (for logs and compile counts)."""
+  def step(state, batch):
+    if IMAGES in batch:
+      batch = dict(batch)
+      images, rows = batch.pop(IMAGES), batch.pop(ROWS)
+      batch["image"] = jnp.take(images, rows, axis=0, mode="clip")
+    return fn(state, batch)
+  step.__name__ = getattr(fn, "__name__", None) or getattr(
+      getattr(fn, "func", None), "__name__", "step")
+  return step
+
+
+def export_rows(row_bytes: int) -> int:
+  """Rows per export chunk: as many as fit in EXPORT_BYTES, at least one."""
+  return max(1, EXPORT_BYTES // max(1, row_bytes))
+
+
+@functools.lru_cache(maxsize=None)
+def _take_fn(rows):
+  return jax.jit(lambda a, i: jnp.take(a, i, axis=0, mode="clip"),
+                 out_shardings=rows)
 
 
 @functools.lru_cache(maxsize=None)

@@ -1,7 +1,8 @@
 """Host loops around the jitted steps: accuracy sweeps and supervised training.
 
 Batches always have one shape (padding rows carry mask 0), so every jitted step
-compiles once.
+compiles once. A dataset is a host `data.Dataset` or a `device_data.DeviceData`
+(images on the mesh); either gives its batches by row numbers (`batch`).
 """
 
 import numpy as np
@@ -15,7 +16,7 @@ def sweep_sums(eval_fn, state, ds: data_lib.Dataset, batch_size: int):
   """The outputs of `eval_fn` summed over a dataset, as numpy."""
   sums = None
   for rows in data_lib.batches(len(ds), batch_size):
-    out = eval_fn(state, data_lib.gather(ds, rows))
+    out = eval_fn(state, ds.batch(rows))
     sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
   return {k: np.asarray(v) for k, v in sums.items()}
 
@@ -64,7 +65,7 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
   for epoch in range(epochs):
     loss_sum, hits = 0.0, 0.0
     for rows in epoch_batches(len(train), batch_size, seed=seed, epoch=epoch):
-      state, m = train_step(state, data_lib.gather(train, rows))
+      state, m = train_step(state, train.batch(rows))
       loss_sum, hits = loss_sum + m["loss"], hits + m["accuracy"]
       progress.update(batch_size, m)
     sums = sweep_sums(eval_fn, state, test, eval_batch_size)
