@@ -30,6 +30,7 @@ from absl import flags
 
 from ue_jax import artifacts
 from ue_jax import data as data_lib
+from ue_jax import evaluate
 from ue_jax.errors import UEError
 
 KIND_NAMES = {"error_min": "error-minimizing", "error_max": "error-maximizing",
@@ -109,10 +110,8 @@ def per_class_table(rows: List[dict], groups=None) -> str:
         head = (["run", "trained on"] + [str(c) for c in range(len(m))]
                 + ["all"] + (["group accuracy"] if groups else []))
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-      totals = m.sum(1)
-      cells = [r["run"], name] + [
-          _cell(m[c, c] / totals[c] if totals[c] else None)
-          for c in range(len(m))] + [_cell(np.trace(m) / m.sum())]
+      cells = ([r["run"], name] + [_cell(a) for a in evaluate.per_class(m)]
+               + [_cell(np.trace(m) / m.sum())])
       if groups:
         cells.append(_cell(group_accuracy(m, groups)))
       lines.append("| " + " | ".join(cells) + " |")

@@ -21,11 +21,15 @@ def sweep_sums(eval_fn, state, ds: data_lib.Dataset, batch_size: int):
   return {k: np.asarray(v) for k, v in sums.items()}
 
 
-def sweep(eval_fn, state, ds: data_lib.Dataset, batch_size: int):
-  """(accuracy, mean loss) of `eval_fn` over a dataset."""
-  sums = sweep_sums(eval_fn, state, ds, batch_size)
+def rates(sums):
+  """(accuracy, mean loss) from a sweep's sums."""
   count = float(sums["count"])
   return float(sums["correct"]) / count, float(sums["loss"]) / count
+
+
+def sweep(eval_fn, state, ds: data_lib.Dataset, batch_size: int):
+  """(accuracy, mean loss) of `eval_fn` over a dataset."""
+  return rates(sweep_sums(eval_fn, state, ds, batch_size))
 
 
 def confusion(sums) -> list:
@@ -69,11 +73,10 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
       loss_sum, hits = loss_sum + m["loss"], hits + m["accuracy"]
       progress.update(batch_size, m)
     sums = sweep_sums(eval_fn, state, test, eval_batch_size)
-    count = float(sums["count"])
+    test_acc, test_loss = rates(sums)
     record = {"epoch": epoch + 1, "train_loss": float(loss_sum) / steps,
               "train_accuracy": float(hits) / steps,
-              "test_accuracy": float(sums["correct"]) / count,
-              "test_loss": float(sums["loss"]) / count}
+              "test_accuracy": test_acc, "test_loss": test_loss}
     if not np.isfinite(record["train_loss"]):
       raise UEError(f"{label}: non-finite training loss at epoch {epoch + 1}; "
                     "lower the learning rate")
