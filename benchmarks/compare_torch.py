@@ -7,7 +7,7 @@ turns (repeats interleaved, medians reported):
   (c) end to end: the sample-wise min-min search on a fixed stratified
       Fashion-MNIST subset until the stop rule (or the round cap), wall time,
       rounds and final accuracy on the released images
-      (ue_jax.generate.run against torch_reference.generate).
+      (ue_jax.search.generate.run against torch_reference.generate).
 It also checks that the torch twin computes the same function as the Flax
 model (logits with the Flax weights loaded), with XLA-style "SAME" padding
 and with PyTorch's symmetric padding.
@@ -65,10 +65,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch_reference as tr
 from configs import common
-from ue_jax import data as data_lib
-from ue_jax import generate
-from ue_jax import metrics
-from ue_jax import sharding
+from ue_jax.io import data as data_lib
+from ue_jax.search import generate
+from ue_jax.io import metrics
+from ue_jax.parallel import sharding
 from ue_jax.models import get_model
 # pylint: enable=g-import-not-at-top,wrong-import-position
 

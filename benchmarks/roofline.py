@@ -56,15 +56,15 @@ def best_seconds(fn, *args, repeats=5):
 def worker(a):
   sys.path.insert(0, REPO)
   # pylint: disable=g-import-not-at-top
-  from ue_jax import sharding
+  from ue_jax.parallel import sharding
   sharding.use_cpu_cores(a.devices, batch_sizes=[m[3] for m in
                                                  MODELS.values()])
   import jax
   import jax.numpy as jnp
   import numpy as np
   from configs import common
-  from ue_jax import data as data_lib
-  from ue_jax import generate
+  from ue_jax.io import data as data_lib
+  from ue_jax.search import generate
   # pylint: enable=g-import-not-at-top
   out = {"devices": jax.device_count(), "models": {}}
   if a.limits:

@@ -31,9 +31,9 @@ def worker(a):
   sys.path.insert(0, REPO)
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import common  # pylint: disable=g-import-not-at-top
-  from ue_jax import data as data_lib  # pylint: disable=g-import-not-at-top
-  from ue_jax import generate  # pylint: disable=g-import-not-at-top
-  from ue_jax import sharding  # pylint: disable=g-import-not-at-top
+  from ue_jax.io import data as data_lib  # pylint: disable=g-import-not-at-top
+  from ue_jax.search import generate  # pylint: disable=g-import-not-at-top
+  from ue_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
 
   shape = tuple(int(s) for s in a.shape.split(","))
   rng = np.random.default_rng(0)

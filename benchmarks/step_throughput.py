@@ -16,12 +16,12 @@ import time
 import jax
 import numpy as np
 
-from ue_jax import data as data_lib
-from ue_jax import noise as noise_lib
-from ue_jax import optim
-from ue_jax import steps
+from ue_jax.io import data as data_lib
+from ue_jax.core import noise as noise_lib
+from ue_jax.core import optim
+from ue_jax.core import steps
 from ue_jax.models import get_model
-from ue_jax.state import create_state
+from ue_jax.core.state import create_state
 
 
 def timed(fn, *args, repeats):

@@ -1,8 +1,8 @@
 """PyTorch reference of the original sample-wise min-min loop, for timing.
 
 A plain eager PyTorch (CPU, float32, NCHW) re-implementation of the authors'
-sample-wise error-minimizing noise search (docs/algorithm.md §1-2), with the
-decisions ue_jax takes (docs/decisions.md): the model always sees
+sample-wise error-minimizing noise search (docs/docs/method.md §1-2), with the
+decisions ue_jax takes (docs/method.md, "Decisions"): the model always sees
 clip(x + delta, 0, 1); model steps take full batches that wrap around the end
 of the (unshuffled) data; the stop test is accuracy in eval mode on the
 released images (clip, round to uint8, keep within the integer eps-ball).
@@ -252,7 +252,7 @@ def frozen(model: nn.Module):
 
 
 def min_min_pgd(model, x, y, delta, *, eps, step_size, num_steps):
-  """K sign-gradient descent steps from a warm start (algorithm.md §2).
+  """K sign-gradient descent steps from a warm start (docs/method.md §2).
 
   x' = clip01(x + delta); each step x' <- x' - alpha*sign(grad),
   eta = clip(x' - x, -eps, eps), x' = clip01(x + eta). Returns eta (the
@@ -276,7 +276,7 @@ def min_min_pgd(model, x, y, delta, *, eps, step_size, num_steps):
 def release_images(x_u8: torch.Tensor, delta: torch.Tensor, *, eps: float
                    ) -> torch.Tensor:
   """uint8 release: round(clip(x + 255 delta)), kept within the integer
-  eps-ball (ue_jax.noise.release_images with paper_release=False)."""
+  eps-ball (ue_jax.core.noise.release_images with paper_release=False)."""
   x = x_u8.float()
   q = torch.round(torch.clamp(x + delta * 255.0, 0.0, 255.0))
   m = math.floor(eps * 255.0 + 1e-6)
@@ -298,7 +298,7 @@ def release_accuracy(model, images_u8, labels, delta, *, eps, batch_size
 
 def cycle_batches(n: int, batch_size: int) -> Iterator[np.ndarray]:
   """Endless full batches over 0..n-1 in order, wrapping across epochs (as
-  ue_jax.train.cycle_batches with seed=None)."""
+  ue_jax.evaluation.train.cycle_batches with seed=None)."""
   buffer = np.zeros((0,), np.int64)
   while True:
     while len(buffer) < batch_size:
@@ -345,7 +345,7 @@ def generate(model: nn.Module, images_u8: np.ndarray, labels: np.ndarray,
     log: optional callable taking one line per round.
 
   Returns:
-    A dict like ue_jax.generate.run's: rounds, stop_reached,
+    A dict like ue_jax.search.generate.run's: rounds, stop_reached,
     generation_seconds, final_train_accuracy_on_release, plus per-round
     seconds and accuracies and the noise (float32 [N, H, W, C]).
   """
@@ -448,7 +448,7 @@ def main():
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--seed", type=int, default=0)
   a = p.parse_args()
-  from ue_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+  from ue_jax.io import data as data_lib  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(a.threads)
   train, _ = data_lib.load("fashion_mnist", source="idx")
   train = data_lib.stratified_subset(train, a.size, seed=0)

@@ -3,7 +3,7 @@
 Noise [100,32,32,3]: eps = 8/255, step 0.8/255, K = 1, each class's noise the
 clipped mean of its examples' one-step results, fitted and stop-tested on a
 seeded class-stratified 20 % subset while the generator trains on the whole
-set; M = 10 model steps per round (algorithm.md §3 gives no other value for
+set; M = 10 model steps per round (docs/method.md §3 gives no other value for
 CIFAR-100), batch 512, stop at 99 % on the subset's released images, at most
 50 rounds. Generator optimizer from the CIFAR-100 yaml (wd 5e-5). Evaluation
 as configs/cifar100_samplewise.py: ResNet-18, 100 epochs, wd 5e-5, crop +

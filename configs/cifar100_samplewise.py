@@ -2,7 +2,7 @@
 
 Noise [50000,32,32,3]: eps = 8/255, step 0.8/255, K = 20, M = 20 model steps
 per round (CIFAR-100's script value), batch 512, zeros init, stop at 99 %
-accuracy on the released training images (algorithm.md §2). The generator's
+accuracy on the released training images (docs/method.md §2). The generator's
 optimizer comes from the CIFAR-100 yaml: SGD 0.1 / momentum 0.9 / wd 5e-5 /
 clip 5, constant rate. Evaluation (§6): ResNet-18 for 100 epochs, batch 128,
 cosine, wd 5e-5, random crop (padding 4) + flip + rotation up to 20 degrees,

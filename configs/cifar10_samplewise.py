@@ -3,7 +3,7 @@
 Generator and learner: CIFAR ResNet-18 (width 64). Noise: eps = 8/255,
 step 0.8/255, K = 20 PGD steps, M = 10 model steps per round, batch 512, SGD
 0.1 / momentum 0.9 / wd 5e-4 / clip 5 at a constant rate, zeros init, stop at
-99 % accuracy on the released training images (algorithm.md §2, §10).
+99 % accuracy on the released training images (docs/method.md §2, §10).
 Evaluation: ResNet-18 for 60 epochs, batch 128, cosine schedule, random crop
 with padding 4 and horizontal flip, last-epoch clean test accuracy (§6).
 

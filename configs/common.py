@@ -1,4 +1,4 @@
-"""Shared defaults: the paper's sample-wise min-min settings (algorithm.md §2, §6).
+"""Shared defaults: the paper's sample-wise min-min settings (docs/method.md §2, §6).
 
 Every experiment file starts from `base()` and overrides what differs.
 """
@@ -84,7 +84,7 @@ def base() -> ml_collections.ConfigDict:
   c.evaluate.seed = 0
   c.evaluate.train_clean = True   # also train on the clean images (baseline)
 
-  # Partial protection (algorithm.md §5, §7): only the selected examples are
+  # Partial protection (docs/method.md §5, §7): only the selected examples are
   # released with noise, the rest clean. The noise is generated for all.
   c.partial = ml_collections.ConfigDict()
   c.partial.rate = 1.0    # a seeded uniform random fraction (not stratified)
@@ -104,7 +104,7 @@ def base() -> ml_collections.ConfigDict:
 
 
 def classwise(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Switches `c` to the original's class-wise search (algorithm.md §3, §10):
+  """Switches `c` to the original's class-wise search (docs/method.md §3, §10):
   one noise per class, K = 1 step per round, fitted and stop-tested on a
   stratified 20 % subset, stop at 99 %, at most 50 rounds."""
   c.noise.layout = "classwise"

@@ -1,6 +1,6 @@
 """Error-maximizing (adversarial) noise baseline on real Fashion-MNIST, 2 CPU cores.
 
-As the original's `--attack_type min-max` (algorithm.md §4): the generator
+As the original's `--attack_type min-max` (docs/method.md §4): the generator
 (the same width-16 ResNet-18) is first trained on the clean images for 20
 epochs with the evaluation recipe, then frozen (no model steps, M = 0) while
 K = 20 signed-gradient *ascent* steps of 1.6/255 per round push every

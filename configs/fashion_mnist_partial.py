@@ -1,4 +1,4 @@
-"""Partial protection on real Fashion-MNIST, 2 CPU cores (algorithm.md §5, §7).
+"""Partial protection on real Fashion-MNIST, 2 CPU cores (docs/method.md §5, §7).
 
 Sample-wise error-minimizing noise as configs/fashion_mnist_samplewise.py
 (same data, generator, learner), released on a seeded random fraction
@@ -21,7 +21,7 @@ as the data subset is the same):
           --config.release.noise_path=runs/fm_samplewise/noise.npy --stage=$s
     done
   done
-  python -m ue_jax.report runs/fm_partial_* --out=runs/report/fm_partial
+  python -m ue_jax.evaluation.report runs/fm_partial_* --out=runs/report/fm_partial
 
 Whole classes instead of a fraction: --config.partial.classes='(0,)' (then
 evaluation also reports test accuracy on the protected classes and on the

@@ -1,7 +1,7 @@
 """Random-noise baseline (sample-wise) on real Fashion-MNIST, 2 CPU cores.
 
 Every training image gets its own delta ~ U(-eps, eps), eps = 16/255 (the
-original's `--attack_type random`, algorithm.md §4); no model is involved in
+original's `--attack_type random`, docs/method.md §4); no model is involved in
 generation. Same data, learner and recipe as configs/fashion_mnist_samplewise.py,
 so the row compares directly; the paper expects random noise to leave
 accuracy close to clean.

@@ -2,7 +2,7 @@
 
 One delta ~ U(-eps, eps) per class, eps = 16/255, added to every image of
 that class (the original's `--attack_type random --perturb_type classwise`,
-algorithm.md §4). Same data, learner and recipe as
+docs/method.md §4). Same data, learner and recipe as
 configs/fashion_mnist_samplewise.py. A fixed per-class pattern is itself a
 learnable shortcut, so this baseline can lower accuracy (the paper's Fig. 1
 says early stopping defeats it).

@@ -5,7 +5,7 @@ clipped mean of its examples' one-step results, fitted and stop-tested on a
 seeded class-stratified 20 % subset while the generator trains on the whole
 train split (M = 10, batch 512, SGD 0.1 / 0.9 / wd 5e-4 / clip 5, constant
 rate); stop at 99 % on the subset's released images, at most 50 rounds
-(algorithm.md §3). Evaluation: ResNet-18, 30 epochs, batch 128, cosine, no
+(docs/method.md §3). Evaluation: ResNet-18, 30 epochs, batch 128, cosine, no
 augmentation, last epoch (§6).
 
 Paper (Table 1, ResNet-18): 9.05 % after training on the class-wise

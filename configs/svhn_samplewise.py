@@ -3,7 +3,7 @@
 Noise [73257,32,32,3] (the SVHN train split, no extra): eps = 8/255, step
 0.8/255, K = 20, M = 10, batch 512, zeros init, SGD 0.1 / momentum 0.9 /
 wd 5e-4 / clip 5 at a constant rate, stop at 99 % accuracy on the released
-training images (algorithm.md §2). Evaluation (§6): ResNet-18 for 30 epochs,
+training images (docs/method.md §2). Evaluation (§6): ResNet-18 for 30 epochs,
 batch 128, cosine, wd 5e-4, no augmentation, last-epoch clean test accuracy.
 
 Paper (Table 1, ResNet-18): 8.22 % after training on the unlearnable

@@ -16,7 +16,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from tests import helpers
-from ue_jax import workdir as workdir_lib
+from ue_jax.io import workdir as workdir_lib
 from configs import test_tiny
 
 Case = collections.namedtuple(

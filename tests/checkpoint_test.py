@@ -19,9 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
-from ue_jax import checkpoint as checkpoint_lib
-from ue_jax import metrics
-from ue_jax.errors import UEError
+from ue_jax.io import checkpoint as checkpoint_lib
+from ue_jax.io import metrics
+from ue_jax.runtime.errors import UEError
 from tests import helpers
 
 # 96 training images in batches of 32 make 3 noise batches a round; with a

@@ -11,11 +11,11 @@ import optax
 from absl.testing import absltest
 
 from configs import test_tiny
-from ue_jax import data as data_lib
-from ue_jax import layouts
-from ue_jax import noise as noise_lib
-from ue_jax import release
-from ue_jax import steps
+from ue_jax.io import data as data_lib
+from ue_jax.search import layouts
+from ue_jax.core import noise as noise_lib
+from ue_jax.evaluation import release
+from ue_jax.core import steps
 from tests import helpers
 
 EPS, ALPHA = 8 / 255, 0.8 / 255

@@ -8,9 +8,9 @@ import time
 import numpy as np
 from absl.testing import absltest
 
-from ue_jax import data
-from ue_jax import train as train_lib
-from ue_jax.errors import UEError
+from ue_jax.io import data
+from ue_jax.evaluation import train as train_lib
+from ue_jax.runtime.errors import UEError
 from tests import helpers
 
 

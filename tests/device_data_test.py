@@ -13,16 +13,16 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from configs import test_tiny
-from ue_jax import artifacts
-from ue_jax import data as data_lib
-from ue_jax import device_data
-from ue_jax import evaluate
-from ue_jax import layouts
-from ue_jax import noise as noise_lib
-from ue_jax import npz
-from ue_jax import release
-from ue_jax import sharding
-from ue_jax.errors import UEError
+from ue_jax.io import artifacts
+from ue_jax.io import data as data_lib
+from ue_jax.parallel import device_data
+from ue_jax.evaluation import evaluate
+from ue_jax.search import layouts
+from ue_jax.core import noise as noise_lib
+from ue_jax.io import npz
+from ue_jax.evaluation import release
+from ue_jax.parallel import sharding
+from ue_jax.runtime.errors import UEError
 from tests import helpers
 
 EPS = 8 / 255

@@ -10,7 +10,7 @@ import tempfile
 import numpy as np
 from absl.testing import absltest
 
-from ue_jax import report
+from ue_jax.evaluation import report
 from tests import helpers
 
 

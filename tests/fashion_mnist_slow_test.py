@@ -8,7 +8,7 @@ import tempfile
 from absl.testing import absltest
 import pytest
 
-from ue_jax import data
+from ue_jax.io import data
 from tests import main_test
 
 pytestmark = pytest.mark.slow

@@ -10,12 +10,12 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import test_tiny
-from ue_jax import checkpoint as checkpoint_lib
-from ue_jax import data as data_lib
-from ue_jax import generate
-from ue_jax import metrics
-from ue_jax import steps
-from ue_jax import train as train_lib
+from ue_jax.io import checkpoint as checkpoint_lib
+from ue_jax.io import data as data_lib
+from ue_jax.search import generate
+from ue_jax.io import metrics
+from ue_jax.core import steps
+from ue_jax.evaluation import train as train_lib
 from tests import helpers
 
 

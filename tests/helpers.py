@@ -5,10 +5,10 @@ import sys
 
 import numpy as np
 
-from ue_jax import data as data_lib
-from ue_jax import optim
+from ue_jax.io import data as data_lib
+from ue_jax.core import optim
 from ue_jax.models import get_model
-from ue_jax.state import create_state
+from ue_jax.core.state import create_state
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

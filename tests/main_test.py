@@ -10,7 +10,7 @@ import numpy as np
 from absl.testing import absltest
 
 from tests import helpers
-from ue_jax import sharding
+from ue_jax.parallel import sharding
 
 
 def run_main(workdir, *overrides, stage="all", config="configs/test_tiny.py",

@@ -8,7 +8,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 from flax import linen as nn
 
-from ue_jax.errors import UEError
+from ue_jax.runtime.errors import UEError
 from ue_jax.models import get_model
 from ue_jax.models.small_cnn import max_pool_2x2
 

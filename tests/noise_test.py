@@ -7,7 +7,7 @@ import numpy as np
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from ue_jax import noise as noise_lib
+from ue_jax.core import noise as noise_lib
 
 
 class ProjectTest(chex.TestCase):

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
-from ue_jax import optim
+from ue_jax.core import optim
 
 
 class OptimTest(absltest.TestCase):

@@ -7,7 +7,7 @@ import sys
 
 from absl.testing import absltest
 
-from ue_jax import report
+from ue_jax.evaluation import report
 from tests import helpers
 
 
@@ -80,7 +80,7 @@ class ReportTest(absltest.TestCase):
     tmp = self.create_tempdir().full_path
     run = fake_run(tmp, "a", unlearnable_test_accuracy=0.3,
                    clean_test_accuracy=0.9)
-    cmd = [sys.executable, "-m", "ue_jax.report", run, f"--out={tmp}/r"]
+    cmd = [sys.executable, "-m", "ue_jax.evaluation.report", run, f"--out={tmp}/r"]
     proc = subprocess.run(cmd, cwd=helpers.REPO, capture_output=True,
                           text=True, check=False)
     self.assertEqual(proc.returncode, 0, proc.stderr)

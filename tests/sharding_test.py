@@ -26,13 +26,13 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import test_tiny
-from ue_jax import data as data_lib
-from ue_jax import generate
-from ue_jax import memory
-from ue_jax import noise as noise_lib
-from ue_jax import sharding
-from ue_jax import steps
-from ue_jax.errors import UEError
+from ue_jax.io import data as data_lib
+from ue_jax.search import generate
+from ue_jax.parallel import memory
+from ue_jax.core import noise as noise_lib
+from ue_jax.parallel import sharding
+from ue_jax.core import steps
+from ue_jax.runtime.errors import UEError
 from tests import helpers
 from tests import sharding_worker
 

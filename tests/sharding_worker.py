@@ -26,11 +26,11 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import test_tiny  # pylint: disable=g-import-not-at-top
-  from ue_jax import device_data  # pylint: disable=g-import-not-at-top
-  from ue_jax import generate  # pylint: disable=g-import-not-at-top
-  from ue_jax import layouts  # pylint: disable=g-import-not-at-top
-  from ue_jax import sharding  # pylint: disable=g-import-not-at-top
-  from ue_jax import train as train_lib  # pylint: disable=g-import-not-at-top
+  from ue_jax.parallel import device_data  # pylint: disable=g-import-not-at-top
+  from ue_jax.search import generate  # pylint: disable=g-import-not-at-top
+  from ue_jax.search import layouts  # pylint: disable=g-import-not-at-top
+  from ue_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
+  from ue_jax.evaluation import train as train_lib  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
 
   compiles = _count_compiles() if count_compiles else {}
@@ -124,7 +124,7 @@ def main():
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_num_cpu_devices", a.devices)
   if a.num_processes > 1:
-    from ue_jax import sharding  # pylint: disable=g-import-not-at-top
+    from ue_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
     sharding.initialize_distributed(
         coordinator_address=f"127.0.0.1:{a.port}",
         num_processes=a.num_processes, process_id=a.process_id)

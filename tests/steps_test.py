@@ -9,10 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 from absl.testing import absltest
 
-from ue_jax import data as data_lib
-from ue_jax import noise as noise_lib
-from ue_jax import steps
-from ue_jax import train as train_lib
+from ue_jax.io import data as data_lib
+from ue_jax.core import noise as noise_lib
+from ue_jax.core import steps
+from ue_jax.evaluation import train as train_lib
 from tests import helpers
 
 EPS, ALPHA, K = 8 / 255, 0.8 / 255, 5

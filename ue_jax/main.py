@@ -16,9 +16,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from ue_jax import pipeline
-from ue_jax import sharding
-from ue_jax.errors import Interrupted
-from ue_jax.errors import UEError
+from ue_jax.parallel import sharding
+from ue_jax.runtime.errors import Interrupted
+from ue_jax.runtime.errors import UEError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (configs/*.py).", lock_config=True)

@@ -16,16 +16,16 @@ import time
 import jax
 from absl import logging
 
-from ue_jax import artifacts
-from ue_jax import checks
-from ue_jax import data as data_lib
-from ue_jax import device_data
-from ue_jax import evaluate
-from ue_jax import generate
-from ue_jax import metrics as metrics_lib
-from ue_jax import release
-from ue_jax import sharding
-from ue_jax import workdir as workdir_lib
+from ue_jax.io import artifacts
+from ue_jax.runtime import checks
+from ue_jax.io import data as data_lib
+from ue_jax.parallel import device_data
+from ue_jax.evaluation import evaluate
+from ue_jax.search import generate
+from ue_jax.io import metrics as metrics_lib
+from ue_jax.evaluation import release
+from ue_jax.parallel import sharding
+from ue_jax.io import workdir as workdir_lib
 
 STAGES = ("generate", "release", "evaluate")
 

@@ -1,6 +1,6 @@
 """Models by name: `get_model(name, num_classes=..., width=...)`."""
 
-from ue_jax.errors import UEError
+from ue_jax.runtime.errors import UEError
 from ue_jax.models.resnet import ResNet
 from ue_jax.models.small_cnn import SmallCNN
 

@@ -15,18 +15,18 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ue_jax import artifacts
-from ue_jax import data as data_lib
-from ue_jax import evaluate
-from ue_jax import interrupt
-from ue_jax import layouts
-from ue_jax import metrics as metrics_lib
-from ue_jax import noise as noise_lib
-from ue_jax import sharding
-from ue_jax import steps as steps_lib
-from ue_jax import train as train_lib
-from ue_jax.errors import Interrupted
-from ue_jax.state import UEState
+from ue_jax.io import artifacts
+from ue_jax.io import data as data_lib
+from ue_jax.evaluation import evaluate
+from ue_jax.runtime import interrupt
+from ue_jax.search import layouts
+from ue_jax.io import metrics as metrics_lib
+from ue_jax.core import noise as noise_lib
+from ue_jax.parallel import sharding
+from ue_jax.core import steps as steps_lib
+from ue_jax.evaluation import train as train_lib
+from ue_jax.runtime.errors import Interrupted
+from ue_jax.core.state import UEState
 
 PRETRAIN = "generate_pretrain"  # stage name of the pretraining epochs' log
 

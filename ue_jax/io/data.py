@@ -19,8 +19,8 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ue_jax import npz
-from ue_jax.errors import UEError
+from ue_jax.io import npz
+from ue_jax.runtime.errors import UEError
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 DATA_DIR_ENV = "UE_JAX_DATA_DIR"

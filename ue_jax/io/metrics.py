@@ -9,7 +9,7 @@ from typing import Callable
 import jax
 from absl import logging
 
-from ue_jax import artifacts
+from ue_jax.io import artifacts
 
 
 class MetricLog:

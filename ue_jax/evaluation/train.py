@@ -7,9 +7,9 @@ compiles once. A dataset is a host `data.Dataset` or a `device_data.DeviceData`
 
 import numpy as np
 
-from ue_jax import data as data_lib
-from ue_jax import metrics as metrics_lib
-from ue_jax.errors import UEError
+from ue_jax.io import data as data_lib
+from ue_jax.io import metrics as metrics_lib
+from ue_jax.runtime.errors import UEError
 
 
 def sweep_sums(eval_fn, state, ds: data_lib.Dataset, batch_size: int):

@@ -15,8 +15,8 @@ import tempfile
 import jax
 import numpy as np
 
-from ue_jax import npz
-from ue_jax.errors import UEError
+from ue_jax.io import npz
+from ue_jax.runtime.errors import UEError
 
 CHECK_BYTES = 64 << 20  # noise bytes read at a time to check a noise file
 

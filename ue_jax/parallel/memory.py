@@ -12,7 +12,7 @@ training images while it loads them (N_pad / P rows; an IDX or TFDS source
 is read whole first, an .npz only for those rows), and one chunk of the
 noise export.
 
-  python -m ue_jax.memory --n=50000 --shape=32,32,3 --classes=10 \
+  python -m ue_jax.parallel.memory --n=50000 --shape=32,32,3 --classes=10 \
       --model=resnet18 --width=64 --batch=512 --devices=16,256 \
       --devices_per_host=4 --storage=float32,bfloat16,int8
 """
@@ -25,7 +25,7 @@ from typing import Dict, Sequence
 import jax
 import jax.numpy as jnp
 
-from ue_jax import sharding
+from ue_jax.parallel import sharding
 from ue_jax.models import get_model
 
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "int8": 1}

@@ -1,6 +1,6 @@
 """Collects the results.json of several runs into a Markdown table and charts.
 
-  python -m ue_jax.report DIR... --out=PATH_PREFIX
+  python -m ue_jax.evaluation.report DIR... --out=PATH_PREFIX
 
 Writes
 - PATH_PREFIX.md: one row per run (noise type, layout, poison rate, clean test
@@ -28,10 +28,10 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from ue_jax import artifacts
-from ue_jax import data as data_lib
-from ue_jax import evaluate
-from ue_jax.errors import UEError
+from ue_jax.io import artifacts
+from ue_jax.io import data as data_lib
+from ue_jax.evaluation import evaluate
+from ue_jax.runtime.errors import UEError
 
 KIND_NAMES = {"error_min": "error-minimizing", "error_max": "error-maximizing",
               "random": "random"}
@@ -210,7 +210,7 @@ def partial_chart(series: Dict[tuple, List[dict]], num_classes: int):
 def write(paths: List[str], out: str, *, class_groups=None) -> Dict[str, str]:
   """Writes the report for the runs at `paths`; returns what it wrote."""
   if not paths:
-    raise UEError("no runs given; usage: python -m ue_jax.report DIR... "
+    raise UEError("no runs given; usage: python -m ue_jax.evaluation.report DIR... "
                   "--out=PATH_PREFIX")
   rows = [load_row(p) for p in paths]
   written = {}

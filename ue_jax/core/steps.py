@@ -8,7 +8,7 @@
 `layout` (static) says how the noise is indexed: "samplewise" noise
 [N,H,W,C] by the example's `index`, "classwise" noise [classes,H,W,C] by its
 `label`; a class-wise noise step sets each class present in the batch to the
-clipped mean of its examples' PGD results (algorithm.md §3).
+clipped mean of its examples' PGD results (docs/method.md §3).
 - `eval_step`: counts of correct predictions, summed loss and the confusion
   matrix (eval mode), optionally on the released (quantized) images.
 
@@ -23,10 +23,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ue_jax import augment as augment_lib
-from ue_jax import losses
-from ue_jax import noise as noise_lib
-from ue_jax.state import UEState
+from ue_jax.core import augment as augment_lib
+from ue_jax.core import losses
+from ue_jax.core import noise as noise_lib
+from ue_jax.core.state import UEState
 
 
 LAYOUTS = ("samplewise", "classwise")

@@ -23,12 +23,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ue_jax import artifacts
-from ue_jax import data as data_lib
-from ue_jax import device_data
-from ue_jax import layouts
-from ue_jax import noise as noise_lib
-from ue_jax.errors import UEError
+from ue_jax.io import artifacts
+from ue_jax.io import data as data_lib
+from ue_jax.parallel import device_data
+from ue_jax.search import layouts
+from ue_jax.core import noise as noise_lib
+from ue_jax.runtime.errors import UEError
 
 
 class Release(NamedTuple):

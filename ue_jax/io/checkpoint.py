@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 
-from ue_jax.errors import UEError
-from ue_jax.state import UEState
+from ue_jax.runtime.errors import UEError
+from ue_jax.core.state import UEState
 
 GUARDED = ("params", "batch_stats", "opt_state", "noise")
 

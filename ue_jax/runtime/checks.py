@@ -10,10 +10,10 @@ from typing import Callable, Dict, Optional
 
 import numpy as np
 
-from ue_jax import augment
-from ue_jax import data as data_lib
-from ue_jax import noise as noise_lib
-from ue_jax.errors import UEError
+from ue_jax.core import augment
+from ue_jax.io import data as data_lib
+from ue_jax.core import noise as noise_lib
+from ue_jax.runtime.errors import UEError
 from ue_jax.models import MODELS
 
 Rule = Callable[[str, object], Optional[str]]  # (field, value) -> problem

@@ -12,8 +12,8 @@ import os
 import shutil
 from typing import Any, Dict, Optional
 
-from ue_jax import artifacts
-from ue_jax.errors import UEError
+from ue_jax.io import artifacts
+from ue_jax.runtime.errors import UEError
 
 CONFIG_FILE = "config.json"
 # Everything a run writes into its workdir; --overwrite deletes these only.

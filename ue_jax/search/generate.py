@@ -1,5 +1,5 @@
 """The noise search: error-minimizing (min-min), error-maximizing and random
-noise, sample-wise or class-wise (algorithm.md §2-§4).
+noise, sample-wise or class-wise (docs/method.md §2-§4).
 
 `noise.kind`:
 - error_min: each round, M model steps on clip(x + delta) over the whole
@@ -11,7 +11,7 @@ noise, sample-wise or class-wise (algorithm.md §2-§4).
 - error_max: the same loop with sign-gradient *ascent*, after
   `pretrain_epochs` of training on the clean images with the evaluation
   recipe (the original trains with its full schedule first; for class-wise
-  noise it pretrains on the 20 % subset only, algorithm.md §9.17, here always
+  noise it pretrains on the 20 % subset only, docs/method.md §9.17, here always
   on the whole training set); its configs set M = 0 model steps, as the
   original. Stops at accuracy <=
   `error_max_stop_accuracy` (the original's stop error 0.9 sample-wise, 0.8
@@ -49,24 +49,24 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ue_jax import artifacts
-from ue_jax import baselines
-from ue_jax import checkpoint as checkpoint_lib
-from ue_jax import data as data_lib
-from ue_jax import device_data
-from ue_jax import interrupt
-from ue_jax import layouts
-from ue_jax import memory
-from ue_jax import metrics as metrics_lib
-from ue_jax import noise as noise_lib
-from ue_jax import optim
-from ue_jax import sharding
-from ue_jax import steps as steps_lib
-from ue_jax import train as train_lib
-from ue_jax.errors import Interrupted
-from ue_jax.errors import UEError
+from ue_jax.io import artifacts
+from ue_jax.search import baselines
+from ue_jax.io import checkpoint as checkpoint_lib
+from ue_jax.io import data as data_lib
+from ue_jax.parallel import device_data
+from ue_jax.runtime import interrupt
+from ue_jax.search import layouts
+from ue_jax.parallel import memory
+from ue_jax.io import metrics as metrics_lib
+from ue_jax.core import noise as noise_lib
+from ue_jax.core import optim
+from ue_jax.parallel import sharding
+from ue_jax.core import steps as steps_lib
+from ue_jax.evaluation import train as train_lib
+from ue_jax.runtime.errors import Interrupted
+from ue_jax.runtime.errors import UEError
 from ue_jax.models import get_model
-from ue_jax.state import create_state
+from ue_jax.core.state import create_state
 
 CHECKPOINTS = "checkpoints"
 

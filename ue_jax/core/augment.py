@@ -49,7 +49,7 @@ def random_rotate(key, x, *, degrees: float):
 
 def augment(key, x, *, kind: str, pad: int = 4, degrees: float = 20.0):
   """kind: 'none', 'crop', 'crop_flip' or 'crop_flip_rotate' (CIFAR-100's
-  recipe, algorithm.md §1)."""
+  recipe, docs/method.md §1)."""
   if kind == "none":
     return x
   crop_key, flip_key = jax.random.split(key)

@@ -48,7 +48,7 @@ from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ue_jax.errors import UEError
+from ue_jax.runtime.errors import UEError
 
 DATA = "data"
 EXPORT_BYTES = 64 << 20  # the most bytes of rows per host transfer (export)

@@ -76,7 +76,7 @@ def random_noise(key: jax.Array, shape, *, eps: float, patch: int = 1,
 
 def class_mean(class_noise: jax.Array, per_sample: jax.Array,
                labels: jax.Array, mask: jax.Array, *, eps: float) -> jax.Array:
-  """The class-wise update of the original (algorithm.md §3): every class
+  """The class-wise update of the original (docs/method.md §3): every class
   present in the batch gets the clipped mean of its examples' results,
   delta_c <- clip(mean_{i: y_i = c} per_sample_i, -eps, eps); classes absent
   from the batch (or present only in padding rows, mask 0) keep their noise.
@@ -99,7 +99,7 @@ def max_delta_u8(eps: float) -> int:
 def release_images(images_u8, delta, *, eps: float, paper_release=False):
   """uint8 images that carry the noise.
 
-  Default (decisions.md §1): clip(x + delta) rounded to uint8, then kept within
+  Default (docs/method.md, "Decisions"): clip(x + delta) rounded to uint8, then kept within
   the integer eps-ball, so |released - x| <= eps*255 holds exactly. With
   `paper_release=True` it reproduces the original's release: negative noise is
   zeroed (one-sided clamp), and the sum is truncated instead of rounded.

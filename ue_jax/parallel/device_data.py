@@ -37,8 +37,8 @@ import jax
 import numpy as np
 from absl import logging
 
-from ue_jax import data as data_lib
-from ue_jax import sharding
+from ue_jax.io import data as data_lib
+from ue_jax.parallel import sharding
 
 
 class DeviceData:

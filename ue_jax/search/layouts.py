@@ -4,19 +4,19 @@ noise. The generation loop (generate.py) and the jitted steps (steps.py,
 
 - samplewise: noise [N,H,W,C], one row per training example (keyed by the
   example's index); fitted and stop-tested on the whole training set, its
-  noise batches in dataset order every round (algorithm.md §2).
+  noise batches in dataset order every round (docs/method.md §2).
 - classwise: noise [classes,H,W,C], one row per class (keyed by label);
   fitted and stop-tested on a seeded class-stratified subset of the training
   set (the original's 20 %), in a freshly shuffled order every round, while
-  the model steps walk the whole training set (algorithm.md §3).
+  the model steps walk the whole training set (docs/method.md §3).
 """
 
 from typing import Iterator, Tuple
 
 import numpy as np
 
-from ue_jax import data as data_lib
-from ue_jax import steps as steps_lib
+from ue_jax.io import data as data_lib
+from ue_jax.core import steps as steps_lib
 
 LAYOUTS = steps_lib.LAYOUTS
 

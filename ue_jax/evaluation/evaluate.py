@@ -1,6 +1,6 @@
 """Evaluation: train a fresh model on the released images and, with the same
 recipe and initialisation, on the clean images; record clean test accuracy per
-epoch for both (algorithm.md §6; the reported number is the last epoch's).
+epoch for both (docs/method.md §6; the reported number is the last epoch's).
 
 For a partially protected release it also trains on the clean remainder
 alone (the unprotected examples only: the paper's comparison), and with
@@ -19,17 +19,17 @@ import os
 import numpy as np
 from absl import logging
 
-from ue_jax import artifacts
-from ue_jax import device_data
-from ue_jax import metrics as metrics_lib
-from ue_jax import optim
-from ue_jax import release as release_lib
-from ue_jax import sharding
-from ue_jax import steps as steps_lib
-from ue_jax import train as train_lib
-from ue_jax.errors import UEError
+from ue_jax.io import artifacts
+from ue_jax.parallel import device_data
+from ue_jax.io import metrics as metrics_lib
+from ue_jax.core import optim
+from ue_jax.evaluation import release as release_lib
+from ue_jax.parallel import sharding
+from ue_jax.core import steps as steps_lib
+from ue_jax.evaluation import train as train_lib
+from ue_jax.runtime.errors import UEError
 from ue_jax.models import get_model
-from ue_jax.state import create_state
+from ue_jax.core.state import create_state
 
 
 Release = release_lib.Release  # the released set: images, protected
