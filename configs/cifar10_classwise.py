@@ -7,7 +7,7 @@ seeded class-stratified 20 % subset (10 000 images) while the generator
 trains on all 50 000 (M = 10 model steps per round, batch 512, SGD 0.1 /
 momentum 0.9 / wd 5e-4 / clip 5, constant rate). Stop at 99 % accuracy on
 the subset's released images (the scripts' stop error 0.01; the original's
-README uses 0.1: --config.generate.stop_accuracy=0.9), at most 50 rounds
+own README uses 0.1: --config.generate.stop_accuracy=0.9), at most 50 rounds
 (docs/method.md §3, §10). Evaluation as configs/cifar10_samplewise.py:
 ResNet-18, 60 epochs, batch 128, cosine, crop + flip, last epoch.
 

@@ -8,10 +8,10 @@ installed (the IDX files in /usr/share/datasets/fashion-mnist).
 
 Generator and learner: the CIFAR ResNet-18 at width 16 (channels
 16/32/64/128) on a seeded class-stratified subset of 4000 images; eps = 16/255.
-Measured on 2 CPU cores, one XLA device (the default; README "Results"): 3
+Measured on 2 CPU cores, one XLA device (the default; docs/experiments.md): 3
 rounds (stop rule reached), 196 s of generation, 10.5 minutes in all with the
-install; clean-trained test accuracy 0.868, unlearnable-trained 0.450 (the
-project's bar of <= 0.30 is not met; README explains why).
+install; clean-trained test accuracy 0.868, unlearnable-trained 0.450 (why
+one-channel data resists this method: docs/experiments.md).
 """
 
 from configs import common

@@ -20,8 +20,8 @@ class FashionMnistTest(absltest.TestCase):
 
   def test_unlearnable_release_is_not_learnable(self):
     workdir = tempfile.mkdtemp(prefix="ue_jax_fmnist_")
-    # Measured with these settings on 2 cores, one device (the default; README
-    # "Results"): clean 0.811, unlearnable 0.4885, 3 rounds; about 5 minutes
+    # Measured with these settings on 2 cores, one device (the default;
+    # docs/experiments.md): clean 0.811, unlearnable 0.4885, 3 rounds; about 5 minutes
     # (one device per core, --cpu_devices=-1: 0.8075, 0.444, 4 rounds).
     proc = main_test.run_main(
         workdir, "--config.data.train_size=4000",

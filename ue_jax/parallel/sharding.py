@@ -75,7 +75,7 @@ def use_cpu_cores(count: int = -1, batch_sizes=()) -> int:
   XLA:CPU runs one device's convolutions on all cores with intra-op
   threads; one device per core, each with its share of the batch, is
   faster: on 2 cores 1.4x for the width-16 ResNet's PGD step and 1.2x for
-  its model step (README "Performance"). Results do not depend on the
+  its model step (docs/performance.md). Results do not depend on the
   device count (module docstring), but the sums run in another order, so a
   run on 2 devices is not bit-identical to one on 1. Must run before JAX
   starts its backends; it leaves a count fixed in XLA_FLAGS alone, and only
@@ -154,7 +154,7 @@ class Step:
   at once, and with several devices in one process XLA:CPU can then run two
   of them on one device's worker threads, each blocked in its all-reduce
   waiting for the other device, which gets no thread: a deadlock that
-  aborted runs with 2 devices on 2 cores (README "Performance").
+  aborted runs with 2 devices on 2 cores (docs/performance.md).
   """
 
   def __init__(self, layout: "Layout", jitted, *, rows: int, rows_pad: int,
