@@ -1,7 +1,7 @@
 """PyTorch reference of the original sample-wise min-min loop, for timing.
 
 A plain eager PyTorch (CPU, float32, NCHW) re-implementation of the authors'
-sample-wise error-minimizing noise search (docs/docs/method.md §1-2), with the
+sample-wise error-minimizing noise search (docs/method.md §1-2), with the
 decisions ue_jax takes (docs/method.md, "Decisions"): the model always sees
 clip(x + delta, 0, 1); model steps take full batches that wrap around the end
 of the (unshuffled) data; the stop test is accuracy in eval mode on the
