@@ -329,15 +329,15 @@ class PlanAndFlagsTest(absltest.TestCase):
     # Several eval calls in flight at once deadlocked XLA:CPU's in-process
     # all-reduce with 2 devices on 2 cores; steps that return the state are
     # ordered by it, the others wait for their previous call.
-    layout = sharding.Layout(sharding.make_mesh(1))
+    placement = sharding.Placement(sharding.make_mesh(1))
     fn = lambda state, batch: {"sum": jnp.sum(batch["image"])}
-    self.assertFalse(layout.jit_step(fn, layout.replicated,
+    self.assertFalse(placement.jit_step(fn, placement.replicated,
                                      returns_state=False).serial)
-    layout.size = 8  # as on 8 devices; only the wiring is exercised
-    self.assertTrue(layout.jit_step(fn, layout.replicated,
+    placement.size = 8  # as on 8 devices; only the wiring is exercised
+    self.assertTrue(placement.jit_step(fn, placement.replicated,
                                     returns_state=False).serial)
-    self.assertFalse(layout.jit_step(lambda s, b: (s, {}), layout.replicated)
-                     .serial)
+    self.assertFalse(placement.jit_step(lambda s, b: (s, {}),
+                                        placement.replicated).serial)
 
   def test_step_lower_is_the_program_a_call_runs(self):
     # The benchmarks take FLOPs and memory from Step.lower: the same program,
@@ -349,19 +349,19 @@ class PlanAndFlagsTest(absltest.TestCase):
     batch = data_lib.gather(train, list(data_lib.batches(40, 32))[-1])
     compiled = noise_step.lower(state, batch).compile()
     self.assertGreater(compiled.cost_analysis()["flops"], 0)
-    by_lower = compiled(state, noise_step.layout.put_batch(
+    by_lower = compiled(state, noise_step.placement.put_batch(
         batch, rows=40, rows_pad=noise_step.rows_pad))[0].noise
     by_call = noise_step(twin, batch)[0].noise
     np.testing.assert_array_equal(np.asarray(by_lower), np.asarray(by_call))
     self.assertGreater(float(np.abs(np.asarray(by_call)).max()), 0.0)
 
   def test_batch_size_must_divide(self):
-    layout = sharding.Layout(sharding.make_mesh(1))
-    layout.size = 8  # as on 8 devices; only the check is exercised
+    placement = sharding.Placement(sharding.make_mesh(1))
+    placement.size = 8  # as on 8 devices; only the check is exercised
     with self.assertRaisesRegex(UEError, r"generate.batch_size=20 must be a "
                                 r"multiple of the 8 devices of the mesh "
                                 r"\(e.g. 24\)"):
-      layout.check_batch_size("generate.batch_size", 20)
+      placement.check_batch_size("generate.batch_size", 20)
 
 
 class LaunchScriptsTest(absltest.TestCase):

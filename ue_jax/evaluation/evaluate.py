@@ -35,7 +35,7 @@ from ue_jax.core.state import create_state
 Release = release_lib.Release  # the released set: images, protected
 
 
-def recipe_optimizer(e, layout: sharding.Layout, *, epochs: int,
+def recipe_optimizer(e, placement: sharding.Placement, *, epochs: int,
                      num_train: int):
   """The evaluation recipe's optimizer (block `e` = cfg.evaluate) for
   `epochs` over `num_train` images, after checking its batch sizes against
@@ -45,7 +45,7 @@ def recipe_optimizer(e, layout: sharding.Layout, *, epochs: int,
     raise UEError(f"evaluate.batch_size={e.batch_size} exceeds the "
                   f"{num_train} training images")
   for field in ("batch_size", "eval_batch_size"):
-    layout.check_batch_size(f"evaluate.{field}", e[field])
+    placement.check_batch_size(f"evaluate.{field}", e[field])
   return optim.sgd(optim.epoch_cosine(e.lr, epochs=epochs,
                                       steps_per_epoch=steps_per_epoch),
                    momentum=e.momentum, weight_decay=e.weight_decay,
@@ -59,15 +59,16 @@ def train_model(cfg, train, test, *, label: str, log=None, groups=None):
   e = cfg.evaluate
   model = get_model(e.model or cfg.model.name, num_classes=train.num_classes,
                     width=e.width or cfg.model.width)
-  layout, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
-  groups = {k: device_data.place(v, layout) for k, v in (groups or {}).items()}
-  tx = recipe_optimizer(e, layout, epochs=e.epochs, num_train=len(train))
-  state, shardings = layout.create(functools.partial(
+  placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
+  groups = {k: device_data.place(v, placement)
+            for k, v in (groups or {}).items()}
+  tx = recipe_optimizer(e, placement, epochs=e.epochs, num_train=len(train))
+  state, shardings = placement.create(functools.partial(
       create_state, model, tx, seed=e.seed, image_shape=train.image_shape))
-  train_step = layout.jit_step(
+  train_step = placement.jit_step(
       functools.partial(steps_lib.model_step, augment=e.augment), shardings)
-  eval_fn = layout.jit_step(steps_lib.eval_step, shardings,
-                            returns_state=False)
+  eval_fn = placement.jit_step(steps_lib.eval_step, shardings,
+                               returns_state=False)
   state, history = train_lib.fit(
       state, train_step, eval_fn, train, test, epochs=e.epochs,
       batch_size=e.batch_size, eval_batch_size=e.eval_batch_size,
@@ -85,7 +86,7 @@ def load_release(train, workdir: str, *, mesh_data: int = 0) -> Release:
   on the mesh of `train` (a DeviceData; a host Dataset goes on a mesh of
   `mesh_data` devices): each process reads only the image rows of its block
   from the file (a memory map of the stored .npz member)."""
-  layout, train = device_data.on_mesh(mesh_data, train)
+  placement, train = device_data.on_mesh(mesh_data, train)
   path = release_lib.release_path(workdir)
   release = artifacts.load_release(path, labels=train.labels,
                                    indices=train.source_index)
@@ -93,8 +94,8 @@ def load_release(train, workdir: str, *, mesh_data: int = 0) -> Release:
   if images.shape != (n, *train.image_shape):
     raise UEError(f"released images {images.shape} do not match "
                   f"the configured training set {(n, *train.image_shape)}")
-  on_mesh = layout.put_rows(n, lambda lo, hi: images[lo:hi],
-                            train.image_shape, np.uint8)
+  on_mesh = placement.put_rows(n, lambda lo, hi: images[lo:hi],
+                               train.image_shape, np.uint8)
   return Release(train.replace_images(on_mesh), release["protected"])
 
 

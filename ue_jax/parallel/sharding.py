@@ -157,15 +157,15 @@ class Step:
   aborted runs with 2 devices on 2 cores (README "Performance").
   """
 
-  def __init__(self, layout: "Layout", jitted, *, rows: int, rows_pad: int,
-               serial: bool = False):
-    self.layout, self.jitted = layout, jitted
+  def __init__(self, placement: "Placement", jitted, *, rows: int,
+               rows_pad: int, serial: bool = False):
+    self.placement, self.jitted = placement, jitted
     self.rows, self.rows_pad = rows, rows_pad
     self.serial, self._last = serial, None
 
   def _put(self, batch):
-    return self.layout.put_batch(batch, rows=self.rows,
-                                 rows_pad=self.rows_pad)
+    return self.placement.put_batch(batch, rows=self.rows,
+                                    rows_pad=self.rows_pad)
 
   def __call__(self, state, batch):
     batch = self._put(batch)
@@ -182,7 +182,7 @@ class Step:
     return self.jitted.lower(state, self._put(batch))
 
 
-class Layout:
+class Placement:
   """The shardings of one mesh and the helpers that use them."""
 
   def __init__(self, mesh: jax.sharding.Mesh):
@@ -352,13 +352,13 @@ def _slice_fn(size: int, transform, replicated):
       a, s, size)), out_shardings=replicated)
 
 
-def describe(layout: Layout) -> str:
+def describe(placement: Placement) -> str:
   devices = jax.devices()
-  return (f"mesh {dict(layout.mesh.shape)} over {layout.size} of "
+  return (f"mesh {dict(placement.mesh.shape)} over {placement.size} of "
           f"{len(devices)} {devices[0].platform} devices, "
           f"{jax.process_count()} process(es), this is process "
           f"{jax.process_index()} with {jax.local_device_count()} local")
 
 
-def log_layout(layout: Layout):
-  logging.info("%s", describe(layout))
+def log_placement(placement: Placement):
+  logging.info("%s", describe(placement))

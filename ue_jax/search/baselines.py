@@ -33,7 +33,7 @@ PRETRAIN = "generate_pretrain"  # stage name of the pretraining epochs' log
 
 def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
              log: metrics_lib.MetricLog, signals: interrupt.StopSignals, *,
-             layout: sharding.Layout):
+             placement: sharding.Placement):
   """Trains the generator's model on the clean images for
   `generate.pretrain_epochs` with the evaluation recipe (batch size,
   optimizer, per-epoch cosine, augmentation), as the original's error-max
@@ -42,7 +42,7 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
   last epoch's record. A stop signal ends it after the current epoch,
   without a checkpoint (a rerun pretrains again)."""
   e, epochs = cfg.evaluate, cfg.generate.pretrain_epochs
-  tx = evaluate.recipe_optimizer(e, layout, epochs=epochs,
+  tx = evaluate.recipe_optimizer(e, placement, epochs=epochs,
                                 num_train=len(train))
 
   def make(params, batch_stats, rng):
@@ -53,7 +53,8 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
 
   # Copies (the steps donate their state), born replicated over the mesh.
   inputs = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
-  shardings = layout.state_shardings(jax.eval_shape(make, *inputs, state.rng))
+  shardings = placement.state_shardings(
+      jax.eval_shape(make, *inputs, state.rng))
   plain = jax.jit(make, out_shardings=shardings)(*inputs, state.rng)
 
   def after_epoch(epoch, _):
@@ -63,9 +64,10 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
                         "command to start again", signum=signals.signum)
 
   plain, history = train_lib.fit(
-      plain, layout.jit_step(functools.partial(steps_lib.model_step,
-                                               augment=e.augment), shardings),
-      layout.jit_step(steps_lib.eval_step, shardings, returns_state=False),
+      plain, placement.jit_step(functools.partial(steps_lib.model_step,
+                                                  augment=e.augment),
+                                shardings),
+      placement.jit_step(steps_lib.eval_step, shardings, returns_state=False),
       train, test, epochs=epochs, batch_size=e.batch_size,
       eval_batch_size=e.eval_batch_size, seed=cfg.seed, label=PRETRAIN,
       log=log, after_epoch=after_epoch)

@@ -81,14 +81,15 @@ def _samplewise(cfg) -> bool:
   return cfg.noise.layout != "classwise"
 
 
-def build(cfg, train, layout=None):
+def build(cfg, train, placement=None):
   """The generator's state, born sharded over the mesh (sharding.py), and
   its jitted steps (model, noise, stop test) for a config and dataset (a
   host Dataset or a DeviceData: only its shapes are read)."""
-  layout = layout or sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  placement = placement or sharding.Placement(
+      sharding.make_mesh(cfg.mesh.data))
   g = cfg.generate
   for field in ("batch_size", "eval_batch_size"):
-    layout.check_batch_size(f"generate.{field}", g[field])
+    placement.check_batch_size(f"generate.{field}", g[field])
   model = get_model(cfg.model.name, num_classes=train.num_classes,
                     width=cfg.model.width)
   tx = optim.sgd(g.lr, momentum=g.momentum, weight_decay=g.weight_decay,
@@ -105,20 +106,21 @@ def build(cfg, train, layout=None):
     if cfg.noise.init == "uniform":
       key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
       noise = noise_lib.random_noise(key, shape, eps=cfg.noise.eps)
-    noise = jnp.pad(store.encode(noise), [(0, layout.padded(rows) - rows)]
+    noise = jnp.pad(store.encode(noise), [(0, placement.padded(rows) - rows)]
                     + [(0, 0)] * (noise.ndim - 1))
     return state.replace(noise=noise)
 
-  state, shardings = layout.create(make, samplewise=samplewise)
+  state, shardings = placement.create(make, samplewise=samplewise)
   model_fn, noise_fn, eval_fn = steps_lib.bound_steps(
       eps=cfg.noise.eps, step_size=cfg.noise.step_size,
       num_steps=cfg.noise.num_steps, augment=g.augment,
       paper_release=cfg.noise.paper_release,
       maximize=cfg.noise.kind == "error_max", layout=cfg.noise.layout,
       codec=store)
-  fns = (layout.jit_step(model_fn, shardings, rows=rows),
-         layout.jit_step(noise_fn, shardings, rows=rows),
-         layout.jit_step(eval_fn, shardings, rows=rows, returns_state=False))
+  fns = (placement.jit_step(model_fn, shardings, rows=rows),
+         placement.jit_step(noise_fn, shardings, rows=rows),
+         placement.jit_step(eval_fn, shardings, rows=rows,
+                            returns_state=False))
   return state, fns
 
 
@@ -298,17 +300,17 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   if cfg.noise.kind == "random":
     return baselines.random_noise(cfg, train, workdir)
   g = cfg.generate
-  layout, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
+  placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
                         seed=cfg.seed + 2)
   nb = len(range(0, len(fit), g.batch_size))
-  sharding.log_layout(layout)
+  sharding.log_placement(placement)
   logging.info("memory plan:\n%s", memory.format_plan(memory.plan_for_config(
-      cfg, train, devices=layout.size)))
+      cfg, train, devices=placement.size)))
   # A signal that arrives while compiling or restoring is acted on at the
   # first batch; only the final sweep and the noise export run unguarded.
   with interrupt.StopSignals() as signals:
-    state, fns = build(cfg, train, layout)
+    state, fns = build(cfg, train, placement)
     ckpt = checkpoint_lib.Checkpoints(os.path.join(workdir, CHECKPOINTS),
                                       max_to_keep=cfg.checkpoint.max_to_keep)
     try:
@@ -321,7 +323,7 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
         log.drop(lambda r: r["stage"] == PRETRAIN)
         state, at.pretrain = baselines.pretrain(
             cfg, state, train, train if test is None else test, log, signals,
-            layout=layout)
+            placement=placement)
         saver.save(state, at)  # a resumed run starts after the pretraining
       state, at = _search(cfg, train, fit, state, fns, log, saver, at)
     finally:
@@ -330,12 +332,12 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
     logging.warning("stop rule not reached after %d rounds (accuracy %.4f, "
                     "%s); the noise is released anyway", at.round,
                     at.stop["accuracy"], stop_rule(cfg)[1])
-  clean_eval = layout.jit_step(
-      steps_lib.eval_step, layout.state_shardings(
+  clean_eval = placement.jit_step(
+      steps_lib.eval_step, placement.state_shardings(
           state, samplewise=_samplewise(cfg)), returns_state=False)
   clean_acc, _ = train_lib.sweep(clean_eval, state, train, g.eval_batch_size)
   path, max_abs = export_noise(
-      state.noise, layouts.noise_shape(cfg.noise.layout, train)[0], layout,
+      state.noise, layouts.noise_shape(cfg.noise.layout, train)[0], placement,
       codec(cfg), os.path.join(workdir, "noise.npy"))
   summary = {"rounds": at.round, "stop_reached": at.stop["reached"],
              "generation_seconds": at.elapsed,
@@ -349,7 +351,7 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   return summary
 
 
-def export_noise(noise: jax.Array, n: int, layout: sharding.Layout,
+def export_noise(noise: jax.Array, n: int, placement: sharding.Placement,
                  store: noise_lib.Codec, path: str):
   """Writes the first `n` rows of the (sharded or replicated, encoded) noise
   to `path` as float32 .npy, chunk by chunk: every host holds at most one
@@ -357,7 +359,7 @@ def export_noise(noise: jax.Array, n: int, layout: sharding.Layout,
   Returns (path, max |noise|)."""
   max_abs = 0.0
   with artifacts.NpyWriter(path, (n, *noise.shape[1:]), np.float32) as out:
-    for start, rows in layout.host_chunks(noise, n, transform=store.decode):
+    for start, rows in placement.host_chunks(noise, n, transform=store.decode):
       out.write(start, rows)
       max_abs = max(max_abs, float(np.abs(rows).max(initial=0.0)))
   return path, max_abs
