@@ -14,6 +14,9 @@ import numpy as np
 
 
 MAX_UNROLL = 32  # longer PGD runs unroll in chunks of this many steps
+# How a noise is indexed: one row per example (by its index) or one row per
+# class (by its label); core/steps.py and search/layouts.py read it.
+LAYOUTS = ("samplewise", "classwise")
 
 
 def project(delta: jax.Array, x: jax.Array, *, eps: float) -> jax.Array:

@@ -29,9 +29,6 @@ from ue_jax.core import noise as noise_lib
 from ue_jax.core.state import UEState
 
 
-LAYOUTS = ("samplewise", "classwise")
-
-
 def noise_rows(state: UEState, batch, *, layout: str = "samplewise"):
   """The noise row of each batch row: its index (sample-wise) or its label
   (class-wise); padding rows (mask 0) get an out-of-range row."""

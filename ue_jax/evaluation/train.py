@@ -3,10 +3,16 @@
 Batches always have one shape (padding rows carry mask 0), so every jitted step
 compiles once. A dataset is a host `data.Dataset` or a `device_data.DeviceData`
 (images on the mesh); either gives its batches by row numbers (`batch`).
+`recipe_fit` is the one supervised training of the package: the evaluation's
+models and the error-max generator's pretraining.
 """
+
+import functools
 
 import numpy as np
 
+from ue_jax.core import optim
+from ue_jax.core import steps as steps_lib
 from ue_jax.io import data as data_lib
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.runtime.errors import UEError
@@ -87,3 +93,32 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
       after_epoch(epoch + 1, record)
   history[-1]["confusion"] = confusion(sums)  # of the last epoch, on `test`
   return state, history
+
+
+def recipe_fit(e, placement, init, train, test, *, epochs: int, seed: int,
+               label: str, inputs=(), log=None, after_epoch=None):
+  """Trains the state `init(tx, *inputs)` (pure; `tx` the recipe's
+  optimizer) on `train` with the training recipe of block `e`
+  (cfg.evaluate: batch sizes, SGD with a per-epoch cosine over `epochs`,
+  augmentation), scoring `test` after every epoch (`fit`); the state is
+  born over the mesh of `placement` (sharding.Placement), where `train` and
+  `test` are. Returns (state, history, the jitted eval step)."""
+  steps_per_epoch = len(train) // e.batch_size
+  if steps_per_epoch < 1:
+    raise UEError(f"evaluate.batch_size={e.batch_size} exceeds the "
+                  f"{len(train)} training images")
+  for field in ("batch_size", "eval_batch_size"):
+    placement.check_batch_size(f"evaluate.{field}", e[field])
+  tx = optim.recipe(e.lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                    momentum=e.momentum, weight_decay=e.weight_decay,
+                    grad_clip=e.grad_clip)
+  state, shardings = placement.create(functools.partial(init, tx), *inputs)
+  train_step = placement.jit_step(
+      functools.partial(steps_lib.model_step, augment=e.augment), shardings)
+  eval_fn = placement.jit_step(steps_lib.eval_step, shardings,
+                               returns_state=False)
+  state, history = fit(
+      state, train_step, eval_fn, train, test, epochs=epochs,
+      batch_size=e.batch_size, eval_batch_size=e.eval_batch_size, seed=seed,
+      label=label, log=log, after_epoch=after_epoch)
+  return state, history, eval_fn

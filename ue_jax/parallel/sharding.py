@@ -215,12 +215,13 @@ class Placement:
       shardings = shardings.replace(noise=self.rows)
     return shardings
 
-  def create(self, make: Callable[[], object], *, samplewise: bool = True):
-    """Runs `make()` (pure, no arguments) jitted so that every leaf is born
-    with its sharding; returns (state, shardings)."""
-    shardings = self.state_shardings(jax.eval_shape(make),
+  def create(self, make: Callable[..., object], *args,
+             samplewise: bool = True):
+    """Runs `make(*args)` (pure) jitted so that every leaf is born with its
+    sharding; returns (state, shardings)."""
+    shardings = self.state_shardings(jax.eval_shape(make, *args),
                                      samplewise=samplewise)
-    return jax.jit(make, out_shardings=shardings)(), shardings
+    return jax.jit(make, out_shardings=shardings)(*args), shardings
 
   # -------------------------------------------------------------- batches
   def local_rows(self, size: int) -> Tuple[int, int]:

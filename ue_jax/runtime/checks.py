@@ -113,7 +113,7 @@ SCHEMA: Dict[str, Rule] = {
     "noise.paper_release": boolean,
     "noise.kind": choice("error_min", "error_max", "random",
                          noun="noise kind"),
-    "noise.layout": choice("samplewise", "classwise", noun="noise layout"),
+    "noise.layout": choice(*noise_lib.LAYOUTS, noun="noise layout"),
     "noise.storage": choice(*noise_lib.STORAGES),
     "mesh.data": number(0, 1 << 20, integer=True),
     **_optimizer("generate"),

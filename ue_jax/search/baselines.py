@@ -6,7 +6,6 @@
   layout's shape, per pixel or per block of pixels, no model and no search.
 """
 
-import functools
 import os
 import time
 
@@ -17,13 +16,11 @@ from absl import logging
 
 from ue_jax.io import artifacts
 from ue_jax.io import data as data_lib
-from ue_jax.evaluation import evaluate
 from ue_jax.runtime import interrupt
 from ue_jax.search import layouts
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.core import noise as noise_lib
 from ue_jax.parallel import sharding
-from ue_jax.core import steps as steps_lib
 from ue_jax.evaluation import train as train_lib
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.core.state import UEState
@@ -41,21 +38,13 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
   statistics (its step, optimizer state, rng and noise untouched) and the
   last epoch's record. A stop signal ends it after the current epoch,
   without a checkpoint (a rerun pretrains again)."""
-  e, epochs = cfg.evaluate, cfg.generate.pretrain_epochs
-  tx = evaluate.recipe_optimizer(e, placement, epochs=epochs,
-                                num_train=len(train))
+  epochs = cfg.generate.pretrain_epochs
 
-  def make(params, batch_stats, rng):
+  def init(tx, params, batch_stats, rng):
     return UEState(step=jnp.zeros((), jnp.int32), params=params,
                    batch_stats=batch_stats, opt_state=tx.init(params),
                    noise=None, rng=jax.random.fold_in(rng, 2),
                    apply_fn=state.apply_fn, tx=tx)
-
-  # Copies (the steps donate their state), born replicated over the mesh.
-  inputs = jax.tree.map(jnp.copy, (state.params, state.batch_stats))
-  shardings = placement.state_shardings(
-      jax.eval_shape(make, *inputs, state.rng))
-  plain = jax.jit(make, out_shardings=shardings)(*inputs, state.rng)
 
   def after_epoch(epoch, _):
     if signals.signum is not None:
@@ -63,14 +52,13 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
                         f"{epoch}/{epochs}, not saved); rerun the same "
                         "command to start again", signum=signals.signum)
 
-  plain, history = train_lib.fit(
-      plain, placement.jit_step(functools.partial(steps_lib.model_step,
-                                                  augment=e.augment),
-                                shardings),
-      placement.jit_step(steps_lib.eval_step, shardings, returns_state=False),
-      train, test, epochs=epochs, batch_size=e.batch_size,
-      eval_batch_size=e.eval_batch_size, seed=cfg.seed, label=PRETRAIN,
-      log=log, after_epoch=after_epoch)
+  # Copies (the steps donate their state), born replicated over the mesh.
+  inputs = (*jax.tree.map(jnp.copy, (state.params, state.batch_stats)),
+            state.rng)
+  plain, history, _ = train_lib.recipe_fit(
+      cfg.evaluate, placement, init, train, test, epochs=epochs,
+      seed=cfg.seed, label=PRETRAIN, inputs=inputs, log=log,
+      after_epoch=after_epoch)
   logging.info("pretrained the generator for %d epochs on clean images: "
                "test accuracy %.4f", epochs, history[-1]["test_accuracy"])
   return (state.replace(params=plain.params, batch_stats=plain.batch_stats),
