@@ -2,7 +2,9 @@
 groups, never up or sideways, read from the source of every module."""
 
 import ast
+import configparser
 import os
+import sys
 
 from absl.testing import absltest
 
@@ -63,6 +65,54 @@ class ImportRuleTest(absltest.TestCase):
         "from ue_jax.evaluation import evaluate\n"
         "import ue_jax.core.noise\n")).full_path
     self.assertEqual(imports(path), ["evaluation.evaluate", "core.noise"])
+
+
+# Import name -> distribution name, where they differ.
+DISTRIBUTIONS = {"absl": "absl-py", "ml_collections": "ml-collections",
+                 "orbax": "orbax-checkpoint", "PIL": "pillow",
+                 "tensorflow_datasets": "tensorflow-datasets"}
+
+
+def third_party_imports(root):
+  """The top-level names of every module the package imports that is
+  neither the standard library nor ue_jax."""
+  names = set()
+  for folder, _, files in os.walk(root):
+    for name in files:
+      if not name.endswith(".py"):
+        continue
+      with open(os.path.join(folder, name), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+      for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+          names.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+          names.add(node.module.split(".")[0])
+  return {n for n in names
+          if n != "ue_jax" and n not in sys.stdlib_module_names}
+
+
+class DeclaredDependenciesTest(absltest.TestCase):
+
+  def test_every_import_is_declared(self):
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(helpers.REPO, "setup.cfg"))
+    lines = parser["options"]["install_requires"].split()
+    for extra in parser["options.extras_require"].values():
+      lines += extra.split()
+    declared = {line.split(">")[0].split("=")[0].split("<")[0].lower()
+                for line in lines if line.strip()}
+    with open(os.path.join(helpers.REPO, "requirements.txt"),
+              encoding="utf-8") as f:
+      listed = f.read().lower()
+    found = third_party_imports(os.path.join(helpers.REPO, "ue_jax"))
+    self.assertIn("orbax", found)
+    for name in sorted(found):
+      dist = DISTRIBUTIONS.get(name, name).lower()
+      self.assertIn(dist, declared, f"ue_jax imports {name}: declare {dist} "
+                    "in setup.cfg")
+      self.assertIn(dist, listed, f"ue_jax imports {name}: list {dist} in "
+                    "requirements.txt")
 
 
 if __name__ == "__main__":
