@@ -75,6 +75,25 @@ class EndToEndTest(absltest.TestCase):
     self.assertEqual(stages.count("generate"), 2)
     self.assertEqual(stages.count("evaluate_clean"), 1)
 
+  def test_eps_typed_as_a_decimal_releases_8_levels(self):
+    # 0.0313725 lies a hair below 8/255: taken as 8/255, so the release of
+    # a +-eps noise changes pixels by exactly 8 levels, not 7.
+    workdir = os.path.join(self.tmp, "eps_decimal")
+    proc = run_main(workdir, *self.data, "--config.noise.eps=0.0313725",
+                    "--config.noise.kind=random",
+                    "--config.noise.random_values=sign",
+                    "--config.evaluate.train_clean=False")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(os.path.join(workdir, "results.json")) as f:
+      results = json.load(f)
+    self.assertEqual(results["epsilon_255"], 8.0)
+    self.assertEqual(results["release_max_pixel_change"], 8)
+    release = np.load(results["release_path"], allow_pickle=False)
+    clean = np.load(self.train, allow_pickle=False)["images"]
+    change = np.abs(release["images"].astype(int) - clean.astype(int))
+    self.assertEqual(change.max(), 8)
+    self.assertIn("noise.eps=0.0313725 is taken as 8/255", proc.stderr)
+
   def test_one_device_per_core(self):
     # --cpu_devices=-1: one CPU device per core, as far as the tiny config's
     # batch sizes (32, 32, 16, 32) allow; the noise shape is the same.

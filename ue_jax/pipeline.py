@@ -85,9 +85,11 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
   """Runs `stages` in order; returns the results dict (also DIR/results.json).
 
   With `overwrite` the workdir's earlier checkpoints and outputs are deleted
-  first; without it a workdir made by another config is refused.
+  first; without it a workdir made by another config is refused. An eps a
+  hair off k/255 is taken as k/255 (checks.snapped).
   """
   checks.check_config(cfg)
+  cfg = checks.snapped(cfg)
   for stage in stages:
     if stage not in STAGES:
       checks.fail(f"unknown stage {stage!r}; choose all or one of {STAGES}")
