@@ -114,7 +114,8 @@ def recipe_fit(e, placement, init, train, test, *, epochs: int, seed: int,
                     grad_clip=e.grad_clip)
   state, shardings = placement.create(functools.partial(init, tx), *inputs)
   train_step = placement.jit_step(
-      functools.partial(steps_lib.model_step, augment=e.augment), shardings)
+      functools.partial(steps_lib.model_step, augment=e.augment), shardings,
+      full_batches=True)
   eval_fn = placement.jit_step(steps_lib.eval_step, shardings,
                                returns_state=False)
   state, history = fit(

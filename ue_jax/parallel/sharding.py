@@ -148,6 +148,9 @@ class Step:
   """A jitted step that takes a host batch (numpy dict) and puts it on the
   mesh first. `jitted` is the `jax.jit` object (for cache inspection).
 
+  With `full`, a batch with padding rows (mask 0) is refused (ValueError):
+  the model step's BatchNorm statistics count every row.
+
   With `serial`, a call first waits for the previous call's output. Steps
   that return the state are ordered by it anyway; a step that does not (the
   accuracy sweep's eval step) would otherwise have several calls in flight
@@ -158,12 +161,16 @@ class Step:
   """
 
   def __init__(self, placement: "Placement", jitted, *, rows: int,
-               rows_pad: int, serial: bool = False):
+               rows_pad: int, serial: bool = False, full: bool = False):
     self.placement, self.jitted = placement, jitted
     self.rows, self.rows_pad = rows, rows_pad
-    self.serial, self._last = serial, None
+    self.serial, self.full, self._last = serial, full, None
 
   def _put(self, batch):
+    if self.full and not np.all(np.asarray(batch["mask"]) > 0):
+      raise ValueError(f"{getattr(self.jitted, '__name__', 'step')} takes "
+                       "full batches only (BatchNorm's batch statistics "
+                       "would count the padding rows)")
     return self.placement.put_batch(batch, rows=self.rows,
                                     rows_pad=self.rows_pad)
 
@@ -279,11 +286,13 @@ class Placement:
 
   # ---------------------------------------------------------------- steps
   def jit_step(self, fn, state_shardings, *, rows: int = 0,
-               returns_state: bool = True, donate: bool = True) -> Step:
+               returns_state: bool = True, donate: bool = True,
+               full_batches: bool = False) -> Step:
     """`fn(state, batch)` jitted over the mesh: state in/out with its
     shardings (donated), batch on `data`, metrics replicated. A batch may
     carry its images as row numbers into a dataset on the mesh
-    (`gather_images`)."""
+    (`gather_images`). With `full_batches` (model steps) a padded batch is
+    refused."""
     out = ((state_shardings, self.replicated) if returns_state
            else self.replicated)
     jitted = jax.jit(gather_images(fn),
@@ -291,7 +300,8 @@ class Placement:
                      out_shardings=out,
                      donate_argnums=0 if (donate and returns_state) else ())
     return Step(self, jitted, rows=rows, rows_pad=self.padded(rows),
-                serial=self.size > 1 and not returns_state)
+                serial=self.size > 1 and not returns_state,
+                full=full_batches)
 
   # --------------------------------------------------------------- export
   def host_chunks(self, array: jax.Array, n: int, *,

@@ -117,7 +117,8 @@ def build(cfg, train, placement=None):
       paper_release=cfg.noise.paper_release,
       maximize=cfg.noise.kind == "error_max", layout=cfg.noise.layout,
       codec=store)
-  fns = (placement.jit_step(model_fn, shardings, rows=rows),
+  fns = (placement.jit_step(model_fn, shardings, rows=rows,
+                            full_batches=True),
          placement.jit_step(noise_fn, shardings, rows=rows),
          placement.jit_step(eval_fn, shardings, rows=rows,
                             returns_state=False))
