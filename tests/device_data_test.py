@@ -5,7 +5,6 @@ byte for byte, a release file is read by rows, and only process 0 writes.
 
 import io
 import os
-import zipfile
 from unittest import mock
 
 import numpy as np

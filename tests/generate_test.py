@@ -11,7 +11,7 @@ from absl.testing import absltest
 
 from configs import test_tiny
 from ue_jax.io import checkpoint as checkpoint_lib
-from ue_jax.io import data as data_lib
+from ue_jax.search import baselines
 from ue_jax.search import generate
 from ue_jax.io import metrics
 from ue_jax.core import steps
@@ -85,7 +85,7 @@ class GenerateTest(absltest.TestCase):
     self.assertIn("pretrain_test_accuracy", summary)
     pretrain_log = metrics.read_log(os.path.join(full + "_cut",
                                                  "metrics.jsonl"),
-                                    generate.PRETRAIN)
+                                    baselines.PRETRAIN)
     self.assertLen(pretrain_log, 3)
     # The frozen pretrained model: its loss on the release is higher.
     template, _ = generate.build(cfg, self.train)

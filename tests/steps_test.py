@@ -20,19 +20,9 @@ from tests import helpers
 EPS, ALPHA, K = 8 / 255, 0.8 / 255, 5
 
 
-def batch_loss(state, batch):
-  out = steps.eval_step(state, batch)
-  return float(out["loss"] / out["count"])
-
-
 def loss_with_noise(state, batch):
   """Mean loss of the frozen model on clip(x + noise[index])."""
-  x = batch["image"].astype(jnp.float32) / 255.0
-  x = jnp.clip(x + steps.batch_noise(state, batch), 0, 1)
-  logits = state.apply_fn(state.variables, x, train=False)
-  import optax  # pylint: disable=g-import-not-at-top
-  return float(optax.softmax_cross_entropy_with_integer_labels(
-      logits, batch["label"]).mean())
+  return helpers.mean_loss(state, batch, steps.batch_noise(state, batch))
 
 
 class StepsTest(chex.TestCase):

@@ -159,25 +159,6 @@ def bound_steps(*, eps: float, step_size: float, num_steps: int,
   )
 
 
-def jit_steps(*, eps: float, step_size: float, num_steps: int,
-              augment: str = "none", paper_release: bool = False,
-              maximize: bool = False, layout: str = "samplewise"):
-  """The three steps jitted with their hyperparameters bound (state donated)."""
-  return (
-      jit_model_step(augment=augment, layout=layout),
-      jax.jit(functools.partial(noise_step, eps=eps, step_size=step_size,
-                                num_steps=num_steps, maximize=maximize,
-                                layout=layout), donate_argnums=0),
-      jit_eval(release_eps=eps, paper_release=paper_release, layout=layout),
-  )
-
-
-def jit_model_step(*, augment: str = "none", layout: str = "samplewise"):
-  """`model_step` jitted with its augmentation bound (state donated)."""
-  return jax.jit(functools.partial(model_step, augment=augment, layout=layout),
-                 donate_argnums=0)
-
-
 def jit_eval(*, release_eps=None, paper_release: bool = False,
              layout: str = "samplewise"):
   """`eval_step` jitted; on clean images unless `release_eps` is given."""

@@ -28,9 +28,6 @@ from ue_jax.models import get_model
 from ue_jax.core.state import create_state
 
 
-Release = release_lib.Release  # the released set: images, protected
-
-
 def train_model(cfg, train, test, *, label: str, log=None, groups=None):
   """Trains the evaluation model on `train` (a Dataset or DeviceData);
   returns the per-epoch history. `groups` ({name: test subset}) are scored
@@ -56,7 +53,8 @@ def train_model(cfg, train, test, *, label: str, log=None, groups=None):
   return history
 
 
-def load_release(train, workdir: str, *, mesh_data: int = 0) -> Release:
+def load_release(train, workdir: str, *,
+                 mesh_data: int = 0) -> release_lib.Release:
   """The released images of DIR's release stage, checked against `train`,
   on the mesh of `train` (a DeviceData; a host Dataset goes on a mesh of
   `mesh_data` devices): each process reads only the image rows of its block
@@ -71,7 +69,8 @@ def load_release(train, workdir: str, *, mesh_data: int = 0) -> Release:
                   f"the configured training set {(n, *train.image_shape)}")
   on_mesh = placement.put_rows(n, lambda lo, hi: images[lo:hi],
                                train.image_shape, np.uint8)
-  return Release(train.replace_images(on_mesh), release["protected"])
+  return release_lib.Release(train.replace_images(on_mesh),
+                             release["protected"])
 
 
 def class_groups(test, classes) -> dict:

@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ue_jax.io import artifacts
-from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.search import layouts
 from ue_jax.core import noise as noise_lib

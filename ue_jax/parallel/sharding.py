@@ -120,11 +120,6 @@ def initialize_distributed(*, coordinator_address: str = "",
   return True
 
 
-def is_primary() -> bool:
-  """Whether this process writes files (process 0)."""
-  return jax.process_index() == 0
-
-
 def sync(name: str):
   """Waits until every process got here (no-op with one process)."""
   if jax.process_count() > 1:

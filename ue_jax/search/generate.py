@@ -52,7 +52,6 @@ from absl import logging
 from ue_jax.io import artifacts
 from ue_jax.search import baselines
 from ue_jax.io import checkpoint as checkpoint_lib
-from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.runtime import interrupt
 from ue_jax.search import layouts
@@ -291,9 +290,6 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
   return state, at
 
 
-PRETRAIN = baselines.PRETRAIN
-
-
 def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   """Runs (or resumes) the search; writes DIR/noise.npy; returns a summary
   dict. `train` and `test` are Datasets or DeviceData (device_data.py);
@@ -321,7 +317,7 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
       log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
       saver = _Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
       if fresh and g.pretrain_epochs:
-        log.drop(lambda r: r["stage"] == PRETRAIN)
+        log.drop(lambda r: r["stage"] == baselines.PRETRAIN)
         state, at.pretrain = baselines.pretrain(
             cfg, state, train, train if test is None else test, log, signals,
             placement=placement)
