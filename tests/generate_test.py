@@ -6,11 +6,17 @@ import os
 import shutil
 import tempfile
 
+from unittest import mock
+
+import jax
 import numpy as np
 from absl.testing import absltest
 
 from configs import test_tiny
+from ue_jax.core import noise as noise_lib
+from ue_jax.io import artifacts
 from ue_jax.io import checkpoint as checkpoint_lib
+from ue_jax.parallel import sharding
 from ue_jax.search import baselines
 from ue_jax.search import generate
 from ue_jax.io import metrics
@@ -115,6 +121,30 @@ class GenerateTest(absltest.TestCase):
                                                    generate.CHECKPOINTS)))
       again = run(cfg, self.train, workdir + "_again")  # seeded
       np.testing.assert_array_equal(noise, np.load(again["noise_path"]))
+
+  def test_random_noise_is_drawn_on_the_mesh_and_written_in_chunks(self):
+    """No host holds the whole random noise: it is drawn sharded on the
+    mesh and written a chunk of rows at a time; its values are those of
+    one draw of the whole noise on one device, bit for bit."""
+    cfg = tiny_config(kind="random", random_values="sign", random_patch=5)
+    written = []
+    write = artifacts.NpyWriter.write
+
+    def spy(writer, start, rows):
+      written.append(len(rows))
+      return write(writer, start, rows)
+
+    row_bytes = 12 * 12 * 1 * 4
+    with mock.patch.object(sharding, "EXPORT_BYTES", 10 * row_bytes), \
+        mock.patch.object(artifacts.NpyWriter, "write", spy):
+      summary = run(cfg, self.train, os.path.join(self.tmp, "random_chunks"))
+    self.assertEqual(written, [10] * 9 + [6])  # 96 rows, 10 at a time
+    whole = noise_lib.random_noise(
+        jax.random.fold_in(jax.random.key(cfg.seed), 2), (96, 12, 12, 1),
+        eps=cfg.noise.eps, patch=5, values="sign")
+    noise = np.load(summary["noise_path"])
+    np.testing.assert_array_equal(noise, np.asarray(whole))
+    self.assertEqual(summary["noise_max_abs"], np.float32(cfg.noise.eps))
 
 
 if __name__ == "__main__":

@@ -6,12 +6,12 @@
   layout's shape, per pixel or per block of pixels, no model and no search.
 """
 
+import functools
 import os
 import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from ue_jax.io import artifacts
@@ -65,16 +65,29 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
           history[-1])
 
 
-def random_noise(cfg, train: data_lib.Dataset, workdir: str):
+def random_noise(cfg, train, workdir: str, *,
+                 placement: sharding.Placement):
   """The random-noise baseline in the layout's shape (noise.random_values,
-  noise.random_patch), written to DIR/noise.npy (by process 0); returns the
+  noise.random_patch), drawn on the mesh of `placement` (sample-wise: each
+  device draws its rows of the noise, padded to a multiple of the device
+  count; class-wise: replicated) and written to DIR/noise.npy chunk by
+  chunk (artifacts.export_noise), so no host holds the whole noise. Its
+  values do not depend on the device count: the counter-based generator
+  gives row i the same bits in any shape and sharding. Returns the
   generation summary."""
   start = time.perf_counter()
   key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
-  noise = np.asarray(jax.device_get(noise_lib.random_noise(
-      key, layouts.noise_shape(cfg.noise.layout, train), eps=cfg.noise.eps,
-      patch=cfg.noise.random_patch, values=cfg.noise.random_values)))
-  path = artifacts.save_npy(os.path.join(workdir, "noise.npy"), noise)
+  n, *tail = layouts.noise_shape(cfg.noise.layout, train)
+  samplewise = cfg.noise.layout != "classwise"
+  draw = functools.partial(
+      noise_lib.random_noise, shape=(placement.padded(n) if samplewise
+                                     else n, *tail),
+      eps=cfg.noise.eps, patch=cfg.noise.random_patch,
+      values=cfg.noise.random_values)
+  noise = jax.jit(draw, out_shardings=(placement.rows if samplewise
+                                       else placement.replicated))(key)
+  path, max_abs = artifacts.export_noise(
+      noise, n, placement, os.path.join(workdir, "noise.npy"))
   return {"rounds": 0, "stop_reached": None,
           "generation_seconds": time.perf_counter() - start,
-          "noise_max_abs": float(np.abs(noise).max()), "noise_path": path}
+          "noise_max_abs": max_abs, "noise_path": path}

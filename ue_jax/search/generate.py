@@ -294,10 +294,10 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   """Runs (or resumes) the search; writes DIR/noise.npy; returns a summary
   dict. `train` and `test` are Datasets or DeviceData (device_data.py);
   `test` only scores the pretraining epochs (default: `train`)."""
-  if cfg.noise.kind == "random":
-    return baselines.random_noise(cfg, train, workdir)
   g = cfg.generate
   placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
+  if cfg.noise.kind == "random":
+    return baselines.random_noise(cfg, train, workdir, placement=placement)
   fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
                         seed=cfg.seed + 2)
   nb = len(range(0, len(fit), g.batch_size))
@@ -333,9 +333,9 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
       steps_lib.eval_step, placement.state_shardings(
           state, samplewise=_samplewise(cfg)), returns_state=False)
   clean_acc, _ = train_lib.sweep(clean_eval, state, train, g.eval_batch_size)
-  path, max_abs = export_noise(
+  path, max_abs = artifacts.export_noise(
       state.noise, layouts.noise_shape(cfg.noise.layout, train)[0], placement,
-      codec(cfg), os.path.join(workdir, "noise.npy"))
+      os.path.join(workdir, "noise.npy"), decode=codec(cfg).decode)
   summary = {"rounds": at.round, "stop_reached": at.stop["reached"],
              "generation_seconds": at.elapsed,
              "final_train_accuracy_on_release": at.stop["accuracy"],
@@ -347,16 +347,3 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
     summary["pretrain_train_accuracy"] = at.pretrain["train_accuracy"]
   return summary
 
-
-def export_noise(noise: jax.Array, n: int, placement: sharding.Placement,
-                 store: noise_lib.Codec, path: str):
-  """Writes the first `n` rows of the (sharded or replicated, encoded) noise
-  to `path` as float32 .npy, chunk by chunk: every host holds at most one
-  chunk (sharding.EXPORT_BYTES) of it, and only process 0 writes.
-  Returns (path, max |noise|)."""
-  max_abs = 0.0
-  with artifacts.NpyWriter(path, (n, *noise.shape[1:]), np.float32) as out:
-    for start, rows in placement.host_chunks(noise, n, transform=store.decode):
-      out.write(start, rows)
-      max_abs = max(max_abs, float(np.abs(rows).max(initial=0.0)))
-  return path, max_abs
