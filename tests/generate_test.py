@@ -107,6 +107,23 @@ class GenerateTest(absltest.TestCase):
     _, noisy_loss = train_lib.sweep(eval_fn, state, self.train, 32)
     self.assertGreater(noisy_loss, clean_loss + 0.1)
 
+  def test_noise_pass_waits_for_the_devices_only_to_log(self):
+    """2 rounds of 3 noise batches: the host waits for the devices for
+    progress only to write a line (one at the end of each pass, more only
+    when a pass outlasts 10 s), not after every batch; the last line of
+    each pass counts all 96 images."""
+    cfg = tiny_config()
+    cfg.checkpoint.every_batches = 0
+    fake, calls = helpers.counting_jax()
+    with mock.patch.object(metrics, "jax", fake), \
+        self.assertLogs(level="INFO") as logs:
+      run(cfg, self.train, os.path.join(self.tmp, "waits"))
+    lines = [line for line in logs.output if " noise: " in line]
+    self.assertLen(calls, len(lines))
+    for r in (1, 2):
+      self.assertTrue(any(f"generate round {r}/2 noise: 96/96 img" in line
+                          for line in lines), r)
+
   def test_random_needs_no_search(self):
     for layout, shape in (("samplewise", (96, 12, 12, 1)),
                           ("classwise", (4, 12, 12, 1))):
