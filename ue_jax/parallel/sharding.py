@@ -290,7 +290,7 @@ class Placement:
     refused."""
     out = ((state_shardings, self.replicated) if returns_state
            else self.replicated)
-    jitted = jax.jit(gather_images(fn),
+    jitted = jax.jit(agree(gather_images(fn)),
                      in_shardings=(state_shardings, self.rows),
                      out_shardings=out,
                      donate_argnums=0 if (donate and returns_state) else ())
@@ -318,6 +318,28 @@ class Placement:
 
 
 IMAGES, ROWS = "images", "rows"  # a batch's images as rows of a dataset
+VOTES = "votes"  # int32 [B, k]: each process's votes, in its rows
+
+
+def agree(fn):
+  """`fn(state, batch)`, which also returns, for a batch that carries
+  `VOTES` (int32 [B, k], each process filling its own rows of the batch
+  with its votes), their maximum over all rows as `VOTES` in its metrics:
+  one value, the same in every process, computed in the step's own program
+  (no collective of its own, no host sync). Multi-process runs decide
+  collective actions (a checkpoint, a stop) on it, so that every process
+  takes them at the same batch. Keeps `fn`'s name."""
+  def step(state, batch):
+    if VOTES not in batch:
+      return fn(state, batch)
+    batch = dict(batch)
+    agreed = jnp.max(batch.pop(VOTES), axis=0)
+    out = fn(state, batch)
+    if isinstance(out, tuple):
+      return out[0], {**out[1], VOTES: agreed}
+    return {**out, VOTES: agreed}
+  step.__name__ = fn.__name__
+  return step
 
 
 def gather_images(fn):

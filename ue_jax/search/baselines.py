@@ -46,11 +46,18 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
                    noise=None, rng=jax.random.fold_in(rng, 2),
                    apply_fn=state.apply_fn, tx=tx)
 
-  def after_epoch(epoch, _):
-    if signals.signum is not None:
-      raise Interrupted(f"{signals.name} received (pretraining, epoch "
-                        f"{epoch}/{epochs}, not saved); rerun the same "
-                        "command to start again", signum=signals.signum)
+  # With several processes the signal that stops them all is the one they
+  # agree on in the steps (sharding.agree), which a process may not have
+  # received itself.
+  shared = jax.process_count() > 1
+
+  def after_epoch(epoch, _, agreed):
+    signum = int(agreed[1]) if shared else signals.signum or 0
+    if signum:
+      raise Interrupted(f"{interrupt.signal_name(signum)} received "
+                        f"(pretraining, epoch {epoch}/{epochs}, not saved); "
+                        "rerun the same command to start again",
+                        signum=signum)
 
   # Copies (the steps donate their state), born replicated over the mesh.
   inputs = (*jax.tree.map(jnp.copy, (state.params, state.batch_stats)),
@@ -58,7 +65,7 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
   plain, history, _ = train_lib.recipe_fit(
       cfg.evaluate, placement, init, train, test, epochs=epochs,
       seed=cfg.seed, label=PRETRAIN, inputs=inputs, log=log,
-      after_epoch=after_epoch)
+      after_epoch=after_epoch, votes=signals.votes if shared else None)
   logging.info("pretrained the generator for %d epochs on clean images: "
                "test accuracy %.4f", epochs, history[-1]["test_accuracy"])
   return (state.replace(params=plain.params, batch_stats=plain.batch_stats),

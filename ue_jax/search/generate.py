@@ -165,7 +165,20 @@ class Position:
 
 class _Saver:
   """Checkpoints on the configured cadence and turns a stop signal into
-  `Interrupted` once the position it stopped at is saved."""
+  `Interrupted` once the position it stopped at is saved.
+
+  A save is collective. With one process the clock and the signal flag
+  decide after each batch. With several, each process would read its own
+  clock and only some may get a signal, so the decision is shared: before
+  each batch every process casts its votes into the batch (`add_votes`:
+  a timed save, from process 0's clock only, numbered so that a vote cast
+  before a save does not ask for another; a signal, from any process), and
+  the step returns their maximum (sharding.agree), the same in every
+  process. A step's votes are read after the next step is dispatched (the
+  host waits for no step it has not already queued another behind), and at
+  the end of each pass (`flush`), where the host waits anyway; every
+  process then saves, or stops, at the same batch.
+  """
 
   def __init__(self, ckpt: checkpoint_lib.Checkpoints, ck_cfg,
                signals: interrupt.StopSignals, elapsed: float):
@@ -174,6 +187,8 @@ class _Saver:
     self.every_seconds = ck_cfg.every_seconds
     self.start, self.base = time.perf_counter(), elapsed
     self.last_time, self.last_number, self.dirty = self.start, None, False
+    self.shared = jax.process_count() > 1
+    self.saves, self.pending = 0, None  # saves so far; unread step votes
 
   def clock(self) -> float:
     """Generation seconds so far, including earlier processes."""
@@ -186,26 +201,64 @@ class _Saver:
       meta["model_loss"] = float(at.model_loss)
     self.last_number = self.ckpt.save(state, meta, where=f"({at.describe()})")
     self.last_time, self.dirty = time.perf_counter(), False
+    self.saves += 1
 
-  def after_batch(self, state, at: Position, *, noise_batch: bool):
+  def timed(self) -> bool:
+    return (self.every_seconds > 0
+            and time.perf_counter() - self.last_time >= self.every_seconds)
+
+  def add_votes(self, batch: dict) -> dict:
+    """The batch with this process's votes when the decision is shared."""
+    if not self.shared:
+      return batch
+    save = self.saves + 1 if jax.process_index() == 0 and self.timed() else 0
+    return {**batch, sharding.VOTES: self.signals.votes(
+        len(batch["index"]), save=save)}
+
+  def _agreed(self, votes):
+    """(timed save due, signal number) from a step's agreed votes."""
+    if votes is None:
+      return False, 0
+    save, signum = (int(v) for v in np.asarray(votes))
+    return save > self.saves, signum
+
+  def after_batch(self, state, at: Position, metrics, *, noise_batch: bool):
+    """After a step whose output metrics are `metrics`: saves when due,
+    and stops (Interrupted) on a signal."""
     self.dirty = True
-    due = (self.every_seconds > 0
-           and time.perf_counter() - self.last_time >= self.every_seconds)
-    if noise_batch and self.every_batches > 0:
-      due = due or at.pos % self.every_batches == 0
-    if due or self.signals.signum is not None:
+    if self.shared:
+      votes, self.pending = self.pending, metrics.get(sharding.VOTES)
+      timed, signum = self._agreed(votes)
+    else:
+      timed, signum = self.timed(), self.signals.signum or 0
+    due = timed or (noise_batch and self.every_batches > 0
+                    and at.pos % self.every_batches == 0)
+    if due and not signum:
       self.save(state, at)
-    self.check_signal(state, at)
+    self.stop(state, at, signum)
 
-  def check_signal(self, state, at: Position):
-    if self.signals.signum is None:
+  def flush(self, state, at: Position):
+    """Acts on the last step's votes, at the end of a pass."""
+    if self.shared:
+      timed, signum = self._agreed(self.pending)
+      self.pending = None
+      if timed and not signum:
+        self.save(state, at)
+      self.stop(state, at, signum)
+    else:
+      self.stop(state, at, self.signals.signum or 0)
+
+  def stop(self, state, at: Position, signum: int):
+    """On a signal: saves the position (unless just saved) and raises
+    Interrupted."""
+    if not signum:
       return
-    if self.dirty:
+    if self.dirty or self.last_number is None:
       self.save(state, at)
     raise Interrupted(
-        f"{self.signals.name} received ({at.describe()}); checkpoint "
-        f"{self.last_number} saved in {self.ckpt.directory}; rerun the same "
-        "command to resume", signum=self.signals.signum)
+        f"{interrupt.signal_name(signum)} received ({at.describe()}); "
+        f"checkpoint {self.last_number} saved in {self.ckpt.directory}; "
+        "rerun the same command to resume", signum=signum)
 
 
 def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int):
@@ -249,9 +302,11 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
                       "with --overwrite to start afresh")
       model_rows = train_lib.cycle_batches(n, g.batch_size, start=step)
       for _ in range(at.round * g.train_steps - step):
-        state, m = model_step(state, train.batch(next(model_rows)))
+        state, m = model_step(state, saver.add_votes(
+            train.batch(next(model_rows))))
         at.model_loss = m["loss"]
-        saver.after_batch(state, at, noise_batch=False)
+        saver.after_batch(state, at, m, noise_batch=False)
+      saver.flush(state, at)
       if at.model_loss is not None:
         at.model_loss = float(at.model_loss)
         if not np.isfinite(at.model_loss):
@@ -265,10 +320,11 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
         round_=at.round)):
       if k < at.pos:
         continue
-      state, _ = noise_step(state, fit.batch(rows))
+      state, m = noise_step(state, saver.add_votes(fit.batch(rows)))
       at.pos = k + 1
       progress.update(int(np.sum(rows < n_fit)), state.noise)
-      saver.after_batch(state, at, noise_batch=True)
+      saver.after_batch(state, at, m, noise_batch=True)
+    saver.flush(state, at)
     acc, loss = train_lib.sweep(eval_step, state, fit, g.eval_batch_size)
     if not np.isfinite(loss):
       saver.ckpt.refuse_nonfinite("loss in the stop test",
@@ -286,7 +342,7 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
                  "(%s), loss %.4f, %.1f s", at.round, acc, stop_words, loss,
                  now - at.round_started)
     saver.save(state, at)  # the end of every round is saved
-    saver.check_signal(state, at)
+    saver.flush(state, at)
   return state, at
 
 
@@ -305,7 +361,7 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   logging.info("memory plan:\n%s", memory.format_plan(memory.plan_for_config(
       cfg, train, devices=placement.size)))
   # A signal that arrives while compiling or restoring is acted on at the
-  # first batch; only the final sweep and the noise export run unguarded.
+  # first batches; only the final sweep and the noise export run unguarded.
   with interrupt.StopSignals() as signals:
     state, fns = build(cfg, train, placement)
     ckpt = checkpoint_lib.Checkpoints(os.path.join(workdir, CHECKPOINTS),
