@@ -30,9 +30,11 @@ own rows of a batch to `jax.make_array_from_process_local_data`, and builds
 the row-sharded arrays of a whole dataset (images, a noise read from file)
 from its own block of rows (`put_rows`: the rows its devices hold). A batch's
 images are gathered on the devices from host row numbers inside each step
-(`gather_images`, device_data.py). The noise and the released images are exported in chunks of
-at most `EXPORT_BYTES` gathered to all hosts (so no host holds more than one
-chunk of them), of which process 0 writes.
+(`gather_images`, device_data.py). The noise and the released images are
+exported in chunks of at most `EXPORT_BYTES` gathered to all hosts (so no
+host holds more than one chunk of them), of which process 0 writes. What the
+processes must decide together (a checkpoint, a stop on a signal) rides in
+the steps as votes (`agree`), so it needs no collective of its own.
 """
 
 import functools
