@@ -20,28 +20,29 @@ weighs 15 % more, so short runs understate it).
 ue_jax runs as `python -m ue_jax.main` does: on one XLA CPU device per core,
 the batch split over them (`--cpu-devices=1`: JAX's single CPU device).
 Throughput ratios are ours/torch, wall-time ratios torch/ours, so > 1 always
-means ue_jax is faster. Our wall time includes XLA compilation (the first
+means ue_jax is faster. ue_jax's wall time includes XLA compilation (the first
 round); the compile time is also measured ahead of time and subtracted in
 separate columns, and per-round seconds are in the JSON.
 
-Full benchmark (from the repository root; about 10 min on 2 idle cores).
+Full benchmark (from the repository root, TORCH_VENV a venv holding
+torch==2.13.0 and ue_jax; about 10 min on 2 idle cores).
 Run it on an idle machine: with other work on the cores torch's OpenMP
 threads slow down by up to ~30x, far more than XLA's, and the comparison is
 meaningless.
 
-  /work/venv-torch/bin/python benchmarks/compare_torch.py \
+  TORCH_VENV/bin/python benchmarks/compare_torch.py \
       --out=runs/compare_torch.json
 
 Throughput only, or without the paper-sized ResNet-18, or one model:
 
-  /work/venv-torch/bin/python benchmarks/compare_torch.py --skip-e2e
-  /work/venv-torch/bin/python benchmarks/compare_torch.py --skip-full-resnet
-  /work/venv-torch/bin/python benchmarks/compare_torch.py \
+  TORCH_VENV/bin/python benchmarks/compare_torch.py --skip-e2e
+  TORCH_VENV/bin/python benchmarks/compare_torch.py --skip-full-resnet
+  TORCH_VENV/bin/python benchmarks/compare_torch.py \
       --models=resnet18_w16 --e2e-repeats=3
 
 Smoke test (seconds):
 
-  /work/venv-torch/bin/python benchmarks/compare_torch.py --batch=16 \
+  TORCH_VENV/bin/python benchmarks/compare_torch.py --batch=16 \
       --pgd-steps=2 --full-batch=4 --full-pgd-steps=1 --repeats=1 \
       --e2e-size=64 --e2e-batch=16 --e2e-num-steps=2 --e2e-train-steps=2 \
       --e2e-max-rounds=1 --out=/tmp/compare_smoke.json

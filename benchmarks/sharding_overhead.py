@@ -44,8 +44,8 @@ def worker(a):
   cfg.model.name, cfg.model.width = a.model, a.width
   cfg.noise.num_steps, cfg.noise.storage = a.steps, a.storage
   cfg.generate.batch_size = cfg.generate.eval_batch_size = a.batch
-  layout = sharding.Layout(sharding.make_mesh(0))
-  state, (model_step, noise_step, _) = generate.build(cfg, train, layout)
+  placement = sharding.Placement(sharding.make_mesh(0))
+  state, (model_step, noise_step, _) = generate.build(cfg, train, placement)
   batches = [data_lib.gather(train, rows)
              for rows in data_lib.batches(a.n, a.batch)]
   memory = noise_step.lower(state, batches[0]).compile().memory_analysis()

@@ -11,9 +11,9 @@ ue_jax/models (resnet.py, small_cnn.py), so timings compare like with like.
 
 It is a timing baseline, not part of the library. compare_torch.py runs it
 side by side with ue_jax; on its own (from the repository root, with a venv
-holding torch==2.13.0 and ue_jax):
+TORCH_VENV holding torch==2.13.0 and ue_jax):
 
-  /work/venv-torch/bin/python benchmarks/torch_reference.py \
+  TORCH_VENV/bin/python benchmarks/torch_reference.py \
       --model=small_cnn --width=32 --size=1000 --max_rounds=8
 
 Differences from the original that do not change the cost: the PGD takes

@@ -74,9 +74,8 @@ class FaultInjectionTest(absltest.TestCase):
         "--config.checkpoint.max_to_keep=3"]
     cls.env = helpers.cli_env(os.path.join(cls.tmp, "xla_cache"))
     reference = os.path.join(cls.tmp, "reference")
-    proc = subprocess.run(cls.command(reference), cwd=helpers.REPO,
-                          env=cls.env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = helpers.run_main(reference, *cls.overrides, stage="generate",
+                            env=cls.env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert checkpoint_numbers(reference)[-1] == ROUNDS * PER_ROUND
     cls.reference_noise = np.load(os.path.join(reference, "noise.npy"),
@@ -104,9 +103,8 @@ class FaultInjectionTest(absltest.TestCase):
       time.sleep(0.005)
 
   def resume_to_the_end(self, workdir, *extra):
-    proc = subprocess.run(self.command(workdir, *extra), cwd=helpers.REPO,
-                          env=self.env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    proc = helpers.run_main(workdir, *self.overrides, *extra,
+                            stage="generate", env=self.env, timeout=300)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertIn("resuming from checkpoint", proc.stderr)
     np.testing.assert_array_equal(
@@ -177,11 +175,8 @@ class FaultInjectionTest(absltest.TestCase):
     # Only model_step's constants change, so the rest comes from the cache.
     diverge = ["--config.generate.lr=100", "--config.generate.weight_decay=1",
                "--config.generate.train_steps=20"]
-    proc = subprocess.run(
-        helpers.main_command(workdir, *self.overrides, *diverge,
-                             stage="generate"),
-        cwd=helpers.REPO, env=self.env, capture_output=True, text=True,
-        timeout=300, check=False)
+    proc = helpers.run_main(workdir, *self.overrides, *diverge,
+                            stage="generate", env=self.env, timeout=300)
     self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
     last = proc.stderr.strip().splitlines()[-1]
     self.assertRegex(last, r"^error: non-finite (values in|model loss) "

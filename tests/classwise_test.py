@@ -7,7 +7,6 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from absl.testing import absltest
 
 from configs import test_tiny
@@ -19,14 +18,6 @@ from ue_jax.core import steps
 from tests import helpers
 
 EPS, ALPHA = 8 / 255, 0.8 / 255
-
-
-def mean_loss(state, batch, noise):
-  """Mean loss of the frozen model on clip(x + noise) (noise per row)."""
-  x = jnp.clip(noise_lib.to_float(batch["image"]) + noise, 0, 1)
-  logits = state.apply_fn(state.variables, x, train=False)
-  return float(optax.softmax_cross_entropy_with_integer_labels(
-      logits, batch["label"]).mean())
 
 
 class ClassMeanTest(chex.TestCase):
@@ -110,14 +101,14 @@ class ClasswiseStepTest(chex.TestCase):
         layout="classwise", maximize=True))
     state = self.state
     noise_of = lambda s: s.noise[self.ds.labels]
-    before = mean_loss(state, batch, noise_of(state))
+    before = helpers.mean_loss(state, batch, noise_of(state))
     down_state, up_state = state, state
     for _ in range(3):
       down_state = self.step(down_state, batch)[0]
       up_state = up(up_state, batch)[0]
-    self.assertLess(mean_loss(state, batch, noise_of(down_state)),
+    self.assertLess(helpers.mean_loss(state, batch, noise_of(down_state)),
                     before - 1e-3)
-    self.assertGreater(mean_loss(state, batch, noise_of(up_state)),
+    self.assertGreater(helpers.mean_loss(state, batch, noise_of(up_state)),
                        before + 1e-3)
 
   def test_release_applies_the_class_noise(self):

@@ -5,7 +5,6 @@ byte for byte, a release file is read by rows, and only process 0 writes.
 
 import io
 import os
-import zipfile
 from unittest import mock
 
 import numpy as np
@@ -28,14 +27,14 @@ from tests import helpers
 EPS = 8 / 255
 
 
-def layout():
-  return sharding.Layout(sharding.make_mesh(0))
+def placement():
+  return sharding.Placement(sharding.make_mesh(0))
 
 
 def seen_by_a_step(ds, rows):
   """The batch a jitted step gets for `ds.batch(rows)`, as numpy."""
-  step = ds.layout.jit_step(lambda state, batch: batch,
-                            ds.layout.replicated, returns_state=False)
+  step = ds.placement.jit_step(lambda state, batch: batch,
+                               ds.placement.replicated, returns_state=False)
   out = step(np.zeros((), np.float32), ds.batch(rows))
   return {k: np.asarray(v) for k, v in out.items()}
 
@@ -58,7 +57,7 @@ class DeviceDataTest(absltest.TestCase):
 
   def test_steps_see_the_host_batches(self):
     ds = helpers.synthetic(n=50)
-    on_mesh = device_data.place(ds, layout())
+    on_mesh = device_data.place(ds, placement())
     view_rows = np.array([3, 7, 8, 20, 41, 49])
     for host, dev, n in ((ds, on_mesh, 50),
                          (ds.take(view_rows), on_mesh.take(view_rows), 6)):
@@ -78,7 +77,7 @@ class DeviceDataTest(absltest.TestCase):
     images = Recorder(ds.images)
     source = data_lib.Dataset(images, ds.labels, 4, ds.source_index)
     rows = np.array([1, 4, 9, 10, 22])
-    placed = device_data.place(source, layout(), rows)
+    placed = device_data.place(source, placement(), rows)
     self.assertEqual(placed.block, (0, 5))  # one process: its block is all
     self.assertLen(images.keys, 1)
     np.testing.assert_array_equal(images.keys[0], rows)
@@ -145,7 +144,7 @@ class StreamedNpzTest(absltest.TestCase):
     noise = np.random.default_rng(2).uniform(-EPS, EPS, ds.images.shape)
     summary, kept = release.release(cfg, ds, tmp,
                                     noise=noise.astype(np.float32))
-    read = evaluate.load_release(device_data.place(ds, layout()), tmp)
+    read = evaluate.load_release(device_data.place(ds, placement()), tmp)
     with np.load(summary["release_path"]) as f:
       whole = f["images"]
     for got in (read.images, kept.images):

@@ -4,7 +4,6 @@ fraction, then the report over both runs."""
 
 import json
 import os
-import subprocess
 import tempfile
 
 import numpy as np
@@ -29,10 +28,7 @@ class ExperimentsCliTest(absltest.TestCase):
 
   def run_main(self, name, *overrides):
     workdir = os.path.join(self.tmp, name)
-    proc = subprocess.run(
-        helpers.main_command(workdir, *self.data, *overrides),
-        cwd=helpers.REPO, env=self.env, capture_output=True,
-        text=True, timeout=600, check=False)
+    proc = helpers.run_main(workdir, *self.data, *overrides, env=self.env)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "results.json")) as f:
       return workdir, json.load(f)

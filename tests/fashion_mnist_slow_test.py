@@ -9,7 +9,7 @@ from absl.testing import absltest
 import pytest
 
 from ue_jax.io import data
-from tests import main_test
+from tests import helpers
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ class FashionMnistTest(absltest.TestCase):
     # Measured with these settings on 2 cores, one device (the default;
     # docs/experiments.md): clean 0.811, unlearnable 0.4885, 3 rounds; about 5 minutes
     # (one device per core, --cpu_devices=-1: 0.8075, 0.444, 4 rounds).
-    proc = main_test.run_main(
+    proc = helpers.run_main(
         workdir, "--config.data.train_size=4000",
         "--config.data.test_size=2000", "--config.evaluate.epochs=8",
         config="configs/fashion_mnist_samplewise.py", timeout=1800)

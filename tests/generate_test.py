@@ -6,12 +6,18 @@ import os
 import shutil
 import tempfile
 
+from unittest import mock
+
+import jax
 import numpy as np
 from absl.testing import absltest
 
 from configs import test_tiny
+from ue_jax.core import noise as noise_lib
+from ue_jax.io import artifacts
 from ue_jax.io import checkpoint as checkpoint_lib
-from ue_jax.io import data as data_lib
+from ue_jax.parallel import sharding
+from ue_jax.search import baselines
 from ue_jax.search import generate
 from ue_jax.io import metrics
 from ue_jax.core import steps
@@ -85,7 +91,7 @@ class GenerateTest(absltest.TestCase):
     self.assertIn("pretrain_test_accuracy", summary)
     pretrain_log = metrics.read_log(os.path.join(full + "_cut",
                                                  "metrics.jsonl"),
-                                    generate.PRETRAIN)
+                                    baselines.PRETRAIN)
     self.assertLen(pretrain_log, 3)
     # The frozen pretrained model: its loss on the release is higher.
     template, _ = generate.build(cfg, self.train)
@@ -101,6 +107,23 @@ class GenerateTest(absltest.TestCase):
     _, noisy_loss = train_lib.sweep(eval_fn, state, self.train, 32)
     self.assertGreater(noisy_loss, clean_loss + 0.1)
 
+  def test_noise_pass_waits_for_the_devices_only_to_log(self):
+    """2 rounds of 3 noise batches: the host waits for the devices for
+    progress only to write a line (one at the end of each pass, more only
+    when a pass outlasts 10 s), not after every batch; the last line of
+    each pass counts all 96 images."""
+    cfg = tiny_config()
+    cfg.checkpoint.every_batches = 0
+    fake, calls = helpers.counting_jax()
+    with mock.patch.object(metrics, "jax", fake), \
+        self.assertLogs(level="INFO") as logs:
+      run(cfg, self.train, os.path.join(self.tmp, "waits"))
+    lines = [line for line in logs.output if " noise: " in line]
+    self.assertLen(calls, len(lines))
+    for r in (1, 2):
+      self.assertTrue(any(f"generate round {r}/2 noise: 96/96 img" in line
+                          for line in lines), r)
+
   def test_random_needs_no_search(self):
     for layout, shape in (("samplewise", (96, 12, 12, 1)),
                           ("classwise", (4, 12, 12, 1))):
@@ -115,6 +138,30 @@ class GenerateTest(absltest.TestCase):
                                                    generate.CHECKPOINTS)))
       again = run(cfg, self.train, workdir + "_again")  # seeded
       np.testing.assert_array_equal(noise, np.load(again["noise_path"]))
+
+  def test_random_noise_is_drawn_on_the_mesh_and_written_in_chunks(self):
+    """No host holds the whole random noise: it is drawn sharded on the
+    mesh and written a chunk of rows at a time; its values are those of
+    one draw of the whole noise on one device, bit for bit."""
+    cfg = tiny_config(kind="random", random_values="sign", random_patch=5)
+    written = []
+    write = artifacts.NpyWriter.write
+
+    def spy(writer, start, rows):
+      written.append(len(rows))
+      return write(writer, start, rows)
+
+    row_bytes = 12 * 12 * 1 * 4
+    with mock.patch.object(sharding, "EXPORT_BYTES", 10 * row_bytes), \
+        mock.patch.object(artifacts.NpyWriter, "write", spy):
+      summary = run(cfg, self.train, os.path.join(self.tmp, "random_chunks"))
+    self.assertEqual(written, [10] * 9 + [6])  # 96 rows, 10 at a time
+    whole = noise_lib.random_noise(
+        jax.random.fold_in(jax.random.key(cfg.seed), 2), (96, 12, 12, 1),
+        eps=cfg.noise.eps, patch=5, values="sign")
+    noise = np.load(summary["noise_path"])
+    np.testing.assert_array_equal(noise, np.asarray(whole))
+    self.assertEqual(summary["noise_max_abs"], np.float32(cfg.noise.eps))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,17 @@
 """Shared test fixtures: tiny synthetic datasets and a tiny model state."""
 
 import os
+import subprocess
 import sys
+import types
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
 
 from ue_jax.io import data as data_lib
+from ue_jax.core import noise as noise_lib
 from ue_jax.core import optim
 from ue_jax.models import get_model
 from ue_jax.core.state import create_state
@@ -39,12 +45,41 @@ def tiny_state(ds, *, noise=True, seed=0, width=4):
                       noise_shape=ds.images.shape if noise else None)
 
 
+def mean_loss(state, batch, noise) -> float:
+  """Mean cross-entropy of the frozen model (eval mode) on
+  clip(x + noise), `noise` given per batch row."""
+  x = jnp.clip(noise_lib.to_float(batch["image"]) + noise, 0.0, 1.0)
+  logits = state.apply_fn(state.variables, x, train=False)
+  return float(optax.softmax_cross_entropy_with_integer_labels(
+      logits, batch["label"]).mean())
+
+
+def counting_jax():
+  """(a stand-in for the `jax` module of io/metrics.py that counts its
+  waits for the devices, the list of those waits)."""
+  calls = []
+
+  def block_until_ready(x):
+    calls.append(1)
+    return jax.block_until_ready(x)
+
+  return types.SimpleNamespace(block_until_ready=block_until_ready), calls
+
 
 def main_command(workdir, *overrides, stage="all",
                  config="configs/test_tiny.py"):
   """The argv of `python -m ue_jax.main` (run it with cwd=REPO)."""
   return [sys.executable, "-m", "ue_jax.main", f"--config={config}",
           f"--workdir={workdir}", f"--stage={stage}", *overrides]
+
+
+def run_main(workdir, *overrides, stage="all", config="configs/test_tiny.py",
+             env=None, timeout=600) -> subprocess.CompletedProcess:
+  """Runs `main_command` to its end; its output is captured as text."""
+  return subprocess.run(main_command(workdir, *overrides, stage=stage,
+                                     config=config),
+                        cwd=REPO, env=env, capture_output=True, text=True,
+                        timeout=timeout, check=False)
 
 
 def cli_env(cache_dir=None):

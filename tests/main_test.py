@@ -2,8 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
@@ -11,14 +9,6 @@ from absl.testing import absltest
 
 from tests import helpers
 from ue_jax.parallel import sharding
-
-
-def run_main(workdir, *overrides, stage="all", config="configs/test_tiny.py",
-             timeout=600):
-  cmd = [sys.executable, "-m", "ue_jax.main", f"--config={config}",
-         f"--workdir={workdir}", f"--stage={stage}", *overrides]
-  return subprocess.run(cmd, cwd=helpers.REPO, capture_output=True, text=True,
-                        timeout=timeout, check=False)
 
 
 class EndToEndTest(absltest.TestCase):
@@ -33,7 +23,7 @@ class EndToEndTest(absltest.TestCase):
 
   def test_all_stages(self):
     workdir = os.path.join(self.tmp, "run")
-    proc = run_main(workdir, *self.data, "--config.generate.max_rounds=2")
+    proc = helpers.run_main(workdir, *self.data, "--config.generate.max_rounds=2")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "results.json")) as f:
       results = json.load(f)
@@ -46,8 +36,9 @@ class EndToEndTest(absltest.TestCase):
     self.assertLen(results["devices"], 1)  # --cpu_devices=1, the default
     self.assertEqual(results["rounds"], 2)
     self.assertIsInstance(results["stop_reached"], bool)
-    for key in ("clean_test_accuracy", "unlearnable_test_accuracy"):
-      self.assertBetween(results[key], 0.0, 1.0)
+    for name in ("clean", "unlearnable"):  # the last epoch's, as reported
+      self.assertEqual(results[f"{name}_test_accuracy"],
+                       results["curves"][name][-1])
     self.assertLen(results["curves"]["clean"], 1)
     # The last epoch's confusion matrix: rows are the test labels, its
     # trace is the reported accuracy, its diagonal the per-class ones.
@@ -75,11 +66,30 @@ class EndToEndTest(absltest.TestCase):
     self.assertEqual(stages.count("generate"), 2)
     self.assertEqual(stages.count("evaluate_clean"), 1)
 
+  def test_eps_typed_as_a_decimal_releases_8_levels(self):
+    # 0.0313725 lies a hair below 8/255: taken as 8/255, so the release of
+    # a +-eps noise changes pixels by exactly 8 levels, not 7.
+    workdir = os.path.join(self.tmp, "eps_decimal")
+    proc = helpers.run_main(workdir, *self.data, "--config.noise.eps=0.0313725",
+                    "--config.noise.kind=random",
+                    "--config.noise.random_values=sign",
+                    "--config.evaluate.train_clean=False")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(os.path.join(workdir, "results.json")) as f:
+      results = json.load(f)
+    self.assertEqual(results["epsilon_255"], 8.0)
+    self.assertEqual(results["release_max_pixel_change"], 8)
+    release = np.load(results["release_path"], allow_pickle=False)
+    clean = np.load(self.train, allow_pickle=False)["images"]
+    change = np.abs(release["images"].astype(int) - clean.astype(int))
+    self.assertEqual(change.max(), 8)
+    self.assertIn("noise.eps=0.0313725 is taken as 8/255", proc.stderr)
+
   def test_one_device_per_core(self):
     # --cpu_devices=-1: one CPU device per core, as far as the tiny config's
     # batch sizes (32, 32, 16, 32) allow; the noise shape is the same.
     workdir = os.path.join(self.tmp, "per_core")
-    proc = run_main(workdir, *self.data, "--cpu_devices=-1",
+    proc = helpers.run_main(workdir, *self.data, "--cpu_devices=-1",
                     "--config.generate.max_rounds=1", stage="generate")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "results.json")) as f:
@@ -92,7 +102,7 @@ class EndToEndTest(absltest.TestCase):
     # Orbax needs absolute paths; users type relative ones.
     workdir = os.path.relpath(os.path.join(self.tmp, "relative"),
                               helpers.REPO)
-    proc = run_main(workdir, *self.data, "--config.generate.max_rounds=1",
+    proc = helpers.run_main(workdir, *self.data, "--config.generate.max_rounds=1",
                     stage="generate")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertTrue(os.path.exists(os.path.join(self.tmp, "relative",
@@ -101,7 +111,7 @@ class EndToEndTest(absltest.TestCase):
   def test_same_config_same_noise(self):
     a, b = (os.path.join(self.tmp, name) for name in ("det_a", "det_b"))
     for workdir in (a, b):
-      proc = run_main(workdir, *self.data, stage="generate")
+      proc = helpers.run_main(workdir, *self.data, stage="generate")
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     np.testing.assert_array_equal(np.load(os.path.join(a, "noise.npy")),
                                   np.load(os.path.join(b, "noise.npy")))

@@ -79,6 +79,15 @@ class ReleaseTest(parameterized.TestCase):
                                         paper_release=True)
     np.testing.assert_array_equal(released, [[101, 100, 107]])
 
+  def test_eps_a_hair_below_k_over_255_is_snapped(self):
+    for given, want in ((0.0313725, 8 / 255), (8 / 255, 8 / 255),
+                        (16 / 255 + 5e-5, 16 / 255), (0.03, 0.03),
+                        (1.0, 1.0), (1e-5, 1e-5)):
+      self.assertEqual(noise_lib.snap_eps(given), want, given)
+    self.assertEqual(noise_lib.max_delta_u8(noise_lib.snap_eps(0.0313725)),
+                     8)
+    self.assertEqual(noise_lib.max_delta_u8(0.0313725), 7)  # the trap
+
   def test_jax_and_numpy_agree(self):
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (4, 5, 5, 1), dtype=np.uint8)

@@ -15,10 +15,12 @@ import io
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
@@ -150,26 +152,37 @@ class DeviceCountTest(absltest.TestCase):
 
 
 class MultiProcessTest(absltest.TestCase):
+  """The CLI in 2 processes (jax.distributed over gloo, 1 CPU device each)."""
 
-  def test_two_processes_match_one(self):
-    """The CLI in 2 processes (jax.distributed over gloo, 1 CPU device
-    each), all stages: the noise of one process, the release of that noise,
-    each process holding half of the images, files written once."""
-    tmp = tempfile.mkdtemp(prefix="ue_jax_2proc_")
-    self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
-    train, test = helpers.write_npz(tmp)  # 96 images, as one_device(96)
-    workdir = os.path.join(tmp, "run")
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(prefix="ue_jax_2proc_")
+    cls.train, cls.test = helpers.write_npz(cls.tmp)  # 96 images
+    cls.flags = [f"--config.data.train_path={cls.train}",
+                 f"--config.data.test_path={cls.test}",
+                 "--config.generate.max_rounds=2",
+                 "--config.generate.min_rounds=2",
+                 "--config.checkpoint.every_batches=1",
+                 "--config.evaluate.train_clean=False"]
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def start_pair(self, workdir, *flags, stage="all"):
     port = free_port()
-    procs = [subprocess.Popen(
+    return [subprocess.Popen(
         helpers.main_command(
-            workdir, f"--config.data.train_path={train}",
-            f"--config.data.test_path={test}", "--config.generate.max_rounds=1",
-            "--config.checkpoint.every_batches=1",
-            "--config.evaluate.train_clean=False",
+            workdir, *self.flags, *flags,
             f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2",
-            f"--process_id={i}"),
+            f"--process_id={i}", stage=stage),
         cwd=helpers.REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True) for i in range(2)]
+
+  def wait_pair(self, procs):
+    """(return codes, stderr texts); fails, killing both, if one hangs."""
     errors = []
     for proc in procs:
       try:
@@ -178,19 +191,31 @@ class MultiProcessTest(absltest.TestCase):
         for p in procs:
           p.kill()
         self.fail("a process of the pair hung")
-    for proc, err in zip(procs, errors):
-      self.assertEqual(proc.returncode, 0, err[-3000:])
+    return [p.returncode for p in procs], errors
+
+  def run_pair(self, workdir, *flags, stage="all"):
+    codes, errors = self.wait_pair(self.start_pair(workdir, *flags,
+                                                   stage=stage))
+    for code, err in zip(codes, errors):
+      self.assertEqual(code, 0, err[-3000:])
+    return errors
+
+  def test_two_processes_match_one(self):
+    """All stages: the noise of one process, the release of that noise,
+    each process holding half of the images, files written once."""
+    workdir = os.path.join(self.tmp, "run")
+    errors = self.run_pair(workdir)
     for i, err in enumerate(errors):  # each process supplied its half
       for split, n in (("train", 96), ("test", 64)):
         self.assertIn(f"{split}: process {i} holds image rows [{i * n // 2}, "
                       f"{(i + 1) * n // 2}) of {n} ({n // 2} rows per "
                       "device)", err)
-    expected = one_device(96, rounds=1, init="zeros")["noise"]
+    expected = one_device(96, rounds=2, init="zeros")["noise"]
     noise = np.load(os.path.join(workdir, "noise.npy"), allow_pickle=False)
-    assert_same_noise(self, noise, expected, rounds=1)
+    assert_same_noise(self, noise, expected, rounds=2)
     # The release computed on the mesh is that of the written noise, byte
     # for byte as np.savez writes it from whole arrays.
-    images = np.load(train)["images"]
+    images = np.load(self.train)["images"]
     want = io.BytesIO()
     np.savez(want, images=noise_lib.release_images(images, noise, eps=EPS),
              labels=(np.arange(96) % 4).astype(np.int32),
@@ -203,11 +228,44 @@ class MultiProcessTest(absltest.TestCase):
                           ["unlearnable_train.npz"])
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
       stages = [json.loads(line)["stage"] for line in f]
-    # One round and one epoch, logged by process 0 only.
-    self.assertEqual(stages, ["generate", "evaluate_unlearnable"])
+    # Two rounds and one epoch, logged by process 0 only.
+    self.assertEqual(stages, ["generate", "generate", "evaluate_unlearnable"])
     kept = [d for d in os.listdir(os.path.join(workdir, "checkpoints"))
             if d.isdigit()]
-    self.assertEqual(sorted(kept), ["3", "4"])  # 3 batches + round end
+    self.assertEqual(sorted(kept), ["7", "8"])  # 3 batches + end, twice
+
+  def test_timed_saves_and_a_signal_to_one_process(self):
+    """Saves every 0.2 s by process 0's clock, and SIGTERM to process 1
+    only: both processes save at the same batch and stop (143); the rerun
+    resumes to the noise of a pair never stopped, bit for bit."""
+    reference = os.path.join(self.tmp, "reference")
+    self.run_pair(reference, stage="generate")
+    workdir = os.path.join(self.tmp, "stopped")
+    timed = "--config.checkpoint.every_seconds=0.2"
+    procs = self.start_pair(workdir, timed, stage="generate")
+    folder = os.path.join(workdir, "checkpoints")
+    deadline = time.monotonic() + TIMEOUT
+    while not (os.path.isdir(folder) and any(
+        d.isdigit() and int(d) >= 2 for d in os.listdir(folder))):
+      if time.monotonic() > deadline or any(
+          p.poll() is not None for p in procs):
+        for p in procs:
+          p.kill()
+        self.fail("no checkpoint 2 from the pair")
+      time.sleep(0.01)
+    procs[1].send_signal(signal.SIGTERM)
+    codes, errors = self.wait_pair(procs)
+    self.assertEqual(codes, [128 + signal.SIGTERM] * 2, errors[0][-3000:])
+    for err in errors:
+      self.assertRegex(err.strip().splitlines()[-1],
+                       r"^stopped: SIGTERM received \(round \d.*checkpoint "
+                       r"\d+ saved")
+    self.assertFalse(os.path.exists(os.path.join(workdir, "noise.npy")))
+    errors = self.run_pair(workdir, timed, stage="generate")
+    self.assertIn("resuming from checkpoint", errors[0])
+    np.testing.assert_array_equal(
+        np.load(os.path.join(workdir, "noise.npy")),
+        np.load(os.path.join(reference, "noise.npy")))
 
 
 class StorageTest(absltest.TestCase):
@@ -329,15 +387,15 @@ class PlanAndFlagsTest(absltest.TestCase):
     # Several eval calls in flight at once deadlocked XLA:CPU's in-process
     # all-reduce with 2 devices on 2 cores; steps that return the state are
     # ordered by it, the others wait for their previous call.
-    layout = sharding.Layout(sharding.make_mesh(1))
+    placement = sharding.Placement(sharding.make_mesh(1))
     fn = lambda state, batch: {"sum": jnp.sum(batch["image"])}
-    self.assertFalse(layout.jit_step(fn, layout.replicated,
+    self.assertFalse(placement.jit_step(fn, placement.replicated,
                                      returns_state=False).serial)
-    layout.size = 8  # as on 8 devices; only the wiring is exercised
-    self.assertTrue(layout.jit_step(fn, layout.replicated,
+    placement.size = 8  # as on 8 devices; only the wiring is exercised
+    self.assertTrue(placement.jit_step(fn, placement.replicated,
                                     returns_state=False).serial)
-    self.assertFalse(layout.jit_step(lambda s, b: (s, {}), layout.replicated)
-                     .serial)
+    self.assertFalse(placement.jit_step(lambda s, b: (s, {}),
+                                        placement.replicated).serial)
 
   def test_step_lower_is_the_program_a_call_runs(self):
     # The benchmarks take FLOPs and memory from Step.lower: the same program,
@@ -349,19 +407,19 @@ class PlanAndFlagsTest(absltest.TestCase):
     batch = data_lib.gather(train, list(data_lib.batches(40, 32))[-1])
     compiled = noise_step.lower(state, batch).compile()
     self.assertGreater(compiled.cost_analysis()["flops"], 0)
-    by_lower = compiled(state, noise_step.layout.put_batch(
+    by_lower = compiled(state, noise_step.placement.put_batch(
         batch, rows=40, rows_pad=noise_step.rows_pad))[0].noise
     by_call = noise_step(twin, batch)[0].noise
     np.testing.assert_array_equal(np.asarray(by_lower), np.asarray(by_call))
     self.assertGreater(float(np.abs(np.asarray(by_call)).max()), 0.0)
 
   def test_batch_size_must_divide(self):
-    layout = sharding.Layout(sharding.make_mesh(1))
-    layout.size = 8  # as on 8 devices; only the check is exercised
+    placement = sharding.Placement(sharding.make_mesh(1))
+    placement.size = 8  # as on 8 devices; only the check is exercised
     with self.assertRaisesRegex(UEError, r"generate.batch_size=20 must be a "
                                 r"multiple of the 8 devices of the mesh "
                                 r"\(e.g. 24\)"):
-      layout.check_batch_size("generate.batch_size", 20)
+      placement.check_batch_size("generate.batch_size", 20)
 
 
 class LaunchScriptsTest(absltest.TestCase):

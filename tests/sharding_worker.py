@@ -39,12 +39,12 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
   cfg.noise.init = init  # uniform: the padding rows must not matter
   cfg.noise.layout = layout
   cfg.mesh.data = data_axis
-  mesh = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
-  train = device_data.place(helpers.synthetic(n=n), mesh)
+  placement = sharding.Placement(sharding.make_mesh(cfg.mesh.data))
+  train = device_data.place(helpers.synthetic(n=n), placement)
   g = cfg.generate
   fit = layouts.fit_set(layout, train, fraction=g.classwise_subset,
                         seed=cfg.seed + 2)
-  state, fns = generate.build(cfg, train, mesh)
+  state, fns = generate.build(cfg, train, placement)
   model_step, noise_step, eval_step = fns
   model_rows = train_lib.cycle_batches(n, g.batch_size)
   for r in range(rounds):
@@ -54,7 +54,7 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
                                       seed=cfg.seed, round_=r + 1):
       state, _ = noise_step(state, fit.batch(rows))
   acc, loss = train_lib.sweep(eval_step, state, fit, g.eval_batch_size)
-  noise = np.concatenate([rows for _, rows in mesh.host_chunks(
+  noise = np.concatenate([rows for _, rows in placement.host_chunks(
       state.noise, layouts.noise_shape(layout, train)[0],
       transform=generate.codec(cfg).decode, chunk=40)])
   leaves = jax.tree.leaves((state.params, state.batch_stats))
@@ -72,7 +72,8 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
       "devices": jax.device_count(), "processes": jax.process_count(),
       # XLA compilations of each step over all rounds (the dispatch cache
       # may hold two entries that share one executable: the state made by
-      # `Layout.create` and a step's output differ in their buffer layouts).
+      # `Placement.create` and a step's output differ in their buffer
+      # layouts).
       "compiles": np.array([compiles.get(name, -1) for name in
                             ("model_step", "noise_step", "eval_step")]),
   }

@@ -7,30 +7,22 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from absl.testing import absltest
 
 from ue_jax.io import data as data_lib
 from ue_jax.core import noise as noise_lib
 from ue_jax.core import steps
+from ue_jax.parallel import sharding
 from ue_jax.evaluation import train as train_lib
 from tests import helpers
 
 EPS, ALPHA, K = 8 / 255, 0.8 / 255, 5
 
 
-def batch_loss(state, batch):
-  out = steps.eval_step(state, batch)
-  return float(out["loss"] / out["count"])
-
-
 def loss_with_noise(state, batch):
   """Mean loss of the frozen model on clip(x + noise[index])."""
-  x = batch["image"].astype(jnp.float32) / 255.0
-  x = jnp.clip(x + steps.batch_noise(state, batch), 0, 1)
-  logits = state.apply_fn(state.variables, x, train=False)
-  import optax  # pylint: disable=g-import-not-at-top
-  return float(optax.softmax_cross_entropy_with_integer_labels(
-      logits, batch["label"]).mean())
+  return helpers.mean_loss(state, batch, steps.batch_noise(state, batch))
 
 
 class StepsTest(chex.TestCase):
@@ -96,11 +88,48 @@ class StepsTest(chex.TestCase):
     b = step(noisy, batch)[1]["loss"]
     self.assertNotAlmostEqual(float(a), float(b), places=5)
 
+  def test_model_step_loss_and_accuracy_count_only_valid_rows(self):
+    rows = np.array([5, 9, 14, 30, 47, 48, 48, 48], np.int32)  # 48: padding
+    batch = data_lib.gather(self.ds, rows)
+    _, metrics = jax.jit(steps.model_step)(self.state, batch)
+    # The same forward pass (train mode, zero noise, no augmentation); the
+    # mean over the 5 valid rows only.
+    logits, _ = self.state.apply_fn(
+        self.state.variables, noise_lib.to_float(batch["image"]), train=True,
+        mutable=["batch_stats"])
+    logits, labels = np.asarray(logits)[:5], batch["label"][:5]
+    want = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    self.assertAlmostEqual(float(metrics["loss"]), float(want.mean()),
+                           places=5)
+    hits = np.argmax(logits, -1) == labels
+    self.assertAlmostEqual(float(metrics["accuracy"]), hits.mean(), places=6)
+
+  def test_model_steps_refuse_padded_batches(self):
+    # BatchNorm's batch statistics would count the padding rows: the drivers'
+    # model steps take full batches only.
+    placement = sharding.Placement(sharding.make_mesh(1))
+    shardings = placement.state_shardings(self.state)
+    step = placement.jit_step(steps.model_step, shardings, full_batches=True)
+    state = jax.tree.map(jnp.copy, self.state)
+    with self.assertRaisesRegex(ValueError, "full batches only"):
+      step(state, data_lib.gather(self.ds, np.array([0, 1, 48, 48])))
+    state, _ = step(state, data_lib.gather(self.ds, np.arange(4)))
+    self.assertEqual(int(state.step), int(self.state.step) + 1)
+
   def test_eval_step_counts_only_valid_rows(self):
     rows = np.array([0, 1, 2, 48, 48], np.int32)
-    out = steps.eval_step(self.state, data_lib.gather(self.ds, rows))
+    batch = data_lib.gather(self.ds, rows)
+    out = steps.eval_step(self.state, batch)
     self.assertEqual(float(out["count"]), 3.0)
-    self.assertLessEqual(float(out["correct"]), 3.0)
+    # Against the predictions and losses of the 3 valid rows alone.
+    valid = data_lib.gather(self.ds, rows[:3])
+    logits = self.state.apply_fn(self.state.variables,
+                                 noise_lib.to_float(valid["image"]),
+                                 train=False)
+    hits = np.argmax(np.asarray(logits), -1) == valid["label"]
+    self.assertEqual(float(out["correct"]), float(hits.sum()))
+    self.assertAlmostEqual(float(out["loss"]), 3 * helpers.mean_loss(
+        self.state, valid, 0.0), places=4)
 
   def test_confusion_matrix_matches_the_predictions(self):
     rows = np.array([0, 1, 2, 3, 4, 5, 48, 48], np.int32)

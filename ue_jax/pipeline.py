@@ -30,10 +30,11 @@ from ue_jax.io import workdir as workdir_lib
 STAGES = ("generate", "release", "evaluate")
 
 
-def load_data(cfg, layout=None):
+def load_data(cfg, placement=None):
   """(train, test) per the config: the source, checks, then seeded subsets.
-  With a `layout` (sharding.Layout), on its mesh (device_data.DeviceData):
-  each process keeps only its block of the images; else host Datasets."""
+  With a `placement` (sharding.Placement), on its mesh
+  (device_data.DeviceData): each process keeps only its block of the
+  images; else host Datasets."""
   d = cfg.data
   t0 = time.perf_counter()
   train, test = data_lib.load(d.name, source=d.source, data_dir=d.data_dir,
@@ -42,12 +43,13 @@ def load_data(cfg, layout=None):
   checks.check_data(cfg, train, test)
   rows = (data_lib.stratified_rows(train, d.train_size, cfg.seed),
           data_lib.stratified_rows(test, d.test_size, cfg.seed + 1))
-  if layout is None:
+  if placement is None:
     train, test = (ds if r is None else ds.take(r)
                    for ds, r in zip((train, test), rows))
   else:
-    train, test = (device_data.place(ds, layout, r, what=what) for ds, r, what
-                   in zip((train, test), rows, ("train", "test")))
+    train, test = (device_data.place(ds, placement, r, what=what)
+                   for ds, r, what in zip((train, test), rows,
+                                          ("train", "test")))
   logging.info("data %s: %d train / %d test images of shape %s, %d classes "
                "(%.1f s)", d.name, len(train), len(test), train.image_shape,
                train.num_classes, time.perf_counter() - t0)
@@ -83,15 +85,17 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
   """Runs `stages` in order; returns the results dict (also DIR/results.json).
 
   With `overwrite` the workdir's earlier checkpoints and outputs are deleted
-  first; without it a workdir made by another config is refused.
+  first; without it a workdir made by another config is refused. An eps a
+  hair off k/255 is taken as k/255 (checks.snapped).
   """
   checks.check_config(cfg)
+  cfg = checks.snapped(cfg)
   for stage in stages:
     if stage not in STAGES:
       checks.fail(f"unknown stage {stage!r}; choose all or one of {STAGES}")
   workdir_lib.verify(cfg, workdir, overwrite=overwrite)
-  layout = sharding.Layout(sharding.make_mesh(cfg.mesh.data))
-  train, test = load_data(cfg, layout)
+  placement = sharding.Placement(sharding.make_mesh(cfg.mesh.data))
+  train, test = load_data(cfg, placement)
   inputs = check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
   # Nothing was written up to here; from here on the workdir is ours.
   config_path = workdir_lib.claim(cfg, workdir, overwrite=overwrite)

@@ -14,6 +14,9 @@ import numpy as np
 
 
 MAX_UNROLL = 32  # longer PGD runs unroll in chunks of this many steps
+# How a noise is indexed: one row per example (by its index) or one row per
+# class (by its label); core/steps.py and search/layouts.py read it.
+LAYOUTS = ("samplewise", "classwise")
 
 
 def project(delta: jax.Array, x: jax.Array, *, eps: float) -> jax.Array:
@@ -89,6 +92,19 @@ def class_mean(class_noise: jax.Array, per_sample: jax.Array,
   counts = jax.ops.segment_sum(weights, labels, num_segments=k).reshape(expand)
   mean = jnp.clip(sums / jnp.maximum(counts, 1.0), -eps, eps)
   return jnp.where(counts > 0, mean, class_noise)
+
+
+EPS_SNAP = 1e-4  # an eps this close to k/255 ([0, 1] units) means k/255
+
+
+def snap_eps(eps: float, *, tol: float = EPS_SNAP) -> float:
+  """k/255 for an eps within `tol` of it, else eps. A decimal written for
+  k/255 (0.0313725 for 8/255) lies a hair below it, and the release, which
+  keeps every pixel within floor(eps * 255) levels, would lose a level."""
+  k = round(eps * 255.0)
+  if k >= 1 and abs(eps - k / 255.0) <= tol:
+    return k / 255.0
+  return eps
 
 
 def max_delta_u8(eps: float) -> int:

@@ -23,6 +23,17 @@ def sgd(learning_rate, *, momentum: float, weight_decay: float,
   return optax.chain(*parts)
 
 
+def recipe(base_lr: float, *, epochs: int, steps_per_epoch: int,
+           momentum: float, weight_decay: float,
+           grad_clip: float) -> optax.GradientTransformation:
+  """The original's training recipe: `sgd` with `epoch_cosine` from
+  `base_lr` over `epochs` of `steps_per_epoch` steps."""
+  return sgd(epoch_cosine(base_lr, epochs=epochs,
+                          steps_per_epoch=steps_per_epoch),
+             momentum=momentum, weight_decay=weight_decay,
+             grad_clip=grad_clip)
+
+
 def epoch_cosine(base_lr: float, *, epochs: int, steps_per_epoch: int):
   """PyTorch CosineAnnealingLR(T_max=epochs) stepped once per epoch:
   lr_e = base/2 * (1 + cos(pi e / epochs)), constant within epoch e."""

@@ -1,7 +1,10 @@
 """Pure step functions of the min-min objective; jitted by the drivers.
 
 - `model_step`: one SGD step on clip(x + delta), BatchNorm in train mode.
-  Touches only step/params/batch_stats/opt_state.
+  Touches only step/params/batch_stats/opt_state. Its loss and accuracy
+  are means over the valid rows (mask 1), but BatchNorm's batch statistics
+  count every row: the drivers give it full batches only
+  (sharding.Placement.jit_step with `full_batches`).
 - `noise_step`: K sign-gradient *descent* steps (ascent with `maximize`)
   on the batch's noise, BatchNorm in eval mode. Touches only `noise`.
 
@@ -29,9 +32,6 @@ from ue_jax.core import noise as noise_lib
 from ue_jax.core.state import UEState
 
 
-LAYOUTS = ("samplewise", "classwise")
-
-
 def noise_rows(state: UEState, batch, *, layout: str = "samplewise"):
   """The noise row of each batch row: its index (sample-wise) or its label
   (class-wise); padding rows (mask 0) get an out-of-range row."""
@@ -52,20 +52,22 @@ def batch_noise(state: UEState, batch, *, layout: str = "samplewise",
 def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
                layout: str = "samplewise",
                codec: noise_lib.Codec = noise_lib.FLOAT32):
-  """One optimizer step on the (perturbed, augmented) batch."""
+  """One optimizer step on the (perturbed, augmented) batch; loss and
+  accuracy over its valid rows (padding rows, mask 0, add nothing to the
+  loss, but would to BatchNorm's batch statistics: feed full batches)."""
   x = noise_lib.to_float(batch["image"])
   if state.noise is not None:
     x = noise_lib.perturb(x, batch_noise(state, batch, layout=layout,
                                          codec=codec))
   rng = jax.random.fold_in(state.rng, state.step)
   x = augment_lib.augment(rng, x, kind=augment, pad=pad)
-  labels = batch["label"]
+  labels, mask = batch["label"], batch["mask"]
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
         {"params": params, "batch_stats": state.batch_stats}, x, train=True,
         mutable=["batch_stats"])
-    return losses.cross_entropy(logits, labels), (logits, updates)
+    return losses.cross_entropy(logits, labels, mask), (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
@@ -74,7 +76,8 @@ def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
       step=state.step + 1, params=optax.apply_updates(state.params, deltas),
       batch_stats=updates["batch_stats"], opt_state=opt_state)
   metrics = {"loss": loss,
-             "accuracy": losses.correct(logits, labels) / labels.shape[0]}
+             "accuracy": losses.correct(logits, labels, mask)
+                         / jnp.maximum(jnp.sum(mask), 1.0)}
   return new_state, metrics
 
 
@@ -154,25 +157,6 @@ def bound_steps(*, eps: float, step_size: float, num_steps: int,
                         paper_release=paper_release, layout=layout,
                         codec=codec),
   )
-
-
-def jit_steps(*, eps: float, step_size: float, num_steps: int,
-              augment: str = "none", paper_release: bool = False,
-              maximize: bool = False, layout: str = "samplewise"):
-  """The three steps jitted with their hyperparameters bound (state donated)."""
-  return (
-      jit_model_step(augment=augment, layout=layout),
-      jax.jit(functools.partial(noise_step, eps=eps, step_size=step_size,
-                                num_steps=num_steps, maximize=maximize,
-                                layout=layout), donate_argnums=0),
-      jit_eval(release_eps=eps, paper_release=paper_release, layout=layout),
-  )
-
-
-def jit_model_step(*, augment: str = "none", layout: str = "samplewise"):
-  """`model_step` jitted with its augmentation bound (state donated)."""
-  return jax.jit(functools.partial(model_step, augment=augment, layout=layout),
-                 donate_argnums=0)
 
 
 def jit_eval(*, release_eps=None, paper_release: bool = False,

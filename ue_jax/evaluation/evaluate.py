@@ -13,7 +13,6 @@ this process, or, run alone, read from the release file by each process for
 its block of rows only. The remainder and the class groups are views.
 """
 
-import functools
 import os
 
 import numpy as np
@@ -22,34 +21,11 @@ from absl import logging
 from ue_jax.io import artifacts
 from ue_jax.parallel import device_data
 from ue_jax.io import metrics as metrics_lib
-from ue_jax.core import optim
 from ue_jax.evaluation import release as release_lib
-from ue_jax.parallel import sharding
-from ue_jax.core import steps as steps_lib
 from ue_jax.evaluation import train as train_lib
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import get_model
 from ue_jax.core.state import create_state
-
-
-Release = release_lib.Release  # the released set: images, protected
-
-
-def recipe_optimizer(e, layout: sharding.Layout, *, epochs: int,
-                     num_train: int):
-  """The evaluation recipe's optimizer (block `e` = cfg.evaluate) for
-  `epochs` over `num_train` images, after checking its batch sizes against
-  the data and the mesh. Also the error-max generator's pretraining."""
-  steps_per_epoch = num_train // e.batch_size
-  if steps_per_epoch < 1:
-    raise UEError(f"evaluate.batch_size={e.batch_size} exceeds the "
-                  f"{num_train} training images")
-  for field in ("batch_size", "eval_batch_size"):
-    layout.check_batch_size(f"evaluate.{field}", e[field])
-  return optim.sgd(optim.epoch_cosine(e.lr, epochs=epochs,
-                                      steps_per_epoch=steps_per_epoch),
-                   momentum=e.momentum, weight_decay=e.weight_decay,
-                   grad_clip=e.grad_clip)
 
 
 def train_model(cfg, train, test, *, label: str, log=None, groups=None):
@@ -59,19 +35,16 @@ def train_model(cfg, train, test, *, label: str, log=None, groups=None):
   e = cfg.evaluate
   model = get_model(e.model or cfg.model.name, num_classes=train.num_classes,
                     width=e.width or cfg.model.width)
-  layout, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
-  groups = {k: device_data.place(v, layout) for k, v in (groups or {}).items()}
-  tx = recipe_optimizer(e, layout, epochs=e.epochs, num_train=len(train))
-  state, shardings = layout.create(functools.partial(
-      create_state, model, tx, seed=e.seed, image_shape=train.image_shape))
-  train_step = layout.jit_step(
-      functools.partial(steps_lib.model_step, augment=e.augment), shardings)
-  eval_fn = layout.jit_step(steps_lib.eval_step, shardings,
-                            returns_state=False)
-  state, history = train_lib.fit(
-      state, train_step, eval_fn, train, test, epochs=e.epochs,
-      batch_size=e.batch_size, eval_batch_size=e.eval_batch_size,
-      seed=e.seed, label=label, log=log)
+  placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
+  groups = {k: device_data.place(v, placement)
+            for k, v in (groups or {}).items()}
+
+  def init(tx):
+    return create_state(model, tx, seed=e.seed, image_shape=train.image_shape)
+
+  state, history, eval_fn = train_lib.recipe_fit(
+      e, placement, init, train, test, epochs=e.epochs, seed=e.seed,
+      label=label, log=log)
   for name, ds in groups.items():
     history[-1][f"{name}_test_accuracy"] = train_lib.sweep(
         eval_fn, state, ds, e.eval_batch_size)[0]
@@ -80,12 +53,13 @@ def train_model(cfg, train, test, *, label: str, log=None, groups=None):
   return history
 
 
-def load_release(train, workdir: str, *, mesh_data: int = 0) -> Release:
+def load_release(train, workdir: str, *,
+                 mesh_data: int = 0) -> release_lib.Release:
   """The released images of DIR's release stage, checked against `train`,
   on the mesh of `train` (a DeviceData; a host Dataset goes on a mesh of
   `mesh_data` devices): each process reads only the image rows of its block
   from the file (a memory map of the stored .npz member)."""
-  layout, train = device_data.on_mesh(mesh_data, train)
+  placement, train = device_data.on_mesh(mesh_data, train)
   path = release_lib.release_path(workdir)
   release = artifacts.load_release(path, labels=train.labels,
                                    indices=train.source_index)
@@ -93,9 +67,10 @@ def load_release(train, workdir: str, *, mesh_data: int = 0) -> Release:
   if images.shape != (n, *train.image_shape):
     raise UEError(f"released images {images.shape} do not match "
                   f"the configured training set {(n, *train.image_shape)}")
-  on_mesh = layout.put_rows(n, lambda lo, hi: images[lo:hi],
-                            train.image_shape, np.uint8)
-  return Release(train.replace_images(on_mesh), release["protected"])
+  on_mesh = placement.put_rows(n, lambda lo, hi: images[lo:hi],
+                               train.image_shape, np.uint8)
+  return release_lib.Release(train.replace_images(on_mesh),
+                             release["protected"])
 
 
 def class_groups(test, classes) -> dict:

@@ -10,9 +10,9 @@ The release is computed on the mesh, where the training images already are
 process for its block of rows only (a memory map), sharded by rows like the
 images; class-wise noise (one row per class) is replicated. The released
 images stay on the mesh for the evaluate stage and go to the .npz in chunks
-of rows gathered to the hosts (`Layout.host_chunks`), which process 0 streams
-into the archive (npz.StreamWriter, the bytes np.savez writes): no host holds
-more than one chunk of them. The figure fetches its few rows only.
+of rows gathered to the hosts (`Placement.host_chunks`), which process 0
+streams into the archive (npz.StreamWriter, the bytes np.savez writes): no
+host holds more than one chunk of them. The figure fetches its few rows only.
 """
 
 import functools
@@ -24,7 +24,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ue_jax.io import artifacts
-from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.search import layouts
 from ue_jax.core import noise as noise_lib
@@ -88,14 +87,14 @@ def place_noise(cfg, train: device_data.DeviceData, noise):
   """The noise of every example, on the mesh as the images are: sample-wise
   rows from this process's block of `noise` only; class-wise noise[label]
   from the replicated class noise."""
-  layout, n = train.layout, len(train)
+  placement, n = train.placement, len(train)
   if cfg.noise.layout == "classwise":
-    labels = layout.put_rows(n, lambda lo, hi: train.labels[lo:hi], (),
-                             np.int32)
-    return _per_example(layout.replicate(np.asarray(noise, np.float32)),
+    labels = placement.put_rows(n, lambda lo, hi: train.labels[lo:hi], (),
+                                np.int32)
+    return _per_example(placement.replicate(np.asarray(noise, np.float32)),
                         labels)
-  return layout.put_rows(n, lambda lo, hi: noise[lo:hi], noise.shape[1:],
-                         np.float32)
+  return placement.put_rows(n, lambda lo, hi: noise[lo:hi],
+                            noise.shape[1:], np.float32)
 
 
 @jax.jit
@@ -108,7 +107,7 @@ def release(cfg, train, workdir: str, *, noise=None):
   None; else an array, whole) on the protected examples; the others are
   released clean. Returns (summary, Release with the images on the mesh)."""
   eps = cfg.noise.eps
-  layout, train = device_data.on_mesh(cfg.mesh.data, train)
+  placement, train = device_data.on_mesh(cfg.mesh.data, train)
   if train.base_rows is not None:
     raise ValueError("release the whole training set, not a subset")
   if noise is None:
@@ -118,24 +117,24 @@ def release(cfg, train, workdir: str, *, noise=None):
   noise = place_noise(cfg, train, noise)
   released, row_change, max_change = _release(
       train.images, noise,
-      layout.put_rows(n, lambda lo, hi: protected[lo:hi], (), bool),
+      placement.put_rows(n, lambda lo, hi: protected[lo:hi], (), bool),
       eps=eps, paper_release=cfg.noise.paper_release)
   max_change = int(jax.device_get(max_change))
   if max_change > noise_lib.max_delta_u8(eps):
     raise UEError(f"released images leave the eps-ball ({max_change} > "
                   f"{noise_lib.max_delta_u8(eps)}); this is a bug")
   change_sum = sum(int(rows.astype(np.int64).sum())
-                   for _, rows in layout.host_chunks(row_change, n))
+                   for _, rows in placement.host_chunks(row_change, n))
   path = release_path(workdir)
   with artifacts.NpzWriter(path) as out:
     out.begin("images", (n, *train.image_shape), np.uint8)
-    for _, rows in layout.host_chunks(released, n):
+    for _, rows in placement.host_chunks(released, n):
       out.write(rows)
     out.add("labels", train.labels)
     out.add("indices", train.source_index)
     out.add("protected", protected)
   picks = figure_picks(train.labels, protected)
-  shown = [layout.host_rows(a, picks) for a in (train.images, noise,
+  shown = [placement.host_rows(a, picks) for a in (train.images, noise,
                                                 released)]
   figure = artifacts.save_figure(os.path.join(workdir, "figure.png"),
                                  figure_rows(*shown, eps=eps))

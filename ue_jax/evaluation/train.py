@@ -3,12 +3,19 @@
 Batches always have one shape (padding rows carry mask 0), so every jitted step
 compiles once. A dataset is a host `data.Dataset` or a `device_data.DeviceData`
 (images on the mesh); either gives its batches by row numbers (`batch`).
+`recipe_fit` is the one supervised training of the package: the evaluation's
+models and the error-max generator's pretraining.
 """
+
+import functools
 
 import numpy as np
 
+from ue_jax.core import optim
+from ue_jax.core import steps as steps_lib
 from ue_jax.io import data as data_lib
 from ue_jax.io import metrics as metrics_lib
+from ue_jax.parallel import sharding
 from ue_jax.runtime.errors import UEError
 
 
@@ -59,17 +66,24 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int):
 def fit(state, train_step, eval_fn, train: data_lib.Dataset,
         test: data_lib.Dataset, *, epochs: int, batch_size: int,
         eval_batch_size: int, seed: int, label: str, log=None,
-        after_epoch=None):
+        after_epoch=None, votes=None):
   """Trains for `epochs`, returning (state, per-epoch records); the last
   record also holds the test set's confusion matrix (rows: true class).
-  `after_epoch(epoch, record)` is called after each epoch."""
+  `after_epoch(epoch, record, agreed)` is called after each epoch; with
+  `votes(size)` (this process's votes, sharding.VOTES) in every batch,
+  `agreed` is the last step's agreed votes (sharding.agree), else None.
+  The metrics stay on the devices, summed there, and are read once an
+  epoch: the host does not wait for the steps in between."""
   steps = len(train) // batch_size
   progress = metrics_lib.Progress(label, epochs * steps * batch_size, "img")
   history = []
   for epoch in range(epochs):
-    loss_sum, hits = 0.0, 0.0
+    loss_sum, hits, m = 0.0, 0.0, {}
     for rows in epoch_batches(len(train), batch_size, seed=seed, epoch=epoch):
-      state, m = train_step(state, train.batch(rows))
+      batch = train.batch(rows)
+      if votes is not None:
+        batch[sharding.VOTES] = votes(batch_size)
+      state, m = train_step(state, batch)
       loss_sum, hits = loss_sum + m["loss"], hits + m["accuracy"]
       progress.update(batch_size, m)
     sums = sweep_sums(eval_fn, state, test, eval_batch_size)
@@ -84,6 +98,39 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
     if log is not None:
       log.write(label, **record)
     if after_epoch is not None:
-      after_epoch(epoch + 1, record)
+      agreed = m.get(sharding.VOTES)
+      after_epoch(epoch + 1, record,
+                  None if agreed is None else np.asarray(agreed))
   history[-1]["confusion"] = confusion(sums)  # of the last epoch, on `test`
   return state, history
+
+
+def recipe_fit(e, placement, init, train, test, *, epochs: int, seed: int,
+               label: str, inputs=(), log=None, after_epoch=None,
+               votes=None):
+  """Trains the state `init(tx, *inputs)` (pure; `tx` the recipe's
+  optimizer) on `train` with the training recipe of block `e`
+  (cfg.evaluate: batch sizes, SGD with a per-epoch cosine over `epochs`,
+  augmentation), scoring `test` after every epoch (`fit`); the state is
+  born over the mesh of `placement` (sharding.Placement), where `train` and
+  `test` are. Returns (state, history, the jitted eval step)."""
+  steps_per_epoch = len(train) // e.batch_size
+  if steps_per_epoch < 1:
+    raise UEError(f"evaluate.batch_size={e.batch_size} exceeds the "
+                  f"{len(train)} training images")
+  for field in ("batch_size", "eval_batch_size"):
+    placement.check_batch_size(f"evaluate.{field}", e[field])
+  tx = optim.recipe(e.lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                    momentum=e.momentum, weight_decay=e.weight_decay,
+                    grad_clip=e.grad_clip)
+  state, shardings = placement.create(functools.partial(init, tx), *inputs)
+  train_step = placement.jit_step(
+      functools.partial(steps_lib.model_step, augment=e.augment), shardings,
+      full_batches=True)
+  eval_fn = placement.jit_step(steps_lib.eval_step, shardings,
+                               returns_state=False)
+  state, history = fit(
+      state, train_step, eval_fn, train, test, epochs=epochs,
+      batch_size=e.batch_size, eval_batch_size=e.eval_batch_size, seed=seed,
+      label=label, log=log, after_epoch=after_epoch, votes=votes)
+  return state, history, eval_fn

@@ -87,6 +87,23 @@ class NpyWriter:
       os.remove(self.tmp)
 
 
+def export_noise(noise, n: int, placement, path: str, *,
+                 decode=None):
+  """Writes the first `n` rows of a noise on the mesh (sharded by rows or
+  replicated; `decode`d from its storage) to `path` as float32 .npy, chunk
+  by chunk (`placement.host_chunks`, a sharding.Placement): every host holds
+  at most one chunk (sharding.EXPORT_BYTES) of it, and only process 0
+  writes. Returns (path, max |noise|)."""
+  max_abs = 0.0
+  chunks = (placement.host_chunks(noise, n) if decode is None
+            else placement.host_chunks(noise, n, transform=decode))
+  with NpyWriter(path, (n, *noise.shape[1:]), np.float32) as out:
+    for start, rows in chunks:
+      out.write(start, rows)
+      max_abs = max(max_abs, float(np.abs(rows).max(initial=0.0)))
+  return path, max_abs
+
+
 def save_npz(path: str, **arrays) -> str:
   return _atomic(path, lambda tmp: np.savez(tmp, **arrays))
 

@@ -30,6 +30,7 @@ IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
+TFDS_BATCH = 10_000  # examples per read of a TFDS split, in stored order
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn_cropped": 10,
                "mnist": 10, "fashion_mnist": 10}
 
@@ -193,15 +194,17 @@ def load_tfds(name: str, split: str, data_dir: Optional[str],
         "installed: pip install -e '.[data]' (or give data.source=npz with a "
         "local file)") from None
   try:
-    images, labels = tfds.as_numpy(tfds.load(
-        name, split=split, data_dir=data_dir, batch_size=-1,
-        as_supervised=True, download=download))
+    ds = tfds.load(name, split=split, data_dir=data_dir, as_supervised=True,
+                   download=download)
+    parts = list(tfds.as_numpy(ds.batch(TFDS_BATCH)))
   except Exception as e:  # TFDS raises many types; all mean "not there".
     hint = ("run once with --config.data.download=True on a machine with "
             "internet" if not download else "check the network and data_dir")
     raise UEError(f"TFDS could not load {name}:{split} from data_dir="
                   f"{data_dir or '~/tensorflow_datasets'} "
                   f"({type(e).__name__}); {hint}") from None
+  images = np.concatenate([x for x, _ in parts])
+  labels = np.concatenate([y for _, y in parts])
   return make_dataset(images, labels, NUM_CLASSES[name], name)
 
 

@@ -84,14 +84,16 @@ class Progress:
     self.start = self.last = time.perf_counter()
 
   def update(self, n: int, pending=None):
-    """Counts n more units; `pending` (arrays) is waited for first, so the
-    rate measures finished work, not dispatched work."""
-    if pending is not None:
-      jax.block_until_ready(pending)
+    """Counts n more units of dispatched work, whose output is `pending`
+    (arrays). Only when a line is due is `pending` waited for, so the line
+    reports finished work while the host never waits for the devices
+    between lines."""
     self.done += n
-    now = time.perf_counter()
-    if now - self.last >= self.every or self.done >= self.total:
-      self.last = now
+    if (time.perf_counter() - self.last >= self.every
+        or self.done >= self.total):
+      if pending is not None:
+        jax.block_until_ready(pending)
+      now = self.last = time.perf_counter()
       elapsed = now - self.start
       rate = self.done / max(elapsed, 1e-9)
       eta = (self.total - self.done) / max(rate, 1e-9)

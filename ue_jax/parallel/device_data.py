@@ -4,7 +4,7 @@ A `DeviceData` holds a dataset's uint8 images as one global array
 [N_pad, H, W, C] sharded by rows exactly like the sample-wise noise
 (sharding.py: N_pad = ceil(N / D) * D, the padding rows zero and never
 read). Each process builds it from its own contiguous block of rows only
-(`Layout.put_rows`, `jax.make_array_from_process_local_data`), so after
+(`Placement.put_rows`, `jax.make_array_from_process_local_data`), so after
 loading no host holds more of the images than its block, and each device
 holds N_pad / D rows.
 
@@ -16,8 +16,8 @@ the device or process count.
 
 A batch is fed as row numbers: `batch(rows)` gives the labels, indices and
 mask as host arrays (each process puts its share of the batch rows on the
-mesh in `Layout.put_batch`) and the images as the dataset's device array and
-the batch's rows of it, which every jitted step turns into the {image,
+mesh in `Placement.put_batch`) and the images as the dataset's device array
+and the batch's rows of it, which every jitted step turns into the {image,
 label, index, mask} batch the step functions take, with the same values as
 `data.gather` on the whole set, inside its own program
 (`sharding.gather_images`). Subsets (the class-wise fit set, the clean
@@ -48,11 +48,11 @@ class DeviceData:
   view); `base_rows`: the base rows of this set's examples (None: 0..n-1);
   `block`: the rows [lo, hi) of N_pad this process supplied."""
 
-  def __init__(self, layout: sharding.Layout, images: jax.Array,
+  def __init__(self, placement: sharding.Placement, images: jax.Array,
                labels: np.ndarray, source_index: np.ndarray,
                num_classes: int, name: str = "", *,
                base_rows: Optional[np.ndarray] = None, block=(0, 0)):
-    self.layout, self.images = layout, images
+    self.placement, self.images = placement, images
     self.labels, self.source_index = labels, source_index
     self.num_classes, self.name = num_classes, name
     self.base_rows, self.block = base_rows, tuple(block)
@@ -72,7 +72,7 @@ class DeviceData:
     """The examples `rows` of this set, as a view (no image is copied)."""
     rows = np.asarray(rows, np.int64)
     base = rows if self.base_rows is None else self.base_rows[rows]
-    return DeviceData(self.layout, self.images, self.labels[rows],
+    return DeviceData(self.placement, self.images, self.labels[rows],
                       self.source_index[rows], self.num_classes, self.name,
                       base_rows=base, block=self.block)
 
@@ -81,7 +81,7 @@ class DeviceData:
     if images.shape != self.images.shape:
       raise ValueError(f"images {images.shape}, expected "
                        f"{self.images.shape}")
-    return DeviceData(self.layout, images, self.labels, self.source_index,
+    return DeviceData(self.placement, images, self.labels, self.source_index,
                       self.num_classes, self.name, base_rows=self.base_rows,
                       block=self.block)
 
@@ -99,9 +99,10 @@ class DeviceData:
             "mask": valid.astype(np.float32)}
 
 
-def place(ds: Union[data_lib.Dataset, DeviceData], layout: sharding.Layout,
-          rows: Optional[np.ndarray] = None, *, what: str = "") -> DeviceData:
-  """`ds` (or its examples `rows`, in that order) on the mesh of `layout`;
+def place(ds: Union[data_lib.Dataset, DeviceData],
+          placement: sharding.Placement, rows: Optional[np.ndarray] = None,
+          *, what: str = "") -> DeviceData:
+  """`ds` (or its examples `rows`, in that order) on the mesh of `placement`;
   this process reads only the image rows of its block (from a memory-mapped
   source, nothing else). A DeviceData is returned as it is."""
   if isinstance(ds, DeviceData):
@@ -114,21 +115,23 @@ def place(ds: Union[data_lib.Dataset, DeviceData], layout: sharding.Layout,
     return ds.images[lo:hi] if rows is None else ds.images[rows[lo:hi]]
 
   n = len(labels)
-  images = layout.put_rows(n, read, ds.images.shape[1:], np.uint8)
-  block = layout.local_rows(layout.padded(n))
+  images = placement.put_rows(n, read, ds.images.shape[1:], np.uint8)
+  block = placement.local_rows(placement.padded(n))
   if what:
     logging.info("%s: process %d holds image rows [%d, %d) of %d (%d rows "
                  "per device)", what, jax.process_index(), *block,
-                 layout.padded(n), layout.padded(n) // layout.size)
-  return DeviceData(layout, images, labels, source_index, ds.num_classes,
+                 placement.padded(n), placement.padded(n) // placement.size)
+  return DeviceData(placement, images, labels, source_index, ds.num_classes,
                     ds.name, block=block)
 
 
 def on_mesh(mesh_data: int, *sets):
-  """(layout, *sets): the layout of the first DeviceData among `sets`, else
-  one over `mesh_data` devices (0 = all), and each set on it. A host
+  """(placement, *sets): the placement of the first DeviceData among `sets`,
+  else one over `mesh_data` devices (0 = all), and each set on it. A host
   Dataset (a library caller's or a test's) is placed from this process's
   memory; None stays None."""
-  layout = next((s.layout for s in sets if isinstance(s, DeviceData)), None)
-  layout = layout or sharding.Layout(sharding.make_mesh(mesh_data))
-  return (layout, *(None if s is None else place(s, layout) for s in sets))
+  placement = next((s.placement for s in sets if isinstance(s, DeviceData)),
+                   None)
+  placement = placement or sharding.Placement(sharding.make_mesh(mesh_data))
+  return (placement,
+          *(None if s is None else place(s, placement) for s in sets))

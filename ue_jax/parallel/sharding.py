@@ -30,9 +30,11 @@ own rows of a batch to `jax.make_array_from_process_local_data`, and builds
 the row-sharded arrays of a whole dataset (images, a noise read from file)
 from its own block of rows (`put_rows`: the rows its devices hold). A batch's
 images are gathered on the devices from host row numbers inside each step
-(`gather_images`, device_data.py). The noise and the released images are exported in chunks of
-at most `EXPORT_BYTES` gathered to all hosts (so no host holds more than one
-chunk of them), of which process 0 writes.
+(`gather_images`, device_data.py). The noise and the released images are
+exported in chunks of at most `EXPORT_BYTES` gathered to all hosts (so no
+host holds more than one chunk of them), of which process 0 writes. What the
+processes must decide together (a checkpoint, a stop on a signal) rides in
+the steps as votes (`agree`), so it needs no collective of its own.
 """
 
 import functools
@@ -120,11 +122,6 @@ def initialize_distributed(*, coordinator_address: str = "",
   return True
 
 
-def is_primary() -> bool:
-  """Whether this process writes files (process 0)."""
-  return jax.process_index() == 0
-
-
 def sync(name: str):
   """Waits until every process got here (no-op with one process)."""
   if jax.process_count() > 1:
@@ -148,6 +145,9 @@ class Step:
   """A jitted step that takes a host batch (numpy dict) and puts it on the
   mesh first. `jitted` is the `jax.jit` object (for cache inspection).
 
+  With `full`, a batch with padding rows (mask 0) is refused (ValueError):
+  the model step's BatchNorm statistics count every row.
+
   With `serial`, a call first waits for the previous call's output. Steps
   that return the state are ordered by it anyway; a step that does not (the
   accuracy sweep's eval step) would otherwise have several calls in flight
@@ -157,15 +157,19 @@ class Step:
   aborted runs with 2 devices on 2 cores (docs/performance.md).
   """
 
-  def __init__(self, layout: "Layout", jitted, *, rows: int, rows_pad: int,
-               serial: bool = False):
-    self.layout, self.jitted = layout, jitted
+  def __init__(self, placement: "Placement", jitted, *, rows: int,
+               rows_pad: int, serial: bool = False, full: bool = False):
+    self.placement, self.jitted = placement, jitted
     self.rows, self.rows_pad = rows, rows_pad
-    self.serial, self._last = serial, None
+    self.serial, self.full, self._last = serial, full, None
 
   def _put(self, batch):
-    return self.layout.put_batch(batch, rows=self.rows,
-                                 rows_pad=self.rows_pad)
+    if self.full and not np.all(np.asarray(batch["mask"]) > 0):
+      raise ValueError(f"{getattr(self.jitted, '__name__', 'step')} takes "
+                       "full batches only (BatchNorm's batch statistics "
+                       "would count the padding rows)")
+    return self.placement.put_batch(batch, rows=self.rows,
+                                    rows_pad=self.rows_pad)
 
   def __call__(self, state, batch):
     batch = self._put(batch)
@@ -182,7 +186,7 @@ class Step:
     return self.jitted.lower(state, self._put(batch))
 
 
-class Layout:
+class Placement:
   """The shardings of one mesh and the helpers that use them."""
 
   def __init__(self, mesh: jax.sharding.Mesh):
@@ -215,12 +219,13 @@ class Layout:
       shardings = shardings.replace(noise=self.rows)
     return shardings
 
-  def create(self, make: Callable[[], object], *, samplewise: bool = True):
-    """Runs `make()` (pure, no arguments) jitted so that every leaf is born
-    with its sharding; returns (state, shardings)."""
-    shardings = self.state_shardings(jax.eval_shape(make),
+  def create(self, make: Callable[..., object], *args,
+             samplewise: bool = True):
+    """Runs `make(*args)` (pure) jitted so that every leaf is born with its
+    sharding; returns (state, shardings)."""
+    shardings = self.state_shardings(jax.eval_shape(make, *args),
                                      samplewise=samplewise)
-    return jax.jit(make, out_shardings=shardings)(), shardings
+    return jax.jit(make, out_shardings=shardings)(*args), shardings
 
   # -------------------------------------------------------------- batches
   def local_rows(self, size: int) -> Tuple[int, int]:
@@ -278,19 +283,22 @@ class Layout:
 
   # ---------------------------------------------------------------- steps
   def jit_step(self, fn, state_shardings, *, rows: int = 0,
-               returns_state: bool = True, donate: bool = True) -> Step:
+               returns_state: bool = True, donate: bool = True,
+               full_batches: bool = False) -> Step:
     """`fn(state, batch)` jitted over the mesh: state in/out with its
     shardings (donated), batch on `data`, metrics replicated. A batch may
     carry its images as row numbers into a dataset on the mesh
-    (`gather_images`)."""
+    (`gather_images`). With `full_batches` (model steps) a padded batch is
+    refused."""
     out = ((state_shardings, self.replicated) if returns_state
            else self.replicated)
-    jitted = jax.jit(gather_images(fn),
+    jitted = jax.jit(agree(gather_images(fn)),
                      in_shardings=(state_shardings, self.rows),
                      out_shardings=out,
                      donate_argnums=0 if (donate and returns_state) else ())
     return Step(self, jitted, rows=rows, rows_pad=self.padded(rows),
-                serial=self.size > 1 and not returns_state)
+                serial=self.size > 1 and not returns_state,
+                full=full_batches)
 
   # --------------------------------------------------------------- export
   def host_chunks(self, array: jax.Array, n: int, *,
@@ -312,6 +320,28 @@ class Layout:
 
 
 IMAGES, ROWS = "images", "rows"  # a batch's images as rows of a dataset
+VOTES = "votes"  # int32 [B, k]: each process's votes, in its rows
+
+
+def agree(fn):
+  """`fn(state, batch)`, which also returns, for a batch that carries
+  `VOTES` (int32 [B, k], each process filling its own rows of the batch
+  with its votes), their maximum over all rows as `VOTES` in its metrics:
+  one value, the same in every process, computed in the step's own program
+  (no collective of its own, no host sync). Multi-process runs decide
+  collective actions (a checkpoint, a stop) on it, so that every process
+  takes them at the same batch. Keeps `fn`'s name."""
+  def step(state, batch):
+    if VOTES not in batch:
+      return fn(state, batch)
+    batch = dict(batch)
+    agreed = jnp.max(batch.pop(VOTES), axis=0)
+    out = fn(state, batch)
+    if isinstance(out, tuple):
+      return out[0], {**out[1], VOTES: agreed}
+    return {**out, VOTES: agreed}
+  step.__name__ = fn.__name__
+  return step
 
 
 def gather_images(fn):
@@ -352,13 +382,13 @@ def _slice_fn(size: int, transform, replicated):
       a, s, size)), out_shardings=replicated)
 
 
-def describe(layout: Layout) -> str:
+def describe(placement: Placement) -> str:
   devices = jax.devices()
-  return (f"mesh {dict(layout.mesh.shape)} over {layout.size} of "
+  return (f"mesh {dict(placement.mesh.shape)} over {placement.size} of "
           f"{len(devices)} {devices[0].platform} devices, "
           f"{jax.process_count()} process(es), this is process "
           f"{jax.process_index()} with {jax.local_device_count()} local")
 
 
-def log_layout(layout: Layout):
-  logging.info("%s", describe(layout))
+def log_placement(placement: Placement):
+  logging.info("%s", describe(placement))

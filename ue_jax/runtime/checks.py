@@ -9,6 +9,7 @@ it may be, which main.py prints as `error: ...` with exit code 2.
 from typing import Callable, Dict, Optional
 
 import numpy as np
+from absl import logging
 
 from ue_jax.core import augment
 from ue_jax.io import data as data_lib
@@ -113,7 +114,7 @@ SCHEMA: Dict[str, Rule] = {
     "noise.paper_release": boolean,
     "noise.kind": choice("error_min", "error_max", "random",
                          noun="noise kind"),
-    "noise.layout": choice("samplewise", "classwise", noun="noise layout"),
+    "noise.layout": choice(*noise_lib.LAYOUTS, noun="noise layout"),
     "noise.storage": choice(*noise_lib.STORAGES),
     "mesh.data": number(0, 1 << 20, integer=True),
     **_optimizer("generate"),
@@ -139,6 +140,20 @@ SCHEMA: Dict[str, Rule] = {
     "checkpoint.every_seconds": number(0, 1e9),
     "checkpoint.max_to_keep": number(1, 1000, integer=True),
 }
+
+
+def snapped(cfg):
+  """`cfg`, or a copy whose noise.eps is snapped to k/255 (noise.snap_eps),
+  with a log line; a rerun with the same flags snaps the same way, so the
+  workdir's config record matches."""
+  eps = noise_lib.snap_eps(cfg.noise.eps)
+  if eps == cfg.noise.eps:
+    return cfg
+  logging.info("noise.eps=%r is taken as %d/255 = %r (within %g of it)",
+               cfg.noise.eps, round(eps * 255), eps, noise_lib.EPS_SNAP)
+  cfg = cfg.copy_and_resolve_references()
+  cfg.noise.eps = eps
+  return cfg
 
 
 def flatten(tree, prefix: str = "") -> Dict[str, object]:

@@ -1,9 +1,17 @@
 """Graceful stop: SIGINT and SIGTERM only raise a flag that the generation
-loop reads after each batch, so it can save a checkpoint before exiting."""
+loop reads after each batch, so it can save a checkpoint before exiting.
+
+With several processes a signal may reach one of them only, while saving
+and stopping are collective: each process votes (`StopSignals.votes`) in
+its rows of the next batch, and every process acts on the maximum that the
+step returns (sharding.agree), at the same batch.
+"""
 
 import signal
 import threading
 from typing import Optional
+
+import numpy as np
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -27,7 +35,12 @@ class StopSignals:
 
   @property
   def name(self) -> str:
-    return signal.Signals(self.signum).name if self.signum else ""
+    return signal_name(self.signum)
+
+  def votes(self, size: int, *, save: int = 0) -> np.ndarray:
+    """This process's votes for a batch of `size` rows (sharding.VOTES):
+    [save, signal number] in every row; 0 is no vote."""
+    return np.tile(np.array([save, self.signum or 0], np.int32), (size, 1))
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():
@@ -40,3 +53,7 @@ class StopSignals:
       signal.signal(sig, handler)
     self._previous.clear()
     return False
+
+
+def signal_name(signum: Optional[int]) -> str:
+  return signal.Signals(signum).name if signum else ""

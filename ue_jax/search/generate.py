@@ -52,7 +52,6 @@ from absl import logging
 from ue_jax.io import artifacts
 from ue_jax.search import baselines
 from ue_jax.io import checkpoint as checkpoint_lib
-from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.runtime import interrupt
 from ue_jax.search import layouts
@@ -81,14 +80,15 @@ def _samplewise(cfg) -> bool:
   return cfg.noise.layout != "classwise"
 
 
-def build(cfg, train, layout=None):
+def build(cfg, train, placement=None):
   """The generator's state, born sharded over the mesh (sharding.py), and
   its jitted steps (model, noise, stop test) for a config and dataset (a
   host Dataset or a DeviceData: only its shapes are read)."""
-  layout = layout or sharding.Layout(sharding.make_mesh(cfg.mesh.data))
+  placement = placement or sharding.Placement(
+      sharding.make_mesh(cfg.mesh.data))
   g = cfg.generate
   for field in ("batch_size", "eval_batch_size"):
-    layout.check_batch_size(f"generate.{field}", g[field])
+    placement.check_batch_size(f"generate.{field}", g[field])
   model = get_model(cfg.model.name, num_classes=train.num_classes,
                     width=cfg.model.width)
   tx = optim.sgd(g.lr, momentum=g.momentum, weight_decay=g.weight_decay,
@@ -105,20 +105,22 @@ def build(cfg, train, layout=None):
     if cfg.noise.init == "uniform":
       key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
       noise = noise_lib.random_noise(key, shape, eps=cfg.noise.eps)
-    noise = jnp.pad(store.encode(noise), [(0, layout.padded(rows) - rows)]
+    noise = jnp.pad(store.encode(noise), [(0, placement.padded(rows) - rows)]
                     + [(0, 0)] * (noise.ndim - 1))
     return state.replace(noise=noise)
 
-  state, shardings = layout.create(make, samplewise=samplewise)
+  state, shardings = placement.create(make, samplewise=samplewise)
   model_fn, noise_fn, eval_fn = steps_lib.bound_steps(
       eps=cfg.noise.eps, step_size=cfg.noise.step_size,
       num_steps=cfg.noise.num_steps, augment=g.augment,
       paper_release=cfg.noise.paper_release,
       maximize=cfg.noise.kind == "error_max", layout=cfg.noise.layout,
       codec=store)
-  fns = (layout.jit_step(model_fn, shardings, rows=rows),
-         layout.jit_step(noise_fn, shardings, rows=rows),
-         layout.jit_step(eval_fn, shardings, rows=rows, returns_state=False))
+  fns = (placement.jit_step(model_fn, shardings, rows=rows,
+                            full_batches=True),
+         placement.jit_step(noise_fn, shardings, rows=rows),
+         placement.jit_step(eval_fn, shardings, rows=rows,
+                            returns_state=False))
   return state, fns
 
 
@@ -163,7 +165,20 @@ class Position:
 
 class _Saver:
   """Checkpoints on the configured cadence and turns a stop signal into
-  `Interrupted` once the position it stopped at is saved."""
+  `Interrupted` once the position it stopped at is saved.
+
+  A save is collective. With one process the clock and the signal flag
+  decide after each batch. With several, each process would read its own
+  clock and only some may get a signal, so the decision is shared: before
+  each batch every process casts its votes into the batch (`add_votes`:
+  a timed save, from process 0's clock only, numbered so that a vote cast
+  before a save does not ask for another; a signal, from any process), and
+  the step returns their maximum (sharding.agree), the same in every
+  process. A step's votes are read after the next step is dispatched (the
+  host waits for no step it has not already queued another behind), and at
+  the end of each pass (`flush`), where the host waits anyway; every
+  process then saves, or stops, at the same batch.
+  """
 
   def __init__(self, ckpt: checkpoint_lib.Checkpoints, ck_cfg,
                signals: interrupt.StopSignals, elapsed: float):
@@ -172,6 +187,8 @@ class _Saver:
     self.every_seconds = ck_cfg.every_seconds
     self.start, self.base = time.perf_counter(), elapsed
     self.last_time, self.last_number, self.dirty = self.start, None, False
+    self.shared = jax.process_count() > 1
+    self.saves, self.pending = 0, None  # saves so far; unread step votes
 
   def clock(self) -> float:
     """Generation seconds so far, including earlier processes."""
@@ -184,26 +201,64 @@ class _Saver:
       meta["model_loss"] = float(at.model_loss)
     self.last_number = self.ckpt.save(state, meta, where=f"({at.describe()})")
     self.last_time, self.dirty = time.perf_counter(), False
+    self.saves += 1
 
-  def after_batch(self, state, at: Position, *, noise_batch: bool):
+  def timed(self) -> bool:
+    return (self.every_seconds > 0
+            and time.perf_counter() - self.last_time >= self.every_seconds)
+
+  def add_votes(self, batch: dict) -> dict:
+    """The batch with this process's votes when the decision is shared."""
+    if not self.shared:
+      return batch
+    save = self.saves + 1 if jax.process_index() == 0 and self.timed() else 0
+    return {**batch, sharding.VOTES: self.signals.votes(
+        len(batch["index"]), save=save)}
+
+  def _agreed(self, votes):
+    """(timed save due, signal number) from a step's agreed votes."""
+    if votes is None:
+      return False, 0
+    save, signum = (int(v) for v in np.asarray(votes))
+    return save > self.saves, signum
+
+  def after_batch(self, state, at: Position, metrics, *, noise_batch: bool):
+    """After a step whose output metrics are `metrics`: saves when due,
+    and stops (Interrupted) on a signal."""
     self.dirty = True
-    due = (self.every_seconds > 0
-           and time.perf_counter() - self.last_time >= self.every_seconds)
-    if noise_batch and self.every_batches > 0:
-      due = due or at.pos % self.every_batches == 0
-    if due or self.signals.signum is not None:
+    if self.shared:
+      votes, self.pending = self.pending, metrics.get(sharding.VOTES)
+      timed, signum = self._agreed(votes)
+    else:
+      timed, signum = self.timed(), self.signals.signum or 0
+    due = timed or (noise_batch and self.every_batches > 0
+                    and at.pos % self.every_batches == 0)
+    if due and not signum:
       self.save(state, at)
-    self.check_signal(state, at)
+    self.stop(state, at, signum)
 
-  def check_signal(self, state, at: Position):
-    if self.signals.signum is None:
+  def flush(self, state, at: Position):
+    """Acts on the last step's votes, at the end of a pass."""
+    if self.shared:
+      timed, signum = self._agreed(self.pending)
+      self.pending = None
+      if timed and not signum:
+        self.save(state, at)
+      self.stop(state, at, signum)
+    else:
+      self.stop(state, at, self.signals.signum or 0)
+
+  def stop(self, state, at: Position, signum: int):
+    """On a signal: saves the position (unless just saved) and raises
+    Interrupted."""
+    if not signum:
       return
-    if self.dirty:
+    if self.dirty or self.last_number is None:
       self.save(state, at)
     raise Interrupted(
-        f"{self.signals.name} received ({at.describe()}); checkpoint "
-        f"{self.last_number} saved in {self.ckpt.directory}; rerun the same "
-        "command to resume", signum=self.signals.signum)
+        f"{interrupt.signal_name(signum)} received ({at.describe()}); "
+        f"checkpoint {self.last_number} saved in {self.ckpt.directory}; "
+        "rerun the same command to resume", signum=signum)
 
 
 def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int):
@@ -247,9 +302,11 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
                       "with --overwrite to start afresh")
       model_rows = train_lib.cycle_batches(n, g.batch_size, start=step)
       for _ in range(at.round * g.train_steps - step):
-        state, m = model_step(state, train.batch(next(model_rows)))
+        state, m = model_step(state, saver.add_votes(
+            train.batch(next(model_rows))))
         at.model_loss = m["loss"]
-        saver.after_batch(state, at, noise_batch=False)
+        saver.after_batch(state, at, m, noise_batch=False)
+      saver.flush(state, at)
       if at.model_loss is not None:
         at.model_loss = float(at.model_loss)
         if not np.isfinite(at.model_loss):
@@ -263,10 +320,11 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
         round_=at.round)):
       if k < at.pos:
         continue
-      state, _ = noise_step(state, fit.batch(rows))
+      state, m = noise_step(state, saver.add_votes(fit.batch(rows)))
       at.pos = k + 1
       progress.update(int(np.sum(rows < n_fit)), state.noise)
-      saver.after_batch(state, at, noise_batch=True)
+      saver.after_batch(state, at, m, noise_batch=True)
+    saver.flush(state, at)
     acc, loss = train_lib.sweep(eval_step, state, fit, g.eval_batch_size)
     if not np.isfinite(loss):
       saver.ckpt.refuse_nonfinite("loss in the stop test",
@@ -284,31 +342,28 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
                  "(%s), loss %.4f, %.1f s", at.round, acc, stop_words, loss,
                  now - at.round_started)
     saver.save(state, at)  # the end of every round is saved
-    saver.check_signal(state, at)
+    saver.flush(state, at)
   return state, at
-
-
-PRETRAIN = baselines.PRETRAIN
 
 
 def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   """Runs (or resumes) the search; writes DIR/noise.npy; returns a summary
   dict. `train` and `test` are Datasets or DeviceData (device_data.py);
   `test` only scores the pretraining epochs (default: `train`)."""
-  if cfg.noise.kind == "random":
-    return baselines.random_noise(cfg, train, workdir)
   g = cfg.generate
-  layout, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
+  placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
+  if cfg.noise.kind == "random":
+    return baselines.random_noise(cfg, train, workdir, placement=placement)
   fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
                         seed=cfg.seed + 2)
   nb = len(range(0, len(fit), g.batch_size))
-  sharding.log_layout(layout)
+  sharding.log_placement(placement)
   logging.info("memory plan:\n%s", memory.format_plan(memory.plan_for_config(
-      cfg, train, devices=layout.size)))
+      cfg, train, devices=placement.size)))
   # A signal that arrives while compiling or restoring is acted on at the
-  # first batch; only the final sweep and the noise export run unguarded.
+  # first batches; only the final sweep and the noise export run unguarded.
   with interrupt.StopSignals() as signals:
-    state, fns = build(cfg, train, layout)
+    state, fns = build(cfg, train, placement)
     ckpt = checkpoint_lib.Checkpoints(os.path.join(workdir, CHECKPOINTS),
                                       max_to_keep=cfg.checkpoint.max_to_keep)
     try:
@@ -318,10 +373,10 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
       log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
       saver = _Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
       if fresh and g.pretrain_epochs:
-        log.drop(lambda r: r["stage"] == PRETRAIN)
+        log.drop(lambda r: r["stage"] == baselines.PRETRAIN)
         state, at.pretrain = baselines.pretrain(
             cfg, state, train, train if test is None else test, log, signals,
-            layout=layout)
+            placement=placement)
         saver.save(state, at)  # a resumed run starts after the pretraining
       state, at = _search(cfg, train, fit, state, fns, log, saver, at)
     finally:
@@ -330,13 +385,13 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
     logging.warning("stop rule not reached after %d rounds (accuracy %.4f, "
                     "%s); the noise is released anyway", at.round,
                     at.stop["accuracy"], stop_rule(cfg)[1])
-  clean_eval = layout.jit_step(
-      steps_lib.eval_step, layout.state_shardings(
+  clean_eval = placement.jit_step(
+      steps_lib.eval_step, placement.state_shardings(
           state, samplewise=_samplewise(cfg)), returns_state=False)
   clean_acc, _ = train_lib.sweep(clean_eval, state, train, g.eval_batch_size)
-  path, max_abs = export_noise(
-      state.noise, layouts.noise_shape(cfg.noise.layout, train)[0], layout,
-      codec(cfg), os.path.join(workdir, "noise.npy"))
+  path, max_abs = artifacts.export_noise(
+      state.noise, layouts.noise_shape(cfg.noise.layout, train)[0], placement,
+      os.path.join(workdir, "noise.npy"), decode=codec(cfg).decode)
   summary = {"rounds": at.round, "stop_reached": at.stop["reached"],
              "generation_seconds": at.elapsed,
              "final_train_accuracy_on_release": at.stop["accuracy"],
@@ -348,16 +403,3 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
     summary["pretrain_train_accuracy"] = at.pretrain["train_accuracy"]
   return summary
 
-
-def export_noise(noise: jax.Array, n: int, layout: sharding.Layout,
-                 store: noise_lib.Codec, path: str):
-  """Writes the first `n` rows of the (sharded or replicated, encoded) noise
-  to `path` as float32 .npy, chunk by chunk: every host holds at most one
-  chunk (sharding.EXPORT_BYTES) of it, and only process 0 writes.
-  Returns (path, max |noise|)."""
-  max_abs = 0.0
-  with artifacts.NpyWriter(path, (n, *noise.shape[1:]), np.float32) as out:
-    for start, rows in layout.host_chunks(noise, n, transform=store.decode):
-      out.write(start, rows)
-      max_abs = max(max_abs, float(np.abs(rows).max(initial=0.0)))
-  return path, max_abs

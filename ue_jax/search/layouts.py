@@ -16,9 +16,6 @@ from typing import Iterator, Tuple
 import numpy as np
 
 from ue_jax.io import data as data_lib
-from ue_jax.core import steps as steps_lib
-
-LAYOUTS = steps_lib.LAYOUTS
 
 
 def noise_shape(layout: str, train) -> Tuple[int, ...]:
