@@ -121,6 +121,9 @@ class ProtectTest(absltest.TestCase):
                                     f"protected (the other {len(self.names)}"
                                     " are protected)"), last)
     self.assertIn(CORRUPT, last)
+    self.assertIn("1 JPEG input(s) (e.g. 2/rotated.jpg) are written as PNG: "
+                  "re-encoding a protected copy as JPEG weakens the "
+                  "protection", self.proc.stderr)
     self.assertFalse(os.path.exists(os.path.join(self.out, CORRUPT)))
 
   def test_names_sizes_modes_bound_alpha(self):
@@ -218,6 +221,8 @@ class ProtectTest(absltest.TestCase):
         (self.src, self.tmp, "contains --input"),
         (f"{self.tmp}/missing", f"{self.tmp}/o2", "does not exist"),
         (empty, f"{self.tmp}/o3", "holds no image files"),
+        (self.src, flat, "is not empty and was not written by "
+         "ue_jax.protect"),
     )
     proc = self.run_cli(f"--input={flat}", f"--output={self.tmp}/o1")
     self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
@@ -232,8 +237,9 @@ class ProtectTest(absltest.TestCase):
     for src, out, message in cases:
       with self.assertRaisesRegex(UEError, re.escape(message)):
         protect.run(cfg, src, out)
-      if out != self.tmp:
+      if out not in (self.tmp, flat):
         self.assertFalse(os.path.exists(out), out)
+    self.assertEqual(os.listdir(flat), ["a.png"])
     self.assertEqual(tree_hashes(self.src), self.before)
 
 

@@ -84,10 +84,20 @@ def check_paths(input_dir: str, output_dir: str, workdir: str, *,
   if _within(work, src) or _within(src, work):
     checks.fail(f"--workdir {workdir} overlaps --input {input_dir}; choose "
                 "a folder outside it")
+  if (os.path.isdir(out) and any(not n.startswith(".") for n in os.listdir(
+      out)) and not os.path.exists(os.path.join(work, workdir_lib.CONFIG_FILE))):
+    checks.fail(f"--output {output_dir} is not empty and was not written by "
+                "ue_jax.protect (no record in its workdir); choose a new or "
+                "empty folder")
   if labels and not os.path.isfile(labels):
     checks.fail(f"--labels {labels} is not a file")
-  if heldout and not os.path.isdir(heldout):
-    checks.fail(f"--heldout {heldout} is not a directory")
+  if heldout:
+    held = _real(heldout)
+    if not os.path.isdir(held):
+      checks.fail(f"--heldout {heldout} is not a directory")
+    if _within(held, src) or _within(src, held):
+      checks.fail(f"--heldout {heldout} overlaps --input {input_dir}; the "
+                  "held-out images must be others")
 
 
 def read_working(listing: folder_lib.Listing, *, size: int, channels: int,
