@@ -84,8 +84,9 @@ def check_paths(input_dir: str, output_dir: str, workdir: str, *,
   if _within(work, src) or _within(src, work):
     checks.fail(f"--workdir {workdir} overlaps --input {input_dir}; choose "
                 "a folder outside it")
-  if (os.path.isdir(out) and any(not n.startswith(".") for n in os.listdir(
-      out)) and not os.path.exists(os.path.join(work, workdir_lib.CONFIG_FILE))):
+  ours = os.path.exists(os.path.join(work, workdir_lib.CONFIG_FILE))
+  if os.path.isdir(out) and not ours and any(
+      not name.startswith(".") for name in os.listdir(out)):
     checks.fail(f"--output {output_dir} is not empty and was not written by "
                 "ue_jax.protect (no record in its workdir); choose a new or "
                 "empty folder")
