@@ -9,7 +9,8 @@ Phases (docs/protect.md):
    working size (io/image_folder.py); an unreadable file is set aside and
    named at the end, the others are protected;
 3. the search (search/generate.py) on the working copies, an in-memory
-   Dataset; checkpointed in the workdir and resumed by a rerun;
+   Dataset in a seeded shuffled order (its model steps walk the rows in
+   order); checkpointed in the workdir and resumed by a rerun;
 4. writing, file by file: the file's noise row upsampled to its size,
    re-bounded to eps, added and rounded (core/noise.release_images), the
    copy written as PNG atomically and re-read and checked; each checked copy
@@ -129,6 +130,7 @@ def read_working(listing: folder_lib.Listing, *, size: int, channels: int,
 
 
 def _fingerprint(listing, kept, facts, failed) -> dict:
+  """The files (in the search's row order), their hashes and labels."""
   return {"classes": list(listing.classes),
           "files": [[e.path, f["sha256"], e.label] for e, f in zip(kept,
                                                                    facts)],
@@ -267,6 +269,11 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
                   if heldout else None)
   images, kept, facts, failed = read_working(
       listing, size=p.size, channels=p.channels, label="protect: read")
+  # The search walks its rows in order (the model steps unshuffled, as the
+  # original): a folder sorted by class would give single-class batches.
+  order = np.random.default_rng([cfg.seed, 5]).permutation(len(kept))
+  images, kept, facts = (images[order], [kept[i] for i in order],
+                         [facts[i] for i in order])
   if len({e.label for e in kept}) < 2:
     raise UEError(f"--input {input_dir}: {len(kept)} readable image(s) in "
                   f"fewer than 2 classes ({len(failed)} unreadable, e.g. "
@@ -325,7 +332,7 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
               "max_delta_u8": noise_lib.max_delta_u8(cfg.noise.eps),
               "working_shape": list(train.image_shape),
               "upsample": p.upsample, "classes": list(listing.classes),
-              "files": records,
+              "files": sorted(records, key=lambda r: r["input"]),
               "failed": [{"input": f, "reason": r} for f, r in failed],
               "ignored": list(listing.ignored)}
   artifacts.save_json(os.path.join(workdir, MANIFEST), manifest)
