@@ -317,7 +317,6 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
                   "epsilon": cfg.noise.eps,
                   "epsilon_255": round(cfg.noise.eps * 255, 4),
                   "config": cfg.to_dict()})
-  t0 = time.perf_counter()
   noise_path = os.path.join(workdir, "noise.npy")
   if not (results.get("noise_path") and os.path.exists(noise_path)):
     results.update(generate.run(run_cfg, train, workdir, log))
@@ -325,6 +324,7 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
   noise = artifacts.load_noise(
       noise_path, shape=layouts.noise_shape(cfg.noise.layout, train),
       eps=cfg.noise.eps)
+  t0 = time.perf_counter()
   records, written, skipped, changed = write_all(
       run_cfg, listing, kept, facts, noise, output_dir, workdir)
   failed = failed + changed
