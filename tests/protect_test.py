@@ -233,6 +233,13 @@ class ProtectTest(absltest.TestCase):
     self.assertIn(cases[0][2], lines[0])
     self.assertIn("or pass --labels=FILE.csv with rows `file,label`",
                   lines[0])
+    proc = self.run_cli(f"--input={self.src}", f"--output={self.tmp}/o4",
+                        "--config.protect.sise=3")
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    self.assertEqual(proc.stderr.strip().splitlines()[-1],
+                     "error: --config.protect.sise: no such config field; "
+                     'Did you mean "size" instead of "sise"?')
+    self.assertNotIn("Traceback", proc.stderr)
     cfg = protect_config.get_config()
     for src, out, message in cases:
       with self.assertRaisesRegex(UEError, re.escape(message)):

@@ -34,7 +34,7 @@ _DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
     "protect.py")
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", _DEFAULT_CONFIG, "Config file (configs/protect.py).",
+    "config", None, "Config file (default: configs/protect.py).",
     lock_config=True)
 _INPUT = flags.DEFINE_string("input", None, "Folder of images to protect.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for the copies.")
@@ -77,5 +77,14 @@ def main(argv):
                                               results["protected"]), code=1)
 
 
+def parse_flags(argv):
+  """cli.parse_flags, with configs/protect.py when --config is not given
+  (named here, not as the flag's default, which ml_collections would load
+  and override at import, outside the one-line error handling)."""
+  if not any(a.split("=")[0] in ("--config", "-config") for a in argv[1:]):
+    argv = [argv[0], f"--config={_DEFAULT_CONFIG}", *argv[1:]]
+  return cli.parse_flags(argv, _CONFIG)
+
+
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, _CONFIG))
+  app.run(main, flags_parser=parse_flags)
