@@ -26,7 +26,7 @@ folder, plus one file at its own size at a time.
 import json
 import os
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import numpy as np
 from absl import logging
@@ -64,7 +64,7 @@ def _within(path: str, folder: str) -> bool:
 
 
 def check_paths(input_dir: str, output_dir: str, workdir: str, *,
-                labels: str = "", heldout: str = ""):
+                labels: str = "", heldout: str = "") -> None:
   """Refuses paths that would lose or mix data; reads, never writes."""
   src, out, work = _real(input_dir), _real(output_dir), _real(workdir)
   if not os.path.exists(src):
@@ -103,7 +103,7 @@ def check_paths(input_dir: str, output_dir: str, workdir: str, *,
 
 
 def read_working(listing: folder_lib.Listing, *, size: int, channels: int,
-                 label: str):
+                 label: str) -> Tuple[np.ndarray, list, list, list]:
   """Reads every file of `listing` once: (working images uint8
   [n, size, size, C], kept entries, their pictures' facts, failed
   [(path, reason)]). `channels` 0 picks 1 for an all-gray folder, else 3."""
@@ -193,7 +193,8 @@ def protect_file(picture: folder_lib.Picture, noise: np.ndarray, *,
   return folder_lib.compose(color, picture.alpha)
 
 
-def write_all(cfg, listing, kept, facts, noise, output: str, workdir: str):
+def write_all(cfg, listing, kept, facts, noise, output: str,
+              workdir: str) -> Tuple[list, int, int, list]:
   """Writes (or, recorded and checked, skips) every kept file's copy;
   returns (records in order, written, skipped, changed [(path, reason)])."""
   eps, samplewise = cfg.noise.eps, cfg.noise.layout != "classwise"
@@ -255,7 +256,8 @@ def write_all(cfg, listing, kept, facts, noise, output: str, workdir: str):
 
 
 def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
-        labels: str = "", heldout: str = "", overwrite: bool = False):
+        labels: str = "", heldout: str = "", overwrite: bool = False
+        ) -> dict:
   """Protects `input_dir` into `output_dir`; returns the summary (also
   DIR/results.json) with `failed`: the files that could not be protected."""
   checks.check_protect_config(cfg)
