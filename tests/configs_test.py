@@ -23,7 +23,10 @@ class ConfigsTest(parameterized.TestCase):
     cfg = module.get_config()
     if name == "test_tiny":  # its data come from the command line
       cfg.data.train_path = cfg.data.test_path = "x.npz"
-    checks.check_config(cfg)
+    if name == "protect":  # python -m ue_jax.protect: the folder is the data
+      checks.check_protect_config(cfg)
+    else:
+      checks.check_config(cfg)
     self.assertEqual(cfg.name, name)
     if name != "test_tiny":
       self.assertIn(f"--config=configs/{name}.py", module.__doc__)

@@ -17,6 +17,7 @@ from ml_collections import config_flags
 
 from ue_jax import pipeline
 from ue_jax.parallel import sharding
+from ue_jax.runtime import cli
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import UEError
 
@@ -47,36 +48,12 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def _exit_with_error(message) -> None:
-  print(f"error: {' '.join(str(message).split())}", file=sys.stderr)
-  sys.exit(2)
-
-
-def _unknown_field(argv, error) -> str:
-  """One line for ml_collections' KeyError on an override of no field."""
-  while error.args and isinstance(error.args[0], Exception):
-    error = error.args[0]
-  key, *hint = str(error.args[0] if error.args else error).splitlines()
-  flag = next((a.split("=")[0] for a in argv if a.startswith("--config.")
-               and key.strip("'\"") in a.split("=")[0].split(".")), key)
-  return f"{flag}: no such config field{'; ' if hint else ''}{' '.join(hint)}"
+  cli.exit_with_error(message)
 
 
 def parse_flags(argv):
   """absl's flag parsing, with each usage error as one line and exit 2."""
-  try:
-    rest = flags.FLAGS(argv)
-    _CONFIG.value.to_dict()  # config_flags may defer a loading error
-  except flags.Error as e:
-    _exit_with_error(e)
-  except (AttributeError, KeyError) as e:  # ml_collections: no such field
-    _exit_with_error(_unknown_field(argv, e))
-  except Exception as e:  # pylint: disable=broad-except
-    # The config file is user code: whatever it raises is a usage error.
-    last = (str(e).strip().splitlines() or [""])[-1]
-    _exit_with_error(f"cannot load --config: {type(e).__name__}: {last}")
-  if len(rest) > 1:
-    _exit_with_error(f"unexpected arguments: {' '.join(rest[1:])}")
-  return rest
+  return cli.parse_flags(argv, _CONFIG)
 
 
 def main(argv):

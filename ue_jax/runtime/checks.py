@@ -167,34 +167,43 @@ def flatten(tree, prefix: str = "") -> Dict[str, object]:
   return out
 
 
-def check_config(cfg):
-  """Every field known, present and in range; then rules across fields."""
+def check_fields(cfg, schema: Dict[str, Rule], *,
+                 base: str = "configs/common.py base()"):
+  """Every field of `cfg` known to `schema`, present and in range."""
   fields = flatten(cfg)
   for name in fields:
-    if name not in SCHEMA:
-      fail(f"unknown config field {name}; the fields are those of "
-           "configs/common.py base()")
-  for name, rule in SCHEMA.items():
+    if name not in schema:
+      fail(f"unknown config field {name}; the fields are those of {base}")
+  for name, rule in schema.items():
     if name not in fields:
-      fail(f"config field {name} is missing; start the config from "
-           "configs/common.py base()")
+      fail(f"config field {name} is missing; start the config from {base}")
     problem = rule(name, fields[name])
     if problem:
       fail(problem)
-  g, d = cfg.generate, cfg.data
+
+
+def _search_rules(cfg):
+  """Rules across the search fields, for every kind of config."""
+  g, n = cfg.generate, cfg.noise
   if g.min_rounds > g.max_rounds:
     fail(f"generate.min_rounds={g.min_rounds} must not exceed "
          f"generate.max_rounds={g.max_rounds}")
-  if cfg.partial.classes and cfg.partial.rate != 1.0:
-    fail(f"partial.classes={tuple(cfg.partial.classes)!r} protects whole "
-         f"classes; partial.rate={cfg.partial.rate} must then stay 1.0 (give "
-         "one or the other)")
-  n = cfg.noise
   if n.kind != "random" and (n.random_patch != 1
                              or n.random_values != "uniform"):
     fail(f"noise.random_patch / noise.random_values shape the random "
          f"baseline only; noise.kind={n.kind!r} does not use them (leave "
          "them at 1 / 'uniform')")
+
+
+def check_config(cfg):
+  """Every field known, present and in range; then rules across fields."""
+  check_fields(cfg, SCHEMA)
+  _search_rules(cfg)
+  d = cfg.data
+  if cfg.partial.classes and cfg.partial.rate != 1.0:
+    fail(f"partial.classes={tuple(cfg.partial.classes)!r} protects whole "
+         f"classes; partial.rate={cfg.partial.rate} must then stay 1.0 (give "
+         "one or the other)")
   source = data_lib.resolve_source(d.name, d.source, d.data_dir)
   if source != "npz" and d.name not in data_lib.TFDS_NAMES:
     fail(f"unknown dataset {d.name!r} (data.name) for data.source="
@@ -239,3 +248,25 @@ def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
     if size > n:
       fail(f"{field}={size} exceeds the {n} training images; choose at most "
            f"{n}")
+
+
+# `python -m ue_jax.protect` (configs/protect.py): the search and evaluation
+# fields of base(), without the dataset, partial protection and release
+# blocks (the data is the --input folder), plus the `protect` block.
+PROTECT_SCHEMA: Dict[str, Rule] = {
+    **{k: v for k, v in SCHEMA.items()
+       if not k.startswith(("data.", "partial.", "release."))},
+    "protect.size": number(2, 4096, integer=True),
+    "protect.channels": number(0, 3, integer=True),
+    "protect.upsample": choice("bilinear", "nearest"),
+    "protect.preview": number(0, 64, integer=True),
+}
+
+
+def check_protect_config(cfg):
+  """A protect config: its fields, then the rules across them."""
+  check_fields(cfg, PROTECT_SCHEMA, base="configs/protect.py")
+  _search_rules(cfg)
+  if cfg.protect.channels == 2:
+    fail("protect.channels must be 0 (1 for gray folders, else 3), 1 or 3, "
+         "got 2")

@@ -1,0 +1,366 @@
+"""Protects a folder of image files: the min-min search at a working
+resolution, the noise applied to every file at its own resolution.
+
+Phases (docs/protect.md):
+1. checks, before anything is written: the config, the paths (the output
+   must be neither the input nor inside it nor around it), the workdir's
+   config record, the folder's labels;
+2. reading: every file once, decoded upright, hashed, squeezed to the
+   working size (io/image_folder.py); an unreadable file is set aside and
+   named at the end, the others are protected;
+3. the search (search/generate.py) on the working copies, an in-memory
+   Dataset in a seeded shuffled order (its model steps walk the rows in
+   order); checkpointed in the workdir and resumed by a rerun;
+4. writing, file by file: the file's noise row upsampled to its size,
+   re-bounded to eps, added and rounded (core/noise.release_images), the
+   copy written as PNG atomically and re-read and checked; each checked copy
+   is recorded (DIR/written.jsonl), so a rerun skips it after checking it
+   again;
+5. DIR/manifest.json (every file's hashes, size, mode, label, max |delta|)
+   and DIR/preview.png.
+
+Memory: the working copies and the working-resolution noise of the whole
+folder, plus one file at its own size at a time.
+"""
+
+import json
+import os
+import time
+from typing import List, Optional, Tuple
+
+import numpy as np
+from absl import logging
+
+from ue_jax.evaluation import folders
+from ue_jax.io import artifacts
+from ue_jax.io import data as data_lib
+from ue_jax.io import image_folder as folder_lib
+from ue_jax.io import metrics as metrics_lib
+from ue_jax.io import workdir as workdir_lib
+from ue_jax.core import noise as noise_lib
+from ue_jax.runtime import checks
+from ue_jax.runtime import interrupt
+from ue_jax.runtime.errors import Interrupted
+from ue_jax.runtime.errors import UEError
+from ue_jax.search import generate
+from ue_jax.search import layouts
+
+WORKDIR_NAME = ".ue_jax"  # the default workdir, inside --output
+FOLDER, WRITTEN = "folder.json", "written.jsonl"
+MANIFEST, PREVIEW = "manifest.json", "preview.png"
+OWN_FILES = (FOLDER, WRITTEN, MANIFEST, PREVIEW, "curves.png")
+
+
+def default_workdir(output: str) -> str:
+  return os.path.join(output, WORKDIR_NAME)
+
+
+def _real(path: str) -> str:
+  return os.path.realpath(os.path.abspath(path))
+
+
+def _within(path: str, folder: str) -> bool:
+  return os.path.commonpath([path, folder]) == folder
+
+
+def check_paths(input_dir: str, output_dir: str, workdir: str, *,
+                labels: str = "", heldout: str = "") -> None:
+  """Refuses paths that would lose or mix data; reads, never writes."""
+  src, out, work = _real(input_dir), _real(output_dir), _real(workdir)
+  if not os.path.exists(src):
+    checks.fail(f"--input {input_dir} does not exist")
+  if not os.path.isdir(src):
+    checks.fail(f"--input {input_dir} is not a directory")
+  if out == src:
+    checks.fail(f"--output {output_dir} is the input folder; choose a new "
+                "folder (the input is never modified)")
+  if _within(out, src):
+    checks.fail(f"--output {output_dir} lies inside --input {input_dir}; "
+                "choose a folder outside it")
+  if _within(src, out):
+    checks.fail(f"--output {output_dir} contains --input {input_dir}; "
+                "choose a folder beside it")
+  if os.path.exists(out) and not os.path.isdir(out):
+    checks.fail(f"--output {output_dir} exists and is not a directory")
+  if _within(work, src) or _within(src, work):
+    checks.fail(f"--workdir {workdir} overlaps --input {input_dir}; choose "
+                "a folder outside it")
+  ours = os.path.exists(os.path.join(work, workdir_lib.CONFIG_FILE))
+  if os.path.isdir(out) and not ours and any(
+      not name.startswith(".") for name in os.listdir(out)):
+    checks.fail(f"--output {output_dir} is not empty and was not written by "
+                "ue_jax.protect (no record in its workdir); choose a new or "
+                "empty folder")
+  if labels and not os.path.isfile(labels):
+    checks.fail(f"--labels {labels} is not a file")
+  if heldout:
+    held = _real(heldout)
+    if not os.path.isdir(held):
+      checks.fail(f"--heldout {heldout} is not a directory")
+    if _within(held, src) or _within(src, held):
+      checks.fail(f"--heldout {heldout} overlaps --input {input_dir}; the "
+                  "held-out images must be others")
+
+
+def read_working(listing: folder_lib.Listing, *, size: int, channels: int,
+                 label: str) -> Tuple[np.ndarray, list, list, list]:
+  """Reads every file of `listing` once: (working images uint8
+  [n, size, size, C], kept entries, their pictures' facts, failed
+  [(path, reason)]). `channels` 0 picks 1 for an all-gray folder, else 3."""
+  kept, facts, failed, arrays = [], [], [], []
+  progress = metrics_lib.Progress(label, len(listing.entries), "img")
+  for entry in listing.entries:
+    try:
+      picture = folder_lib.read(os.path.join(listing.root, entry.path))
+    except folder_lib.BadFile as e:
+      failed.append((entry.path, str(e)))
+      logging.warning("%s: %s", entry.path, e)
+    else:
+      own = channels or picture.color.shape[-1]
+      arrays.append(folder_lib.to_working(picture, size=size, channels=own))
+      kept.append(entry)
+      facts.append({"sha256": picture.sha256, "size": list(picture.size),
+                    "mode": picture.mode, "file_mode": picture.file_mode})
+    progress.update(1)
+  c = channels or max((a.shape[-1] for a in arrays), default=1)
+  images = np.zeros((len(arrays), size, size, c), np.uint8)
+  for i, a in enumerate(arrays):
+    images[i] = a if a.shape[-1] == c else np.repeat(a, c, -1)
+  return images, kept, facts, failed
+
+
+def _fingerprint(listing, kept, facts, failed) -> dict:
+  """The files (in the search's row order), their hashes and labels."""
+  return {"classes": list(listing.classes),
+          "files": [[e.path, f["sha256"], e.label] for e, f in zip(kept,
+                                                                   facts)],
+          "failed": [p for p, _ in failed]}
+
+
+def _check_fingerprint(path: str, fingerprint: dict):
+  old = artifacts.load_json(path)
+  if old is not None and old != fingerprint:
+    raise UEError(f"the input folder differs from the one whose noise is in "
+                  f"{os.path.dirname(path)} (files, contents or labels); "
+                  "pass --overwrite to search afresh, or restore the folder")
+
+
+def _fitted(cfg, n: int):
+  """The config with batch sizes at most the folder's n images."""
+  cfg = cfg.copy_and_resolve_references()
+  for block, field in (("generate", "batch_size"),
+                       ("generate", "eval_batch_size"),
+                       ("evaluate", "batch_size"),
+                       ("evaluate", "eval_batch_size")):
+    if cfg[block][field] > n:
+      logging.info("%s.%s=%d exceeds the %d images; using %d", block, field,
+                   cfg[block][field], n, n)
+      cfg[block][field] = n
+  return cfg
+
+
+def _records(path: str) -> dict:
+  """The checked copies a run recorded, by input path (a torn last line of
+  a killed run is skipped)."""
+  found = {}
+  if os.path.exists(path):
+    with open(path, encoding="utf-8") as f:
+      for line in f:
+        try:
+          record = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        found[record["input"]] = record
+  return found
+
+
+def _append(path: str, record: dict):
+  with open(path, "a", encoding="utf-8") as f:
+    f.write(json.dumps(record, sort_keys=True) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def protect_file(picture: folder_lib.Picture, noise: np.ndarray, *,
+                 eps: float, method: str) -> np.ndarray:
+  """The protected pixels of one picture (alpha unchanged) for its
+  working-resolution noise row [s, s, c]."""
+  width, height = picture.size
+  delta = folder_lib.to_native(noise, width=width, height=height,
+                               channels=picture.color.shape[-1], eps=eps,
+                               method=method)
+  color = noise_lib.release_images(picture.color, delta, eps=eps)
+  return folder_lib.compose(color, picture.alpha)
+
+
+def write_all(cfg, listing, kept, facts, noise, output: str,
+              workdir: str) -> Tuple[list, int, int, list]:
+  """Writes (or, recorded and checked, skips) every kept file's copy;
+  returns (records in order, written, skipped, changed [(path, reason)])."""
+  eps, samplewise = cfg.noise.eps, cfg.noise.layout != "classwise"
+  m = noise_lib.max_delta_u8(eps)
+  log_path = os.path.join(workdir, WRITTEN)
+  done = _records(log_path)
+  removed = folder_lib.remove_temporaries(output)
+  if removed:
+    logging.info("removed %d temporary files of an interrupted run", removed)
+  records, written, skipped, changed = [], 0, 0, []
+  progress = metrics_lib.Progress("protect: write", len(kept), "img")
+  with interrupt.StopSignals() as signals:
+    for i, (entry, fact) in enumerate(zip(kept, facts)):
+      dst = os.path.join(output, entry.output)
+      try:
+        picture = folder_lib.read(os.path.join(listing.root, entry.path))
+      except folder_lib.BadFile as e:
+        changed.append((entry.path, f"unreadable since the search: {e}"))
+        continue
+      if picture.sha256 != fact["sha256"]:
+        changed.append((entry.path, "changed since the search; rerun with "
+                        "--overwrite"))
+        continue
+      record = done.get(entry.path)
+      if (record and record["input_sha256"] == fact["sha256"]
+          and os.path.exists(dst)
+          and folder_lib.sha256_file(dst) == record["output_sha256"]):
+        try:
+          folder_lib.check_copy(dst, picture, max_delta=m)
+          skipped += 1
+        except folder_lib.BadFile:
+          record = None
+      else:
+        record = None
+      if record is None:
+        pixels = protect_file(picture, noise[i if samplewise else entry.label],
+                              eps=eps, method=cfg.protect.upsample)
+        folder_lib.write_png(dst, folder_lib.to_image(pixels, picture.mode),
+                             icc=picture.icc)
+        try:
+          sha, worst = folder_lib.check_copy(dst, picture, max_delta=m)
+        except folder_lib.BadFile as e:
+          raise UEError(f"{dst}: {e}; this is a bug") from None
+        record = {"input": entry.path, "output": entry.output,
+                  "input_sha256": fact["sha256"], "output_sha256": sha,
+                  "size": fact["size"], "mode": picture.mode,
+                  "input_mode": fact["file_mode"],
+                  "label": listing.classes[entry.label],
+                  "max_abs_delta": worst}
+        _append(log_path, record)
+        written += 1
+      records.append(record)
+      progress.update(1)
+      if signals.signum is not None:
+        raise Interrupted(
+            f"{signals.name} received after {i + 1} of {len(kept)} files; "
+            "rerun the same command to continue", signum=signals.signum)
+  return records, written, skipped, changed
+
+
+def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
+        labels: str = "", heldout: str = "", overwrite: bool = False
+        ) -> dict:
+  """Protects `input_dir` into `output_dir`; returns the summary (also
+  DIR/results.json) with `failed`: the files that could not be protected."""
+  checks.check_protect_config(cfg)
+  workdir = workdir or default_workdir(output_dir)
+  check_paths(input_dir, output_dir, workdir, labels=labels, heldout=heldout)
+  workdir_lib.verify(cfg, workdir, overwrite=overwrite)
+  listing = folder_lib.scan(input_dir, labels_csv=labels)
+  p = cfg.protect
+  test_listing = (folder_lib.scan(heldout, what="--heldout",
+                                  classes=listing.classes)
+                  if heldout else None)
+  images, kept, facts, failed = read_working(
+      listing, size=p.size, channels=p.channels, label="protect: read")
+  # The search walks its rows in order (the model steps unshuffled, as the
+  # original): a folder sorted by class would give single-class batches.
+  order = np.random.default_rng([cfg.seed, 5]).permutation(len(kept))
+  images, kept, facts = (images[order], [kept[i] for i in order],
+                         [facts[i] for i in order])
+  if len({e.label for e in kept}) < 2:
+    raise UEError(f"--input {input_dir}: {len(kept)} readable image(s) in "
+                  f"fewer than 2 classes ({len(failed)} unreadable, e.g. "
+                  f"{failed[0][0] if failed else '-'}); the search needs 2")
+  fingerprint = _fingerprint(listing, kept, facts, failed)
+  if not overwrite:
+    _check_fingerprint(os.path.join(workdir, FOLDER), fingerprint)
+  test = None
+  if test_listing is not None:
+    test_images, test_kept, _, test_failed = read_working(
+        test_listing, size=p.size, channels=images.shape[-1],
+        label="protect: read held-out")
+    if test_failed:
+      raise UEError(f"--heldout {heldout}: {test_failed[0][0]} "
+                    f"{test_failed[0][1]}")
+    test = data_lib.make_dataset(test_images, [e.label for e in test_kept],
+                                 len(listing.classes), "heldout")
+  # Nothing was written up to here; from here on the workdir is ours.
+  if overwrite:
+    for name in OWN_FILES:
+      if os.path.exists(os.path.join(workdir, name)):
+        os.remove(os.path.join(workdir, name))
+  workdir_lib.claim(cfg, workdir, overwrite=overwrite)
+  artifacts.save_json(os.path.join(workdir, FOLDER), fingerprint)
+  train = data_lib.make_dataset(images, [e.label for e in kept],
+                                len(listing.classes), "folder")
+  run_cfg = _fitted(cfg, len(train))
+  jpegs = [e.path for e in kept if os.path.splitext(e.path)[1].lower()
+           in folder_lib.JPEG_EXTENSIONS]
+  if jpegs:
+    logging.warning("%d JPEG input(s) (e.g. %s) are written as PNG: "
+                    "re-encoding a protected copy as JPEG weakens the "
+                    "protection", len(jpegs), jpegs[0])
+  log = metrics_lib.MetricLog(workdir)
+  results_path = os.path.join(workdir, "results.json")
+  results = artifacts.load_json(results_path, {})
+  results.update({"config_name": cfg.name, "input": os.path.abspath(
+      input_dir), "output": os.path.abspath(output_dir),
+                  "images": len(kept), "classes": list(listing.classes),
+                  "working_shape": list(train.image_shape),
+                  "epsilon": cfg.noise.eps,
+                  "epsilon_255": round(cfg.noise.eps * 255, 4),
+                  "config": cfg.to_dict()})
+  noise_path = os.path.join(workdir, "noise.npy")
+  if not (results.get("noise_path") and os.path.exists(noise_path)):
+    results.update(generate.run(run_cfg, train, workdir, log))
+    artifacts.save_json(results_path, results)
+  noise = artifacts.load_noise(
+      noise_path, shape=layouts.noise_shape(cfg.noise.layout, train),
+      eps=cfg.noise.eps)
+  t0 = time.perf_counter()
+  records, written, skipped, changed = write_all(
+      run_cfg, listing, kept, facts, noise, output_dir, workdir)
+  failed = failed + changed
+  manifest = {"epsilon": cfg.noise.eps,
+              "max_delta_u8": noise_lib.max_delta_u8(cfg.noise.eps),
+              "working_shape": list(train.image_shape),
+              "upsample": p.upsample, "classes": list(listing.classes),
+              "files": sorted(records, key=lambda r: r["input"]),
+              "failed": [{"input": f, "reason": r} for f, r in failed],
+              "ignored": list(listing.ignored)}
+  artifacts.save_json(os.path.join(workdir, MANIFEST), manifest)
+  results.update({"written": written, "skipped_verified": skipped,
+                  "protected": len(records), "failed": manifest["failed"],
+                  "manifest_path": os.path.join(workdir, MANIFEST),
+                  "max_abs_delta": max((r["max_abs_delta"] for r in records),
+                                       default=0),
+                  "write_seconds": time.perf_counter() - t0})
+  if p.preview and records:
+    results["preview_path"] = artifacts.save_figure(
+        os.path.join(workdir, PREVIEW),
+        folders.preview(listing, kept, records, noise, output_dir,
+                        eps=cfg.noise.eps, samplewise=cfg.noise.layout
+                        != "classwise", method=p.upsample, rows=p.preview))
+  artifacts.save_json(results_path, results)
+  if test is not None:
+    results.update(folders.compare(run_cfg, train, kept, records, test,
+                                   output_dir, workdir, log))
+    artifacts.save_json(results_path, results)
+  return results
+
+
+def failures_line(failed: List[dict], total: Optional[int] = None) -> str:
+  """One line naming the files that could not be protected."""
+  shown = "; ".join(f"{f['input']}: {f['reason']}" for f in failed[:5])
+  more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+  done = f" (the other {total} are protected)" if total is not None else ""
+  return f"{len(failed)} file(s) could not be protected{done}: {shown}{more}"
