@@ -24,7 +24,7 @@ from configs import protect as protect_config
 from tests import helpers
 from ue_jax.io import data as data_lib
 from ue_jax.runtime.errors import UEError
-from ue_jax.search import protect
+from ue_jax import protect_folder as protect
 
 EPS_255 = 16  # configs/protect.py: eps = 16/255
 TINY = ("--config.model.name=small_cnn_avg", "--config.model.width=4",

@@ -2,7 +2,8 @@
 
 The package is grouped by role; imports point down this list, never up:
 
-  main, pipeline, protect   entry points: flags, stages, results.json
+  main, pipeline, protect,  entry points: flags, the stages of a config,
+  protect_folder            the folder tool (they combine search and evaluation)
   search/       the drivers that search for a noise (min-min, baselines)
   evaluation/   what is done with a noise: release, train, evaluate, report
   core/         pure math on arrays and pytrees; never sees a ConfigDict

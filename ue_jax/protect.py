@@ -5,7 +5,7 @@
       [--workdir=DIR] [--heldout=DIR] [--overwrite]
 
 Writes every image of --input (labelled by class subfolders or --labels) to
-the same relative path under --output as a protected PNG (search/protect.py;
+the same relative path under --output as a protected PNG (protect_folder.py;
 docs/protect.md). The workdir (default OUTPUT/.ue_jax) holds the search's
 checkpoints, manifest.json and preview.png; a rerun resumes. With --heldout
 (a folder with the same class subfolders) it also trains a fresh model on
@@ -28,7 +28,7 @@ from ml_collections import config_flags
 from ue_jax.runtime import cli
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import UEError
-from ue_jax.search import protect
+from ue_jax import protect_folder as protect
 
 _DEFAULT_CONFIG = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",

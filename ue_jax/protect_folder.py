@@ -261,6 +261,7 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
   """Protects `input_dir` into `output_dir`; returns the summary (also
   DIR/results.json) with `failed`: the files that could not be protected."""
   checks.check_protect_config(cfg)
+  cfg = checks.snapped(cfg)  # an eps a hair off k/255 is taken as k/255
   workdir = workdir or default_workdir(output_dir)
   check_paths(input_dir, output_dir, workdir, labels=labels, heldout=heldout)
   workdir_lib.verify(cfg, workdir, overwrite=overwrite)
