@@ -52,20 +52,27 @@ def recipe_optimizer(e, layout: sharding.Layout, *, epochs: int,
                    grad_clip=e.grad_clip)
 
 
-def train_model(cfg, train, test, *, label: str, log=None, groups=None):
+def train_model(cfg, train, test, *, label: str, log=None, groups=None,
+                learner=None, step=None):
   """Trains the evaluation model on `train` (a Dataset or DeviceData);
   returns the per-epoch history. `groups` ({name: test subset}) are scored
-  after the last epoch, as history[-1]["<name>_test_accuracy"]."""
+  after the last epoch, as history[-1]["<name>_test_accuracy"].
+
+  `learner` ((name, width)) replaces the evaluation model and `step` (a
+  pure `fn(state, batch) -> (state, metrics)`, e.g. a defense's step) the
+  plain training step; the loop and the recipe stay those of cfg.evaluate."""
   e = cfg.evaluate
-  model = get_model(e.model or cfg.model.name, num_classes=train.num_classes,
-                    width=e.width or cfg.model.width)
+  name, width = learner or (e.model or cfg.model.name,
+                            e.width or cfg.model.width)
+  model = get_model(name, num_classes=train.num_classes, width=width)
   layout, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   groups = {k: device_data.place(v, layout) for k, v in (groups or {}).items()}
   tx = recipe_optimizer(e, layout, epochs=e.epochs, num_train=len(train))
   state, shardings = layout.create(functools.partial(
       create_state, model, tx, seed=e.seed, image_shape=train.image_shape))
   train_step = layout.jit_step(
-      functools.partial(steps_lib.model_step, augment=e.augment), shardings)
+      step or functools.partial(steps_lib.model_step, augment=e.augment),
+      shardings)
   eval_fn = layout.jit_step(steps_lib.eval_step, shardings,
                             returns_state=False)
   state, history = train_lib.fit(
