@@ -102,11 +102,11 @@ def base() -> ml_collections.ConfigDict:
   # "name" or "name:width" (no width: evaluate.width or model.width).
   c.battery.learners = ("resnet18", "small_cnn", "vgg11", "mobilenetv2",
                         "vit")
-  c.battery.defenses = ("crop_flip", "none", "cutout", "mixup", "cutmix",
-                        "gaussian_noise", "gaussian_blur", "median_filter",
-                        "bit_depth", "jpeg10", "jpeg50", "grayscale",
-                        "ueraser", "adv_train")
-  # star: learners[0] x every defense + every learner x defenses[0];
+  c.battery.defenses = ("crop_flip", "none", "jpeg10", "median_filter",
+                        "bit_depth", "grayscale", "cutout", "mixup",
+                        "cutmix", "gaussian_noise", "gaussian_blur",
+                        "jpeg50", "ueraser", "adv_train")
+  # star: every learner x defenses[0], then learners[0] x every defense;
   # cross: every learner x every defense.
   c.battery.cells = "star"
   c.battery.epochs = 8

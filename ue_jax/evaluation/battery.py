@@ -54,8 +54,8 @@ def parse_learner(spec: str, default_width: int):
 
 def plan(cfg):
   """The cells, in order: [(name, width, defense)]. "cross": every learner
-  with every defense; "star": the first learner with every defense and
-  every other learner with the first defense."""
+  with every defense; "star": every learner with the first defense, then
+  the first learner with every other defense."""
   b = cfg.battery
   width = cfg.evaluate.width or cfg.model.width
   learners = [parse_learner(s, width) for s in b.learners]
@@ -71,8 +71,8 @@ def plan(cfg):
   if b.cells == "cross":
     cells = [(n, w, d) for n, w in learners for d in b.defenses]
   else:
-    cells = [(*learners[0], d) for d in b.defenses]
-    cells += [(n, w, b.defenses[0]) for n, w in learners[1:]]
+    cells = [(n, w, b.defenses[0]) for n, w in learners]
+    cells += [(*learners[0], d) for d in b.defenses[1:]]
   return cells
 
 
