@@ -113,6 +113,9 @@ def base() -> ml_collections.ConfigDict:
   c.battery.batch_size = 0
   c.battery.lr = 0.0
   c.battery.seed = 0
+  # Test images the per-epoch curves are measured on: a seeded stratified
+  # subset of this size (0 = the whole configured test set).
+  c.battery.test_size = 0
   c.battery.adv_eps = 0.0      # PGD-AT radius; 0 = noise.eps (the release's)
   c.battery.adv_steps = 2      # PGD-AT inner steps (step 2.5 * eps / steps)
   c.battery.ueraser_copies = 2  # augmented copies, trained on the max loss

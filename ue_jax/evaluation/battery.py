@@ -27,6 +27,7 @@ from ue_jax.evaluation import battery_report
 from ue_jax.evaluation import evaluate
 from ue_jax.evaluation import release as release_lib
 from ue_jax.io import artifacts
+from ue_jax.io import data as data_lib
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.models import MODELS
 from ue_jax.parallel import device_data
@@ -152,6 +153,13 @@ def load_release(cfg, train, workdir: str):
   return train.replace_images(on_mesh)
 
 
+def test_subset(cfg, test):
+  """The test examples the curves are measured on: battery.test_size of
+  them (a seeded class-stratified subset, the config's seed + 2), or all."""
+  rows = data_lib.stratified_rows(test, cfg.battery.test_size, cfg.seed + 2)
+  return test if rows is None else test.take(rows)
+
+
 # ---------------------------------------------------------- one training
 def host_images(ds) -> np.ndarray:
   """All images of a DeviceData as numpy (on every process)."""
@@ -237,6 +245,7 @@ def run(cfg, train, test, workdir: str, log=None, *, released=None,
   `released`: the released set on the mesh (else loaded); `trainer` is
   train_curve (a test may wrap it)."""
   _, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
+  test = test_subset(cfg, test)
   released = released if released is not None else load_release(
       cfg, train, workdir)
   path = release_file(cfg, workdir)
@@ -293,7 +302,7 @@ def run(cfg, train, test, workdir: str, log=None, *, released=None,
                  record["best_unlearnable_epoch"],
                  " (clean from cache)" if cached else "")
   summary = {"release_path": path, "release_sha256": release_sha,
-             "epochs": recipe(cfg).evaluate.epochs,
+             "epochs": recipe(cfg).evaluate.epochs, "test_size": len(test),
              "adv_eps": adv_eps(cfg), "adv_steps": cfg.battery.adv_steps,
              "ueraser_copies": cfg.battery.ueraser_copies,
              "cells": records}

@@ -16,7 +16,7 @@ def table(summary) -> str:
   lines = [
       f"Release: `{summary['release_path']}` (sha256 "
       f"{summary['release_sha256'][:12]}), {summary['epochs']} epochs per "
-      "training. Accuracies are clean test accuracy in %; gap = clean - "
+      f"training, {summary['test_size']} test images. Accuracies are clean test accuracy in %; gap = clean - "
       "unlearnable at the last epoch; best = the best epoch's unlearnable "
       "accuracy (early stopping).",
       "",

@@ -179,6 +179,7 @@ SCHEMA: Dict[str, Rule] = {
     "battery.batch_size": number(0, 1 << 20, integer=True),
     "battery.lr": number(0, 100),
     "battery.seed": number(0, 2**31 - 1, integer=True),
+    "battery.test_size": number(0, BIG, integer=True),
     "battery.adv_eps": number(0, 1),
     "battery.adv_steps": number(1, 1000, integer=True),
     "battery.ueraser_copies": number(1, 64, integer=True),
