@@ -67,8 +67,8 @@ def _inside(path: str, folder: str) -> bool:
 
 def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   """Loads and checks what the first stage reads but this run does not
-  write: the noise for release, the released images for evaluate. Returns
-  them by stage, so the stage does not read them a second time."""
+  write: the noise for release, the released images for evaluate and the
+  battery. Returns them by stage, so no stage reads them a second time."""
   needs = []
   if "release" in stages and "generate" not in stages:
     needs.append(("release", release.noise_path(cfg, workdir),
@@ -81,7 +81,8 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
     layout = getattr(train, "layout", None)
     if layout is not None and cfg.battery.batch_size:
       layout.check_batch_size("battery.batch_size", cfg.battery.batch_size)
-    if cfg.battery.release_path or "release" not in stages:
+    # W's own release: the release stage's, or the evaluate stage's load.
+    if cfg.battery.release_path or not {"release", "evaluate"} & set(stages):
       needs.append(("battery", battery.release_file(cfg, workdir),
                     lambda: battery.load_release(cfg, train, workdir)))
   loaded = {}
@@ -141,8 +142,8 @@ def run(cfg, workdir: str, stages=None, *, overwrite: bool = False):
                                   unlearnable=inputs.get("evaluate")))
     else:
       released = inputs.get("battery")
-      if released is None and "evaluate" in inputs:
-        released = inputs["evaluate"][0]  # this run's release stage
+      if released is None:  # W's release, made or loaded by this run
+        released = inputs["evaluate"][0]
       results.update(battery.run(cfg, train, test, workdir, log,
                                  released=released))
     artifacts.save_json(path, results)
