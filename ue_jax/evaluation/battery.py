@@ -196,6 +196,8 @@ def train_curve(cfg, ds, test, *, name: str, width: int, defense: str,
   """Trains one learner on `ds` under `defense`; its per-epoch curve."""
   if defense in defenses.JPEG_QUALITY:
     ds = jpeg_set(ds, defenses.JPEG_QUALITY[defense])
+  if log is not None:  # the epochs of an interrupted try of this training
+    log.drop(lambda record: record["stage"] == label)
   t0 = time.perf_counter()
   history = evaluate.train_model(
       recipe(cfg), ds, test, label=label, log=log, learner=(name, width),
