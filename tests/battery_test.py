@@ -39,15 +39,19 @@ def write_release(path, train, *, shift):
 
 
 class Counting:
-  """battery.train_curve, counted, optionally raising at call `kill_at`."""
+  """battery.train_curve, counted, optionally raising at call `kill_at`;
+  with `fake`, a fixed curve instead of a training (for the bookkeeping)."""
 
-  def __init__(self, kill_at=None):
-    self.calls, self.kill_at = [], kill_at
+  def __init__(self, kill_at=None, fake=False):
+    self.calls, self.kill_at, self.fake = [], kill_at, fake
 
   def __call__(self, cfg, ds, test, **kw):
     self.calls.append(kw["label"])
     if self.kill_at is not None and len(self.calls) == self.kill_at:
       raise Killed(kw["label"])
+    if self.fake:
+      return {"curve": [0.5, 0.25], "train_curve": [0.5, 0.5],
+              "seconds": 0.0}
     return battery.train_curve(cfg, ds, test, **kw)
 
 
@@ -145,7 +149,7 @@ class ResumeTest(absltest.TestCase):
       w2 = os.path.join(tmp, "w2")
       write_release(os.path.join(w2, "release", "unlearnable_train.npz"),
                     train, shift=-20)
-      other = Counting()
+      other = Counting(fake=True)
       second = battery.run(cfg, train, test, w2, trainer=other)
       self.assertEqual(sorted(other.calls), [
           "battery_unlearnable_small_cnn_avg:2/bit_depth",
@@ -158,6 +162,11 @@ class ResumeTest(absltest.TestCase):
                 if r["status"] == "done"]
       self.assertEqual(clean1, clean2)
       self.assertNotEqual(out["release_sha256"], out2["release_sha256"])
+      for r in out2["cells"]:
+        if r["status"] == "done":
+          self.assertEqual(r["curves"]["unlearnable"], [0.5, 0.25])
+          self.assertEqual(r["best_unlearnable_test_accuracy"], 0.5)
+          self.assertEqual(r["best_unlearnable_epoch"], 1)
 
   def test_release_must_match_the_data(self):
     with tempfile.TemporaryDirectory() as tmp:
