@@ -90,6 +90,17 @@ class ModelsTest(parameterized.TestCase):
         v, jnp.zeros((5, *shape)), train=False), variables)
     self.assertEqual(logits.shape, (5, 10))
 
+  def test_depthwise_equals_grouped_conv(self):
+    from ue_jax.models import mobilenet  # pylint: disable=g-import-not-at-top
+    x = jax.random.normal(jax.random.key(0), (2, 7, 8, 5))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 1, 5))
+    for strides in (1, 2):
+      conv = nn.Conv(5, (3, 3), strides=strides, padding=((1, 1), (1, 1)),
+                     use_bias=False, feature_group_count=5)
+      ref = conv.apply({"params": {"kernel": kernel}}, x)
+      out = mobilenet.depthwise_3x3(x, kernel, strides=strides)
+      chex.assert_trees_all_close(out, ref, atol=1e-5)
+
   def test_vgg11_at_width_64_is_the_standard_cifar_vgg11_bn(self):
     # PyTorch's VGG-11-BN for CIFAR-10 (conv biases, one linear head) has
     # 9,231,114 parameters; ours drops the 2,752 conv biases (BN follows).
