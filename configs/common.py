@@ -93,6 +93,36 @@ def base() -> ml_collections.ConfigDict:
   c.release = ml_collections.ConfigDict()
   c.release.noise_path = ""       # "" = DIR/noise.npy from the generate stage
 
+  # The protection battery (--stage=battery; docs/battery.md): the release
+  # measured against many learners x defenses. Each training uses the
+  # evaluate block's recipe, with the overrides below (0 = evaluate's).
+  c.battery = ml_collections.ConfigDict()
+  c.battery.enabled = False    # True: --stage=all runs it after evaluate
+  c.battery.release_path = ""  # "" = DIR/release/unlearnable_train.npz
+  # "name" or "name:width" (no width: evaluate.width or model.width).
+  c.battery.learners = ("resnet18", "small_cnn", "vgg11", "mobilenetv2",
+                        "vit")
+  c.battery.defenses = ("crop_flip", "none", "jpeg10", "median_filter",
+                        "bit_depth", "grayscale", "cutout", "mixup",
+                        "cutmix", "gaussian_noise", "gaussian_blur",
+                        "jpeg50", "ueraser", "adv_train")
+  # star: every learner x defenses[0], then learners[0] x every defense;
+  # cross: every learner x every defense.
+  c.battery.cells = "star"
+  c.battery.epochs = 8
+  c.battery.batch_size = 0
+  c.battery.lr = 0.0
+  c.battery.seed = 0
+  # Test images the per-epoch curves are measured on: a seeded stratified
+  # subset of this size (0 = the whole configured test set).
+  c.battery.test_size = 0
+  c.battery.adv_eps = 0.0      # PGD-AT radius; 0 = noise.eps (the release's)
+  c.battery.adv_steps = 2      # PGD-AT inner steps (step 2.5 * eps / steps)
+  c.battery.ueraser_copies = 2  # augmented copies, trained on the max loss
+  # Folder of the clean-trained results ("" = DIR/battery/clean); point two
+  # batteries of the same data at one folder to train the clean side once.
+  c.battery.clean_cache = ""
+
   # Generation checkpoints (Orbax, DIR/checkpoints). A run started again with
   # the same --workdir resumes from the latest one and gives the same noise as
   # an uninterrupted run. The end of every round is always saved.

@@ -47,8 +47,8 @@ CASES = (
          "noise.num_steps must lie in [1, 10000], got 0"),
     Case("step_size_zero", ["--config.noise.step_size=0.0"],
          "noise.step_size must lie in (0, 1], got 0.0"),
-    Case("unknown_model", ["--config.model.name=vgg11"],
-         "unknown model 'vgg11' (model.name); choose one of"),
+    Case("unknown_model", ["--config.model.name=vgg19"],
+         "unknown model 'vgg19' (model.name); choose one of"),
     Case("unknown_augment", ["--config.evaluate.augment=rotate"],
          "evaluate.augment must be one of 'none', 'crop', 'crop_flip'"),
     Case("unknown_source", ["--config.data.source=csv"],
@@ -113,6 +113,35 @@ CASES = (
          "cannot be read without pickle, which is refused"),
     Case("evaluate_before_release", [], "no released dataset at",
          stage="evaluate"),
+    # The battery.
+    Case("battery_unknown_learner",
+         ["--config.battery.learners=('small_cnn','lenet')"],
+         "unknown learner 'lenet' (battery.learners); choose one of",
+         stage="battery"),
+    Case("battery_learner_width", ["--config.battery.learners=('vgg11:0',)"],
+         "learner 'vgg11:0' (battery.learners): the width after ':' must be "
+         "an integer in [1, 4096]", stage="battery"),
+    Case("battery_unknown_defense",
+         ["--config.battery.defenses=('none','jpeg')"],
+         "unknown defense 'jpeg' (battery.defenses); choose from",
+         stage="battery"),
+    Case("battery_epochs_negative", ["--config.battery.epochs=-1"],
+         "battery.epochs must lie in [0, 10000], got -1", stage="battery"),
+    Case("battery_no_adv_steps", ["--config.battery.adv_steps=0"],
+         "battery.adv_steps must lie in [1, 1000], got 0", stage="battery"),
+    Case("battery_batch_over_data", ["--config.battery.batch_size=200"],
+         "battery.batch_size=200 exceeds the 96 training images",
+         stage="battery"),
+    Case("battery_before_release", [], "no released dataset at",
+         stage="battery"),
+    Case("battery_release_rows",
+         ["--config.battery.release_path={tmp}/release_rows.npz"],
+         "the configured training set needs uint8 [96,H,W,C]",
+         stage="battery"),
+    Case("battery_release_indices",
+         ["--config.battery.release_path={tmp}/release_indices.npz"],
+         "holds other examples (labels or indices differ) than the "
+         "configured training set", stage="battery"),
     # The workdir.
     Case("workdir_of_other_config", [],
          "was made by a different config (noise.eps: 0.06274509803921569 "
@@ -151,6 +180,11 @@ def make_fixtures(tmp):
   np.save(os.path.join(tmp, "noise_nan.npy"), nan)
   np.save(os.path.join(tmp, "noise_pickle.npy"),
           np.array([{"noise": 0}], dtype=object), allow_pickle=True)
+  indices = np.arange(len(labels))
+  np.savez(os.path.join(tmp, "release_rows.npz"), images=images[:48],
+           labels=labels[:48], indices=indices[:48])
+  np.savez(os.path.join(tmp, "release_indices.npz"), images=images,
+           labels=labels, indices=indices[::-1])
   used = os.path.join(tmp, "used")
   workdir_lib.claim(tiny_config(train, test, eps=16 / 255), used,
                     overwrite=False)

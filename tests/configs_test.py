@@ -43,6 +43,23 @@ class ConfigsTest(parameterized.TestCase):
         self.assertEqual(cfg.evaluate.augment, ref.evaluate.augment, name)
         self.assertEqual(cfg.noise.eps, ref.noise.eps, name)
 
+  def test_battery_is_off_by_default_and_its_default_plan(self):
+    from ue_jax import pipeline  # pylint: disable=g-import-not-at-top
+    from ue_jax.evaluation import battery  # pylint: disable=g-import-not-at-top
+    cfg = importlib.import_module("configs.fashion_mnist_samplewise"
+                                  ).get_config()
+    self.assertEqual(pipeline.default_stages(cfg),
+                     ("generate", "release", "evaluate"))
+    cfg.battery.enabled = True
+    self.assertEqual(pipeline.default_stages(cfg)[-1], "battery")
+    cells = battery.plan(cfg)
+    # Every learner with crop+flip, then the generator's architecture
+    # with each other defense: 5 + 13 cells.
+    self.assertLen(cells, 18)
+    self.assertEqual(cells[0], ("resnet18", 16, "crop_flip"))
+    self.assertEqual({d for n, _, d in cells if n == "resnet18"},
+                     set(cfg.battery.defenses))
+
 
 if __name__ == "__main__":
   absltest.main()

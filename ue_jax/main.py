@@ -1,7 +1,8 @@
 """Command line: `python -m ue_jax.main --config=configs/NAME.py --workdir=DIR`.
 
-Runs generate, release and evaluate (or one stage with --stage); a rerun in
-the same workdir resumes generation from its latest checkpoint. All logic
+Runs generate, release, evaluate and, with battery.enabled, the battery (or
+one stage with --stage); a rerun in the same workdir resumes generation from
+its latest checkpoint, a battery from its finished cells. All logic
 lives in the library. Bad input, flags included, ends with one line
 `error: ...` on stderr and exit code 2; SIGINT/SIGTERM save a checkpoint and
 exit with 130/143.
@@ -64,7 +65,8 @@ def main(argv):
       c = _CONFIG.value
       sharding.use_cpu_cores(_CPU_DEVICES.value, batch_sizes=(
           c.generate.batch_size, c.generate.eval_batch_size,
-          c.evaluate.batch_size, c.evaluate.eval_batch_size))
+          c.evaluate.batch_size, c.evaluate.eval_batch_size,
+          c.battery.batch_size or c.evaluate.batch_size))
     sharding.initialize_distributed(
         coordinator_address=_COORDINATOR.value,
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
@@ -73,7 +75,8 @@ def main(argv):
     _exit_with_error(e)
   logging.info("JAX %s, process %d/%d, devices: %s", jax.__version__,
                jax.process_index(), jax.process_count(), jax.devices())
-  stages = pipeline.STAGES if _STAGE.value == "all" else (_STAGE.value,)
+  stages = (pipeline.default_stages(_CONFIG.value) if _STAGE.value == "all"
+            else (_STAGE.value,))
   try:
     pipeline.run(_CONFIG.value, _WORKDIR.value, stages,
                  overwrite=_OVERWRITE.value)

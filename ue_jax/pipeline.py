@@ -1,4 +1,4 @@
-"""Runs the stages (generate, release, evaluate) of one config into a workdir
+"""Runs the stages (generate, release, evaluate, battery) of one config into a workdir
 and keeps DIR/results.json up to date after each stage.
 
 Everything is validated before the workdir is touched (not even created): the
@@ -20,6 +20,7 @@ from ue_jax.io import artifacts
 from ue_jax.runtime import checks
 from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
+from ue_jax.evaluation import battery
 from ue_jax.evaluation import evaluate
 from ue_jax.search import generate
 from ue_jax.io import metrics as metrics_lib
@@ -27,7 +28,12 @@ from ue_jax.evaluation import release
 from ue_jax.parallel import sharding
 from ue_jax.io import workdir as workdir_lib
 
-STAGES = ("generate", "release", "evaluate")
+STAGES = ("generate", "release", "evaluate", "battery")
+
+
+def default_stages(cfg):
+  """The stages of --stage=all: the battery only with battery.enabled."""
+  return tuple(s for s in STAGES if s != "battery" or cfg.battery.enabled)
 
 
 def load_data(cfg, placement=None):
@@ -63,8 +69,8 @@ def _inside(path: str, folder: str) -> bool:
 
 def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   """Loads and checks what the first stage reads but this run does not
-  write: the noise for release, the released images for evaluate. Returns
-  them by stage, so the stage does not read them a second time."""
+  write: the noise for release, the released images for evaluate and the
+  battery. Returns them by stage, so no stage reads them a second time."""
   needs = []
   if "release" in stages and "generate" not in stages:
     needs.append(("release", release.noise_path(cfg, workdir),
@@ -72,6 +78,15 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   if "evaluate" in stages and "release" not in stages:
     needs.append(("evaluate", release.release_path(workdir),
                   lambda: evaluate.load_release(train, workdir)))
+  if "battery" in stages:
+    battery.plan(cfg)  # learner and defense names
+    layout = getattr(train, "layout", None)
+    if layout is not None and cfg.battery.batch_size:
+      layout.check_batch_size("battery.batch_size", cfg.battery.batch_size)
+    # W's own release: the release stage's, or the evaluate stage's load.
+    if cfg.battery.release_path or not {"release", "evaluate"} & set(stages):
+      needs.append(("battery", battery.release_file(cfg, workdir),
+                    lambda: battery.load_release(cfg, train, workdir)))
   loaded = {}
   for stage, path, load in needs:
     if overwrite and _inside(path, workdir):
@@ -81,8 +96,9 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   return loaded
 
 
-def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
-  """Runs `stages` in order; returns the results dict (also DIR/results.json).
+def run(cfg, workdir: str, stages=None, *, overwrite: bool = False):
+  """Runs `stages` (default: `default_stages`) in order; returns the results
+  dict (also DIR/results.json).
 
   With `overwrite` the workdir's earlier checkpoints and outputs are deleted
   first; without it a workdir made by another config is refused. An eps a
@@ -90,6 +106,7 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
   """
   checks.check_config(cfg)
   cfg = checks.snapped(cfg)
+  stages = default_stages(cfg) if stages is None else stages
   for stage in stages:
     if stage not in STAGES:
       checks.fail(f"unknown stage {stage!r}; choose all or one of {STAGES}")
@@ -124,9 +141,15 @@ def run(cfg, workdir: str, stages=STAGES, *, overwrite: bool = False):
       summary, inputs["evaluate"] = release.release(
           cfg, train, workdir, noise=inputs.get("release"))
       results.update(summary)
-    else:
+    elif stage == "evaluate":
       results.update(evaluate.run(cfg, train, test, workdir, log,
                                   unlearnable=inputs.get("evaluate")))
+    else:
+      released = inputs.get("battery")
+      if released is None:  # W's release, made or loaded by this run
+        released = inputs["evaluate"][0]
+      results.update(battery.run(cfg, train, test, workdir, log,
+                                 released=released))
     artifacts.save_json(path, results)
     sharding.sync(f"stage {stage}")  # its files are there for all
   for key in ("clean_test_accuracy", "unlearnable_test_accuracy",

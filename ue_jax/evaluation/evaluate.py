@@ -28,13 +28,19 @@ from ue_jax.models import get_model
 from ue_jax.core.state import create_state
 
 
-def train_model(cfg, train, test, *, label: str, log=None, groups=None):
+def train_model(cfg, train, test, *, label: str, log=None, groups=None,
+                learner=None, step=None):
   """Trains the evaluation model on `train` (a Dataset or DeviceData);
   returns the per-epoch history. `groups` ({name: test subset}) are scored
-  after the last epoch, as history[-1]["<name>_test_accuracy"]."""
+  after the last epoch, as history[-1]["<name>_test_accuracy"].
+
+  `learner` ((name, width)) replaces the evaluation model and `step` (a
+  pure `fn(state, batch) -> (state, metrics)`, e.g. a defense's step) the
+  plain training step; the loop and the recipe stay those of cfg.evaluate."""
   e = cfg.evaluate
-  model = get_model(e.model or cfg.model.name, num_classes=train.num_classes,
-                    width=e.width or cfg.model.width)
+  name, width = learner or (e.model or cfg.model.name,
+                            e.width or cfg.model.width)
+  model = get_model(name, num_classes=train.num_classes, width=width)
   placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   groups = {k: device_data.place(v, placement)
             for k, v in (groups or {}).items()}
@@ -44,7 +50,7 @@ def train_model(cfg, train, test, *, label: str, log=None, groups=None):
 
   state, history, eval_fn = train_lib.recipe_fit(
       e, placement, init, train, test, epochs=e.epochs, seed=e.seed,
-      label=label, log=log)
+      label=label, log=log, step=step)
   for name, ds in groups.items():
     history[-1][f"{name}_test_accuracy"] = train_lib.sweep(
         eval_fn, state, ds, e.eval_batch_size)[0]

@@ -107,13 +107,15 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
 
 def recipe_fit(e, placement, init, train, test, *, epochs: int, seed: int,
                label: str, inputs=(), log=None, after_epoch=None,
-               votes=None):
+               votes=None, step=None):
   """Trains the state `init(tx, *inputs)` (pure; `tx` the recipe's
   optimizer) on `train` with the training recipe of block `e`
   (cfg.evaluate: batch sizes, SGD with a per-epoch cosine over `epochs`,
   augmentation), scoring `test` after every epoch (`fit`); the state is
   born over the mesh of `placement` (sharding.Placement), where `train` and
-  `test` are. Returns (state, history, the jitted eval step)."""
+  `test` are. `step` (a pure `fn(state, batch) -> (state, metrics)`, e.g. a
+  defense's) replaces the recipe's model step. Returns (state, history, the
+  jitted eval step)."""
   steps_per_epoch = len(train) // e.batch_size
   if steps_per_epoch < 1:
     raise UEError(f"evaluate.batch_size={e.batch_size} exceeds the "
@@ -125,8 +127,8 @@ def recipe_fit(e, placement, init, train, test, *, epochs: int, seed: int,
                     grad_clip=e.grad_clip)
   state, shardings = placement.create(functools.partial(init, tx), *inputs)
   train_step = placement.jit_step(
-      functools.partial(steps_lib.model_step, augment=e.augment), shardings,
-      full_batches=True)
+      step or functools.partial(steps_lib.model_step, augment=e.augment),
+      shardings, full_batches=True)
   eval_fn = placement.jit_step(steps_lib.eval_step, shardings,
                                returns_state=False)
   state, history = fit(

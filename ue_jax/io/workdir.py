@@ -18,12 +18,21 @@ from ue_jax.runtime.errors import UEError
 CONFIG_FILE = "config.json"
 # Everything a run writes into its workdir; --overwrite deletes these only.
 OUTPUTS = (CONFIG_FILE, "checkpoints", "noise.npy", "release", "figure.png",
-           "curves.png", "results.json", "metrics.jsonl")
+           "curves.png", "results.json", "metrics.jsonl", "battery")
+
+
+# Config blocks that do not change what generate/release/evaluate write (the
+# battery keys each of its cells by its own settings), so a workdir accepts
+# any of their values and its record leaves them out.
+MEASUREMENT_ONLY = ("battery",)
 
 
 def canonical(cfg) -> Dict[str, Any]:
-  """The config as plain JSON data (tuples become lists, as on disk)."""
-  return json.loads(json.dumps(cfg.to_dict(), sort_keys=True))
+  """The config as plain JSON data (tuples become lists, as on disk),
+  without the measurement-only blocks."""
+  config = {k: v for k, v in cfg.to_dict().items()
+            if k not in MEASUREMENT_ONLY}
+  return json.loads(json.dumps(config, sort_keys=True))
 
 
 def config_hash(config: Dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 
 from ue_jax.core import augment
+from ue_jax.core import defenses
 from ue_jax.io import data as data_lib
 from ue_jax.core import noise as noise_lib
 from ue_jax.runtime.errors import UEError
@@ -83,6 +84,40 @@ def int_tuple(name, value):
   return None
 
 
+def learner_specs(name, value):
+  """A non-empty tuple of distinct "model" or "model:width" strings."""
+  if not isinstance(value, (tuple, list)) or not value or not all(
+      isinstance(v, str) for v in value):
+    return (f"{name} must be a non-empty tuple of learner names such as "
+            f"('resnet18', 'vgg11:16'), got {value!r}")
+  for spec in value:
+    model, sep, width = spec.partition(":")
+    if model not in MODELS:
+      return (f"unknown learner {model!r} ({name}); choose one of "
+              f"{', '.join(sorted(MODELS))}, optionally as name:width")
+    if sep and not (width.isdigit() and 1 <= int(width) <= 4096):
+      return (f"learner {spec!r} ({name}): the width after ':' must be an "
+              "integer in [1, 4096]")
+  if len(set(value)) != len(value):
+    return f"{name} names a learner twice: {tuple(value)!r}"
+  return None
+
+
+def defense_names(name, value):
+  """A non-empty tuple of distinct defense names (core/defenses.py)."""
+  if not isinstance(value, (tuple, list)) or not value or not all(
+      isinstance(v, str) for v in value):
+    return (f"{name} must be a non-empty tuple of defense names, got "
+            f"{value!r}")
+  for d in value:
+    if d not in defenses.NAMES:
+      return (f"unknown defense {d!r} ({name}); choose from "
+              f"{', '.join(defenses.NAMES)}")
+  if len(set(value)) != len(value):
+    return f"{name} names a defense twice: {tuple(value)!r}"
+  return None
+
+
 def _optimizer(prefix: str) -> Dict[str, Rule]:
   return {f"{prefix}.batch_size": number(1, 1 << 20, integer=True),
           f"{prefix}.eval_batch_size": number(1, 1 << 20, integer=True),
@@ -136,6 +171,20 @@ SCHEMA: Dict[str, Rule] = {
     "partial.rate": number(0, 1),
     "partial.classes": int_tuple,
     "release.noise_path": text(),
+    "battery.enabled": boolean,
+    "battery.release_path": text(),
+    "battery.learners": learner_specs,
+    "battery.defenses": defense_names,
+    "battery.cells": choice("star", "cross"),
+    "battery.epochs": number(0, 10_000, integer=True),
+    "battery.batch_size": number(0, 1 << 20, integer=True),
+    "battery.lr": number(0, 100),
+    "battery.seed": number(0, 2**31 - 1, integer=True),
+    "battery.test_size": number(0, BIG, integer=True),
+    "battery.adv_eps": number(0, 1),
+    "battery.adv_steps": number(1, 1000, integer=True),
+    "battery.ueraser_copies": number(1, 64, integer=True),
+    "battery.clean_cache": text(),
     "checkpoint.every_batches": number(0, BIG, integer=True),
     "checkpoint.every_seconds": number(0, 1e9),
     "checkpoint.max_to_keep": number(1, 1000, integer=True),
@@ -244,7 +293,8 @@ def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
     fail(f"data.train_size={d.train_size} is smaller than the "
          f"{train.num_classes} classes")
   for field, size in (("generate.batch_size", cfg.generate.batch_size),
-                      ("evaluate.batch_size", cfg.evaluate.batch_size)):
+                      ("evaluate.batch_size", cfg.evaluate.batch_size),
+                      ("battery.batch_size", cfg.battery.batch_size)):
     if size > n:
       fail(f"{field}={size} exceeds the {n} training images; choose at most "
            f"{n}")

@@ -1,0 +1,257 @@
+"""The battery's defenses: each one's math against an independent computation."""
+
+import os
+import tempfile
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl.testing import absltest
+from absl.testing import parameterized
+from PIL import Image
+
+from tests import helpers
+from ue_jax.core import defended_step
+from ue_jax.core import defenses
+from ue_jax.core import noise as noise_lib
+
+
+def labelled_constants(b=8):
+  """Image i is constant i / b; its label is one-hot i (b classes)."""
+  values = jnp.arange(b, dtype=jnp.float32) / b
+  x = jnp.broadcast_to(values[:, None, None, None], (b, 10, 12, 1))
+  return values, x, jnp.eye(b)
+
+
+class MixingTest(parameterized.TestCase):
+
+  @parameterized.parameters(0, 1, 2, 3)
+  def test_mixup_label_weights_are_the_image_weights(self, seed):
+    values, x, y = labelled_constants()
+    xm, ym = defenses.mixup(jax.random.key(seed), x, y)
+    chex.assert_trees_all_close(ym.sum(-1), jnp.ones(8), atol=1e-6)
+    # Every pixel of image i is sum_j w_ij * value_j with w_i its label.
+    chex.assert_trees_all_close(xm[:, 0, 0, 0], ym @ values, atol=1e-6)
+    chex.assert_trees_all_close(xm, jnp.broadcast_to(
+        (ym @ values)[:, None, None, None], x.shape), atol=1e-6)
+
+  @parameterized.parameters(0, 1, 2, 3, 4, 5)
+  def test_cutmix_label_weight_is_the_pasted_area(self, seed):
+    values, x, y = labelled_constants()
+    key = jax.random.key(seed)
+    lam, perm = defenses.mix_weights(key, 8)
+    xc, yc = defenses.cutmix(key, x, y)
+    del lam
+    chex.assert_trees_all_close(yc.sum(-1), jnp.ones(8), atol=1e-6)
+    for i in range(8):
+      j = int(perm[i])
+      if j == i:
+        self.assertAlmostEqual(float(yc[i, i]), 1.0, places=6)
+        continue
+      pasted = float(jnp.mean(xc[i] == values[j]))
+      self.assertAlmostEqual(float(yc[i, j]), pasted, places=6)
+      self.assertAlmostEqual(float(yc[i, i]), 1.0 - pasted, places=6)
+      # The pasted pixels form one rectangle.
+      rows, cols = np.nonzero(np.asarray(xc[i, :, :, 0] == values[j]))
+      if len(rows):
+        self.assertEqual(len(rows), (np.ptp(rows) + 1) * (np.ptp(cols) + 1))
+
+  def test_cutmix_area_follows_lambda_away_from_borders(self):
+    # A box fully inside: area fraction = round(sqrt(1-lam) h)^2 / h^2.
+    x = jnp.zeros((2, 40, 40, 1)).at[1].set(1.0)
+    y = jnp.eye(2)
+    box = (jnp.int32(5), jnp.int32(7), jnp.int32(10), jnp.int32(10))
+    xc, yc = defenses.cutmix_with(x, y, jnp.array([1, 0]), box)
+    self.assertAlmostEqual(float(yc[0, 1]), 100 / 1600, places=6)
+    self.assertEqual(float(xc[0].sum()), 100.0)
+    self.assertEqual(float(xc[0, 5:15, 7:17].min()), 1.0)
+
+
+class PixelDefensesTest(parameterized.TestCase):
+
+  def test_cutout_zeroes_exactly_the_chosen_square(self):
+    x = jnp.ones((3, 9, 11, 2))
+    centers = jnp.array([[4, 5], [0, 0], [8, 10]])
+    out = np.asarray(defenses.cutout_at(x, centers, size=4))
+    for i, (r, c) in enumerate(np.asarray(centers)):
+      expected = np.ones((9, 11, 2))
+      expected[max(r - 2, 0):max(r + 2, 0), max(c - 2, 0):max(c + 2, 0)] = 0
+      np.testing.assert_array_equal(out[i], expected)
+    # Random cutout: a rectangle of at most size^2 pixels, all channels.
+    out = np.asarray(defenses.cutout(jax.random.key(0), jnp.ones(
+        (16, 12, 12, 3))))
+    for img in out:
+      rows, cols = np.nonzero(img[..., 0] == 0)
+      self.assertLessEqual(len(rows), 36)
+      self.assertGreater(len(rows), 0)
+      self.assertEqual(len(rows), (np.ptp(rows) + 1) * (np.ptp(cols) + 1))
+      np.testing.assert_array_equal(img[..., 0], img[..., 2])
+
+  @parameterized.parameters(1, 2, 3, 5)
+  def test_bit_depth_leaves_exactly_2_to_the_b_levels(self, bits):
+    ramp = jnp.linspace(0.0, 1.0, 4 * 251).reshape(4, 251, 1, 1)
+    out = np.asarray(defenses.bit_depth(ramp, bits=bits))
+    levels = np.unique(out)
+    self.assertLen(levels, 2**bits)
+    np.testing.assert_allclose(levels, np.arange(2**bits) / (2**bits - 1),
+                               atol=1e-6)
+    # The nearest level.
+    self.assertLessEqual(float(np.abs(out - np.asarray(ramp)).max()),
+                         0.5 / (2**bits - 1) + 1e-6)
+
+  def test_blur_preserves_constants_and_the_mean(self):
+    const = jnp.full((2, 8, 8, 3), 0.37)
+    chex.assert_trees_all_close(defenses.gaussian_blur(const), const,
+                                atol=1e-6)
+    # With a zero margin of the kernel's radius no mass leaves the image.
+    x = jnp.zeros((2, 10, 10, 1)).at[:, 1:-1, 1:-1].set(
+        jax.random.uniform(jax.random.key(0), (2, 8, 8, 1)))
+    out = defenses.gaussian_blur(x)
+    chex.assert_trees_all_close(out.mean(), x.mean(), atol=1e-6)
+    # Equal to a direct 2-D convolution with the outer-product kernel.
+    k = defenses.gaussian_kernel(defenses.BLUR_SIGMA)
+    k2 = np.outer(k, k)
+    xp = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), "edge")
+    ref = sum(k2[i, j] * xp[:, i:i + 10, j:j + 10] for i in range(3)
+              for j in range(3))
+    np.testing.assert_allclose(np.asarray(out), ref, atol=1e-6)
+    self.assertAlmostEqual(float(k.sum()), 1.0, places=6)
+    self.assertGreater(k[1], k[0])
+
+  def test_median_filter_matches_numpy_and_removes_an_impulse(self):
+    x = jax.random.uniform(jax.random.key(1), (2, 6, 7, 2))
+    out = np.asarray(defenses.median_filter(x))
+    xp = np.pad(np.asarray(x), ((0, 0), (1, 1), (1, 1), (0, 0)), "edge")
+    ref = np.empty_like(out)
+    for r in range(6):
+      for c in range(7):
+        ref[:, r, c] = np.median(xp[:, r:r + 3, c:c + 3].reshape(2, 9, 2), 1)
+    np.testing.assert_allclose(out, ref, atol=1e-7)
+    impulse = jnp.zeros((1, 5, 5, 1)).at[0, 2, 2, 0].set(1.0)
+    self.assertEqual(float(defenses.median_filter(impulse).max()), 0.0)
+
+  def test_gaussian_noise_is_the_keyed_draw_clipped(self):
+    key = jax.random.key(3)
+    x = jnp.full((4, 16, 16, 1), 0.5)
+    out = defenses.gaussian_noise(key, x, std=0.05)
+    expected = jnp.clip(x + 0.05 * jax.random.normal(key, x.shape), 0, 1)
+    chex.assert_trees_all_close(out, expected, atol=1e-7)
+    self.assertAlmostEqual(float(jnp.std(out - x)), 0.05, delta=0.005)
+
+  def test_grayscale_is_bt601_luma(self):
+    x = jnp.zeros((1, 2, 2, 3)).at[..., 0].set(1.0)  # pure red
+    out = defenses.grayscale(x)
+    chex.assert_trees_all_close(out, jnp.full((1, 2, 2, 3), 0.299),
+                                atol=1e-6)
+    self.assertAlmostEqual(sum(defenses.GRAY_WEIGHTS), 1.0, places=6)
+
+  @parameterized.parameters((10, 1), (50, 1), (10, 3), (50, 3))
+  def test_jpeg_equals_pillows_round_trip(self, quality, channels):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (3, 28, 28, channels), dtype=np.uint8)
+    out = defenses.jpeg_u8(images, quality=quality)
+    with tempfile.TemporaryDirectory() as tmp:
+      for i, img in enumerate(images):
+        path = os.path.join(tmp, f"{i}.jpg")
+        Image.fromarray(np.squeeze(img, -1) if channels == 1 else img).save(
+            path, quality=quality)
+        ref = np.asarray(Image.open(path)).reshape(img.shape)
+        np.testing.assert_array_equal(out[i], ref)
+    self.assertEqual(out.dtype, np.uint8)
+    # Lower quality loses more.
+    err = lambda q: np.abs(defenses.jpeg_u8(images, quality=q).astype(int)
+                           - images).mean()
+    self.assertGreater(err(10), err(50))
+
+
+class StrongAugmentTest(absltest.TestCase):
+
+  def test_ueraser_ops_stay_in_range_and_plasma_is_bounded(self):
+    key = jax.random.key(0)
+    x = jax.random.uniform(key, (8, 28, 28, 3))
+    field = defenses.plasma(key, x.shape)
+    self.assertLessEqual(float(jnp.abs(field).max()), 1.0 + 1e-6)
+    for fn in (defenses.ueraser, defenses.trivial_op,
+               defenses.plasma_brightness, defenses.plasma_contrast):
+      out = fn(key, x)
+      chex.assert_shape(out, x.shape)
+      self.assertGreaterEqual(float(out.min()), 0.0)
+      self.assertLessEqual(float(out.max()), 1.0)
+
+  def test_channel_shuffle_permutes_each_pixels_channels(self):
+    x = jax.random.uniform(jax.random.key(1), (16, 4, 4, 3))
+    out = defenses.channel_shuffle(jax.random.key(2), x, p=1.0)
+    chex.assert_trees_all_close(jnp.sort(out, -1), jnp.sort(x, -1))
+    self.assertFalse(bool(jnp.all(out == x)))  # some image was shuffled
+    one = x[..., :1]
+    chex.assert_trees_all_equal(defenses.channel_shuffle(
+        jax.random.key(2), one), one)
+
+
+class DefendedStepTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.ds = helpers.synthetic(16, size=8, channels=1, classes=4)
+    self.state = helpers.tiny_state(self.ds, noise=False)
+    self.batch = {"image": jnp.asarray(self.ds.images),
+                  "label": jnp.asarray(self.ds.labels)}
+
+  def test_soft_cross_entropy_of_one_hot_is_the_usual_loss(self):
+    logits = jax.random.normal(jax.random.key(0), (5, 4))
+    labels = jnp.array([0, 3, 1, 2, 2])
+    chex.assert_trees_all_close(
+        defended_step.soft_cross_entropy(logits, jax.nn.one_hot(labels, 4)),
+        optax.softmax_cross_entropy_with_integer_labels(logits, labels),
+        atol=1e-6)
+
+  def test_adversarial_inner_step_raises_the_loss_inside_the_ball(self):
+    state = self.state
+    x = noise_lib.to_float(self.batch["image"])
+    y = jax.nn.one_hot(self.batch["label"], 4)
+
+    def loss_fn(images):
+      logits = state.apply_fn(state.variables, images, train=False)
+      return jnp.sum(defended_step.soft_cross_entropy(logits, y))
+
+    eps = 8 / 255
+    adv = defended_step.adversarial(loss_fn, jax.random.key(0), x, eps=eps,
+                                    steps=5, step_size=2.5 * eps / 5)
+    self.assertGreater(float(loss_fn(adv)), float(loss_fn(x)))
+    self.assertLessEqual(float(jnp.abs(adv - x).max()), eps + 1e-6)
+    self.assertGreaterEqual(float(adv.min()), 0.0)
+    self.assertLessEqual(float(adv.max()), 1.0)
+
+  def test_max_loss_over_copies(self):
+    state, batch = self.state, self.batch
+    transform = defenses.BATCH["crop_flip"]
+    _, m = defended_step.defended_step(state, batch, transform=transform,
+                                       num_classes=4, copies=3)
+    # The same copies by hand: keys as the step derives them.
+    x = noise_lib.to_float(batch["image"])
+    y = jax.nn.one_hot(batch["label"], 4)
+    keys = jax.random.split(jax.random.fold_in(state.rng, state.step), 4)
+    copies = [transform(k, x, y)[0] for k in keys[:3]]
+    logits, _ = state.apply_fn(state.variables, jnp.concatenate(copies),
+                               train=True, mutable=["batch_stats"])
+    per_copy = defended_step.soft_cross_entropy(
+        logits, jnp.tile(y, (3, 1))).reshape(3, 16)
+    self.assertAlmostEqual(float(m["loss"]),
+                           float(jnp.mean(jnp.max(per_copy, 0))), places=5)
+    self.assertGreater(float(m["loss"]), float(jnp.mean(per_copy)))
+
+  def test_plain_step_matches_model_step(self):
+    from ue_jax.core import steps  # pylint: disable=g-import-not-at-top
+    batch = {**self.batch, "index": jnp.arange(16),
+             "mask": jnp.ones(16)}
+    a, ma = defended_step.defended_step(
+        self.state, batch, transform=defenses.BATCH["none"], num_classes=4)
+    b, mb = steps.model_step(self.state, batch, augment="none")
+    self.assertAlmostEqual(float(ma["loss"]), float(mb["loss"]), places=5)
+    chex.assert_trees_all_close(a.params, b.params, atol=1e-5)
+
+
+if __name__ == "__main__":
+  absltest.main()

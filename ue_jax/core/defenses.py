@@ -1,0 +1,293 @@
+"""Training-time defenses against unlearnable data: pure, keyed batch math.
+
+Images are float32 [B, H, W, C] in [0, 1]; labels are soft [B, K] (one-hot
+on input) so that mixing defenses can return mixed labels. Every batch
+defense has the signature `fn(key, x, y) -> (x, y)` and is jitted inside the
+training step (core/defended_step.py). The JPEG defense works on uint8
+images on the host with pillow (it is applied once to the training images,
+`jpeg_u8`); adversarial training and the UEraser-style defense change the
+step itself (defended_step.py), not only the batch.
+"""
+
+import io
+from typing import Callable, Dict
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ue_jax.core import augment as augment_lib
+
+Transform = Callable[[jax.Array, jax.Array, jax.Array], tuple]
+
+# Hyperparameters of the battery's defenses (documented in docs/battery.md).
+CUTOUT_FRACTION = 0.5   # cutout square side / image side (16 px on 32 px)
+MIX_ALPHA = 1.0         # mixup / cutmix: lambda ~ Beta(alpha, alpha)
+NOISE_STD = 0.1         # Gaussian noise std, [0, 1] units
+BLUR_SIGMA = 1.0        # Gaussian blur, 3x3 kernel
+BIT_DEPTH = 3           # bits per channel kept (2^3 = 8 levels)
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+
+
+# ----------------------------------------------------------- basic ops
+def crop_flip(key, x):
+  """The standard augmentation: random crop (zero padding 4) + flip."""
+  return augment_lib.augment(key, x, kind="crop_flip")
+
+
+def cutout_at(x, centers, *, size: int):
+  """Zeroes the size x size square of each image whose top-left corner is
+  centers - size // 2 (clipped at the border: the square may be cut),
+  all channels. `centers`: int [B, 2] (row, column)."""
+  _, h, w, _ = x.shape
+  top = centers[:, 0:1] - size // 2
+  left = centers[:, 1:2] - size // 2
+  rows = jnp.arange(h)[None, :]
+  cols = jnp.arange(w)[None, :]
+  in_rows = (rows >= top) & (rows < top + size)        # [B, H]
+  in_cols = (cols >= left) & (cols < left + size)      # [B, W]
+  square = in_rows[:, :, None] & in_cols[:, None, :]  # [B, H, W]
+  return jnp.where(square[..., None], 0.0, x)
+
+
+def cutout(key, x, *, fraction: float = CUTOUT_FRACTION):
+  """DeVries & Taylor's cutout: one square of side fraction x H at a
+  uniformly random centre (anywhere in the image)."""
+  b, h, w, _ = x.shape
+  size = max(1, int(round(fraction * h)))
+  centers = jnp.stack([jax.random.randint(key, (b,), 0, h),
+                       jax.random.randint(jax.random.fold_in(key, 1), (b,),
+                                          0, w)], axis=1)
+  return cutout_at(x, centers, size=size)
+
+
+def mix_weights(key, batch: int, *, alpha: float = MIX_ALPHA):
+  """(lambda, partner permutation) for mixup and cutmix: one lambda per
+  batch ~ Beta(alpha, alpha), a random permutation of the rows."""
+  lam_key, perm_key = jax.random.split(key)
+  lam = jax.random.beta(lam_key, alpha, alpha)
+  return lam, jax.random.permutation(perm_key, batch)
+
+
+def mixup_with(x, y, lam, perm):
+  """lam * (x, y) + (1 - lam) * (x, y)[perm]: images and labels get the
+  same weights."""
+  return (lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm])
+
+
+def mixup(key, x, y, *, alpha: float = MIX_ALPHA):
+  lam, perm = mix_weights(key, x.shape[0], alpha=alpha)
+  return mixup_with(x, y, lam, perm)
+
+
+def cutmix_box(key, h: int, w: int, lam):
+  """(top, left, box height, box width) of Yun et al.'s box: side
+  sqrt(1 - lam) of the image's, uniformly random centre, cut at the
+  border."""
+  cut = jnp.sqrt(1.0 - lam)
+  bh = jnp.round(cut * h).astype(jnp.int32)
+  bw = jnp.round(cut * w).astype(jnp.int32)
+  cy = jax.random.randint(key, (), 0, h)
+  cx = jax.random.randint(jax.random.fold_in(key, 1), (), 0, w)
+  top, bottom = jnp.clip(cy - bh // 2, 0, h), jnp.clip(cy - bh // 2 + bh, 0, h)
+  left, right = jnp.clip(cx - bw // 2, 0, w), jnp.clip(cx - bw // 2 + bw, 0, w)
+  return top, left, bottom - top, right - left
+
+
+def cutmix_with(x, y, perm, box):
+  """Pastes the box of the partner image into each image; the label
+  weight of the partner is the pasted area fraction, exactly."""
+  _, h, w, _ = x.shape
+  top, left, bh, bw = box
+  rows = (jnp.arange(h) >= top) & (jnp.arange(h) < top + bh)
+  cols = (jnp.arange(w) >= left) & (jnp.arange(w) < left + bw)
+  inside = (rows[:, None] & cols[None, :])[None, :, :, None]
+  area = (bh * bw).astype(jnp.float32) / (h * w)
+  return jnp.where(inside, x[perm], x), (1 - area) * y + area * y[perm]
+
+
+def cutmix(key, x, y, *, alpha: float = MIX_ALPHA):
+  lam, perm = mix_weights(key, x.shape[0], alpha=alpha)
+  box = cutmix_box(jax.random.fold_in(key, 2), x.shape[1], x.shape[2], lam)
+  return cutmix_with(x, y, perm, box)
+
+
+def gaussian_noise(key, x, *, std: float = NOISE_STD):
+  return jnp.clip(x + std * jax.random.normal(key, x.shape), 0.0, 1.0)
+
+
+def gaussian_kernel(sigma: float, size: int = 3) -> np.ndarray:
+  """The normalized 1-D Gaussian kernel of odd `size`."""
+  r = np.arange(size) - size // 2
+  k = np.exp(-r**2 / (2.0 * sigma**2))
+  return (k / k.sum()).astype(np.float32)
+
+
+def gaussian_blur(x, *, sigma: float = BLUR_SIGMA, size: int = 3):
+  """Separable Gaussian blur, each channel alone, edge padding (reflect-
+  free: a constant image stays constant)."""
+  k = jnp.asarray(gaussian_kernel(sigma, size))
+  p = size // 2
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
+  h, w = x.shape[1], x.shape[2]
+  rows = sum(k[i] * xp[:, i:i + h, :, :] for i in range(size))
+  return sum(k[j] * rows[:, :, j:j + w, :] for j in range(size))
+
+
+def median_filter(x, *, size: int = 3):
+  """The median of each size x size window (edge padding), per channel."""
+  p = size // 2
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="edge")
+  h, w = x.shape[1], x.shape[2]
+  windows = jnp.stack([xp[:, i:i + h, j:j + w, :] for i in range(size)
+                       for j in range(size)], axis=0)
+  return jnp.median(windows, axis=0)
+
+
+def bit_depth(x, *, bits: int = BIT_DEPTH):
+  """Rounds each value to the nearest of 2^bits evenly spaced levels in
+  [0, 1] (0 and 1 included)."""
+  levels = 2**bits - 1
+  return jnp.round(jnp.clip(x, 0.0, 1.0) * levels) / levels
+
+
+def grayscale(x):
+  """Luma (BT.601) repeated over the 3 channels."""
+  gray = jnp.tensordot(x, jnp.asarray(GRAY_WEIGHTS, x.dtype), axes=[[3], [0]])
+  return jnp.repeat(gray[..., None], x.shape[-1], axis=-1)
+
+
+def jpeg_u8(images_u8: np.ndarray, *, quality: int) -> np.ndarray:
+  """Each uint8 image [N, H, W, C] (C 1 or 3) encoded as a JPEG at
+  `quality` with pillow and decoded again (host numpy, not jitted)."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  out = np.empty_like(images_u8)
+  for i, img in enumerate(images_u8):
+    pil = Image.fromarray(img[..., 0] if img.shape[-1] == 1 else img)
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    dec = np.asarray(Image.open(buf))
+    out[i] = dec.reshape(img.shape)
+  return out
+
+
+# ----------------------------------------------------- UEraser-style ops
+def plasma(key, shape, *, roughness: float = 0.5):
+  """A smooth random field in [-1, 1] per image [B, H, W, 1]: a sum of
+  uniform noise at scales H/8, H/4, H/2 (bilinear upsampling), the
+  finer scales weighted by `roughness` (a cheap stand-in for the diamond-
+  square plasma fractal)."""
+  b, h, w = shape[0], shape[1], shape[2]
+  field = jnp.zeros((b, h, w, 1))
+  total = 0.0
+  for level, div in enumerate((8, 4, 2)):
+    gh, gw = max(2, h // div), max(2, w // div)
+    coarse = jax.random.uniform(jax.random.fold_in(key, level), (b, gh, gw, 1),
+                                minval=-1.0, maxval=1.0)
+    weight = roughness**level
+    field += weight * jax.image.resize(coarse, (b, h, w, 1), "bilinear")
+    total += weight
+  return field / total
+
+
+def plasma_brightness(key, x, *, intensity: float = 0.5):
+  """Adds a per-image smooth field of amplitude U(0, intensity)."""
+  amp = jax.random.uniform(key, (x.shape[0], 1, 1, 1), maxval=intensity)
+  return jnp.clip(x + amp * plasma(jax.random.fold_in(key, 1), x.shape),
+                  0.0, 1.0)
+
+
+def plasma_contrast(key, x, *, strength: float = 0.5):
+  """Scales each pixel's deviation from the image mean by a smooth
+  factor in [1 - strength, 1 + strength]."""
+  factor = 1.0 + strength * plasma(key, x.shape)
+  mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+  return jnp.clip(mean + factor * (x - mean), 0.0, 1.0)
+
+
+def channel_shuffle(key, x, *, p: float = 0.5):
+  """With probability p a random permutation of each image's channels."""
+  b, c = x.shape[0], x.shape[-1]
+  if c == 1:
+    return x
+  perms = jax.vmap(lambda k: jax.random.permutation(k, c))(
+      jax.random.split(key, b))
+  shuffled = jnp.take_along_axis(x, perms[:, None, None, :], axis=-1)
+  keep = jax.random.bernoulli(jax.random.fold_in(key, 1), p, (b, 1, 1, 1))
+  return jnp.where(keep, shuffled, x)
+
+
+def trivial_op(key, x):
+  """One op per image, chosen uniformly (TrivialAugment's rule, a subset of
+  its ops at a uniformly random strength): identity, rotation up to 30
+  degrees, solarize, posterize (2-7 bits), autocontrast, sharpness
+  (unsharp mask up to 2x), cutout of a random square up to half the side."""
+  b = x.shape[0]
+  keys = jax.random.split(key, 8)
+  s = jax.random.uniform(keys[0], (b, 1, 1, 1))
+  lo = jnp.min(x, axis=(1, 2), keepdims=True)
+  hi = jnp.max(x, axis=(1, 2), keepdims=True)
+  bits = jnp.floor(2 + 6 * s)
+  ops = jnp.stack([
+      x,
+      augment_lib.random_rotate(keys[1], x, degrees=30.0),
+      jnp.where(x >= 1.0 - s, 1.0 - x, x),
+      jnp.floor(x * (2**bits - 1) + 0.5) / (2**bits - 1),
+      (x - lo) / jnp.maximum(hi - lo, 1e-3),
+      jnp.clip(x + 2 * s * (x - gaussian_blur(x)), 0.0, 1.0),
+      cutout(keys[2], x, fraction=0.5),
+  ])
+  choice = jax.random.randint(keys[3], (b,), 0, ops.shape[0])
+  return ops[choice, jnp.arange(b)]
+
+
+def ueraser(key, x):
+  """One strongly augmented copy per image (UEraser's recipe, in spirit):
+  crop+flip, plasma brightness, plasma contrast, channel shuffle (colour
+  only) and one TrivialAugment-style op."""
+  keys = jax.random.split(key, 5)
+  x = crop_flip(keys[0], x)
+  x = plasma_brightness(keys[1], x)
+  x = plasma_contrast(keys[2], x)
+  x = channel_shuffle(keys[3], x)
+  return trivial_op(keys[4], x)
+
+
+# ---------------------------------------------------------- the registry
+def _images_only(fn):
+  return lambda key, x, y: (fn(key, x), y)
+
+
+def _deterministic(fn):
+  return lambda key, x, y: (fn(x), y)
+
+
+def _after_crop_flip(fn):
+  """fn applied after the standard crop+flip (as APBench stacks them)."""
+  def transform(key, x, y):
+    return fn(jax.random.fold_in(key, 7), crop_flip(key, x), y)
+  return transform
+
+
+# Defenses that are batch transforms, by battery name.
+BATCH: Dict[str, Transform] = {
+    "none": lambda key, x, y: (x, y),
+    "crop_flip": _images_only(crop_flip),
+    "cutout": _after_crop_flip(_images_only(cutout)),
+    "mixup": _after_crop_flip(mixup),
+    "cutmix": _after_crop_flip(cutmix),
+    "gaussian_noise": _after_crop_flip(_images_only(gaussian_noise)),
+    "gaussian_blur": _after_crop_flip(_deterministic(gaussian_blur)),
+    "median_filter": _after_crop_flip(_deterministic(median_filter)),
+    "bit_depth": _after_crop_flip(_deterministic(bit_depth)),
+    "grayscale": _after_crop_flip(_deterministic(grayscale)),
+    "ueraser": _images_only(ueraser),
+    # Data-level and step-level defenses train with crop+flip batches.
+    "jpeg10": _images_only(crop_flip),
+    "jpeg50": _images_only(crop_flip),
+    "adv_train": _images_only(crop_flip),
+}
+JPEG_QUALITY = {"jpeg10": 10, "jpeg50": 50}
+NAMES = tuple(BATCH)
+COLOUR_ONLY = ("grayscale",)
