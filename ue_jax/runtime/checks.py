@@ -16,6 +16,8 @@ from ue_jax.core import noise as noise_lib
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import MODELS
 
+NOISE_KINDS = ("error_min", "error_max", "random", "ar", "lsp", "ops")
+SHORTCUTS = ("ar", "lsp", "ops")  # sample-wise only, no model
 Rule = Callable[[str, object], Optional[str]]  # (field, value) -> problem
 BIG = 1 << 40
 
@@ -111,8 +113,13 @@ SCHEMA: Dict[str, Rule] = {
     "noise.random_values": choice(*noise_lib.RANDOM_VALUES),
     "noise.random_patch": number(1, 1 << 16, integer=True),
     "noise.paper_release": boolean,
-    "noise.kind": choice("error_min", "error_max", "random",
-                         noun="noise kind"),
+    "noise.kind": choice(*NOISE_KINDS, noun="noise kind"),
+    "noise.ar_norm": choice("linf", "l2"),
+    "noise.ar_l2_eps": number(0, 1e6),
+    "noise.ar_crop": number(2, 1024, integer=True),
+    "noise.lsp_patch": number(1, 1 << 16, integer=True),
+    "noise.eot_augment": choice(*augment.KINDS),
+    "noise.eot_samples": number(1, 1024, integer=True),
     "noise.layout": choice("samplewise", "classwise", noun="noise layout"),
     "noise.storage": choice(*noise_lib.STORAGES),
     "mesh.data": number(0, 1 << 20, integer=True),
@@ -135,6 +142,7 @@ SCHEMA: Dict[str, Rule] = {
     "partial.rate": number(0, 1),
     "partial.classes": int_tuple,
     "release.noise_path": text(),
+    "release.one_pixel": boolean,
     "checkpoint.every_batches": number(0, BIG, integer=True),
     "checkpoint.every_seconds": number(0, 1e9),
     "checkpoint.max_to_keep": number(1, 1000, integer=True),
@@ -180,6 +188,23 @@ def check_config(cfg):
     fail(f"noise.random_patch / noise.random_values shape the random "
          f"baseline only; noise.kind={n.kind!r} does not use them (leave "
          "them at 1 / 'uniform')")
+  if n.kind in SHORTCUTS and n.layout != "samplewise":
+    fail(f"noise.kind={n.kind!r} gives every image its own noise; set "
+         f"noise.layout='samplewise' (got {n.layout!r})")
+  if (n.kind == "ops") != cfg.release.one_pixel:
+    fail("noise.kind='ops' changes one pixel per image beyond eps and needs "
+         "release.one_pixel=True; release.one_pixel is for noise.kind='ops' "
+         f"only (got noise.kind={n.kind!r}, release.one_pixel="
+         f"{cfg.release.one_pixel})")
+  if n.eot_samples > 1 and n.eot_augment == "none":
+    fail(f"noise.eot_samples={n.eot_samples} averages over random "
+         "augmentations; set noise.eot_augment (e.g. 'crop') or leave "
+         "eot_samples at 1")
+  if (n.eot_augment != "none" or n.eot_samples > 1) and n.kind not in (
+      "error_min", "error_max"):
+    fail(f"noise.eot_augment / noise.eot_samples shape the PGD of error_min "
+         f"and error_max; noise.kind={n.kind!r} has none (leave them at "
+         "'none' / 1)")
   source = data_lib.resolve_source(d.name, d.source, d.data_dir)
   if source != "npz" and d.name not in data_lib.TFDS_NAMES:
     fail(f"unknown dataset {d.name!r} (data.name) for data.source="

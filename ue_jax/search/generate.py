@@ -18,6 +18,7 @@ noise, sample-wise or class-wise (docs/method.md §2-§4).
   class-wise).
 - random: delta ~ U(-eps, eps), no model and no search (baselines.py, as
   the error-max pretraining).
+- ar, lsp, ops: shortcut noise, no model and no search (shortcuts.py).
 `noise.layout` (layouts.py) picks the fit set and how noise is indexed:
 sample-wise, every training example; class-wise, one noise per class, fitted
 and stop-tested on a stratified `classwise_subset` of the training set.
@@ -56,6 +57,7 @@ from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.runtime import interrupt
 from ue_jax.search import layouts
+from ue_jax.search import shortcuts
 from ue_jax.parallel import memory
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.core import noise as noise_lib
@@ -297,6 +299,8 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   `test` only scores the pretraining epochs (default: `train`)."""
   if cfg.noise.kind == "random":
     return baselines.random_noise(cfg, train, workdir)
+  if cfg.noise.kind in shortcuts.KINDS:
+    return shortcuts.shortcut_noise(cfg, train, workdir)
   g = cfg.generate
   layout, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
