@@ -78,14 +78,30 @@ def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
   return new_state, metrics
 
 
+def eot_key(state: UEState, batch) -> jax.Array:
+  """The augmentation key of a noise batch: the state's rng, its model step
+  count and the batch's first row (so every batch of a round differs and a
+  resumed run draws the same)."""
+  return jax.random.fold_in(jax.random.fold_in(
+      jax.random.fold_in(state.rng, 0xE07), state.step),
+      batch["index"][0])
+
+
 def noise_step(state: UEState, batch, *, eps: float, step_size: float,
                num_steps: int, maximize: bool = False,
                layout: str = "samplewise",
-               codec: noise_lib.Codec = noise_lib.FLOAT32):
+               codec: noise_lib.Codec = noise_lib.FLOAT32,
+               eot_augment: str = "none", eot_samples: int = 1,
+               pad: int = 4):
   """Updates the batch's noise by PGD against the frozen model: each
   example's own row (sample-wise), or each class present in the batch to the
   clipped mean of its examples' PGD results from the class noise
-  (class-wise); stored through `codec` (rounded once per step)."""
+  (class-wise); stored through `codec` (rounded once per step).
+
+  With `eot_augment` other than "none", every PGD step descends the loss
+  averaged over `eot_samples` fresh random draws of that augmentation of
+  clip(x + delta) (expectation over transformations); "none" is the
+  paper's PGD, unchanged."""
   x = noise_lib.to_float(batch["image"])
   labels, mask = batch["label"], batch["mask"]
 
@@ -95,10 +111,19 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
         logits, labels)
     return jnp.sum(per_example * mask)
 
-  delta = noise_lib.pgd(loss_fn, x, batch_noise(state, batch, layout=layout,
-                                                codec=codec),
-                        eps=eps, step_size=step_size, num_steps=num_steps,
-                        maximize=maximize)
+  start = batch_noise(state, batch, layout=layout, codec=codec)
+  if eot_augment == "none":
+    delta = noise_lib.pgd(loss_fn, x, start, eps=eps, step_size=step_size,
+                          num_steps=num_steps, maximize=maximize)
+  else:
+    def eot_loss(images, key):
+      keys = jax.random.split(key, eot_samples)
+      return jnp.mean(jax.vmap(lambda k: loss_fn(augment_lib.augment(
+          k, images, kind=eot_augment, pad=pad)))(keys))
+
+    delta = noise_lib.pgd_eot(eot_loss, x, start, eot_key(state, batch),
+                              eps=eps, step_size=step_size,
+                              num_steps=num_steps, maximize=maximize)
   if layout == "classwise":
     noise = codec.encode(noise_lib.class_mean(
         codec.decode(state.noise), delta, labels, mask, eps=eps))
@@ -141,15 +166,19 @@ def eval_step(state: UEState, batch, *, release_eps=None,
 def bound_steps(*, eps: float, step_size: float, num_steps: int,
                 augment: str = "none", paper_release: bool = False,
                 maximize: bool = False, layout: str = "samplewise",
-                codec: noise_lib.Codec = noise_lib.FLOAT32):
+                codec: noise_lib.Codec = noise_lib.FLOAT32,
+                eot_augment: str = "none", eot_samples: int = 1):
   """(model_step, noise_step, eval_step on the release) with their
   hyperparameters bound, not jitted (sharding.py jits them over a mesh)."""
+  eot = {}
+  if eot_augment != "none":  # the paper's noise step keeps its signature
+    eot = dict(eot_augment=eot_augment, eot_samples=eot_samples)
   return (
       functools.partial(model_step, augment=augment, layout=layout,
                         codec=codec),
       functools.partial(noise_step, eps=eps, step_size=step_size,
                         num_steps=num_steps, maximize=maximize,
-                        layout=layout, codec=codec),
+                        layout=layout, codec=codec, **eot),
       functools.partial(eval_step, release_eps=eps,
                         paper_release=paper_release, layout=layout,
                         codec=codec),

@@ -117,7 +117,8 @@ def build(cfg, train, layout=None):
       num_steps=cfg.noise.num_steps, augment=g.augment,
       paper_release=cfg.noise.paper_release,
       maximize=cfg.noise.kind == "error_max", layout=cfg.noise.layout,
-      codec=store)
+      codec=store, eot_augment=cfg.noise.eot_augment,
+      eot_samples=cfg.noise.eot_samples)
   fns = (layout.jit_step(model_fn, shardings, rows=rows),
          layout.jit_step(noise_fn, shardings, rows=rows),
          layout.jit_step(eval_fn, shardings, rows=rows, returns_state=False))
