@@ -51,6 +51,13 @@ def base() -> ml_collections.ConfigDict:
   # eot_augment "none" with 1 sample is the paper's PGD.
   c.noise.eot_augment = "none"
   c.noise.eot_samples = 1
+  # error_min only: robust error-minimizing noise (REM) when rem_radius > 0:
+  # the noise is scored, and the generator's model steps train, on
+  # adversarial examples of radius rem_radius (<= eps) found by rem_steps
+  # signed steps of rem_step_size from a random start. 0 = the paper's.
+  c.noise.rem_radius = 0.0
+  c.noise.rem_steps = 10
+  c.noise.rem_step_size = 0.8 / 255
   c.noise.paper_release = False  # True: the original's one-sided clamp+floor
   # How the state holds the noise on device: float32 | bfloat16 |
   # int8 (integer steps of eps/127). noise.npy is float32 in every case.

@@ -88,6 +88,11 @@ CASES = (
                               "--config.noise.eot_augment=crop"],
          "noise.eot_augment / noise.eot_samples shape the PGD of error_min "
          "and error_max; noise.kind='lsp' has none"),
+    Case("rem_radius_over_eps", ["--config.noise.rem_radius=0.5"],
+         "noise.rem_radius=0.5 must not exceed noise.eps"),
+    Case("rem_for_error_max", ["--config.noise.kind=error_max",
+                               "--config.noise.rem_radius=0.01"],
+         "needs noise.kind='error_min', got 'error_max'"),
     Case("unknown_ar_norm", ["--config.noise.ar_norm=l1"],
          "noise.ar_norm must be one of 'linf', 'l2', got 'l1'"),
     Case("unknown_noise_layout", ["--config.noise.layout=patch"],

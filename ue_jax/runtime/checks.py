@@ -120,6 +120,9 @@ SCHEMA: Dict[str, Rule] = {
     "noise.lsp_patch": number(1, 1 << 16, integer=True),
     "noise.eot_augment": choice(*augment.KINDS),
     "noise.eot_samples": number(1, 1024, integer=True),
+    "noise.rem_radius": number(0, 1),
+    "noise.rem_steps": number(1, 10_000, integer=True),
+    "noise.rem_step_size": number(0, 1, lo_open=True),
     "noise.layout": choice("samplewise", "classwise", noun="noise layout"),
     "noise.storage": choice(*noise_lib.STORAGES),
     "mesh.data": number(0, 1 << 20, integer=True),
@@ -205,6 +208,12 @@ def check_config(cfg):
     fail(f"noise.eot_augment / noise.eot_samples shape the PGD of error_min "
          f"and error_max; noise.kind={n.kind!r} has none (leave them at "
          "'none' / 1)")
+  if n.rem_radius and n.kind != "error_min":
+    fail(f"noise.rem_radius={n.rem_radius} (robust error-minimizing noise) "
+         f"needs noise.kind='error_min', got {n.kind!r}")
+  if n.rem_radius > n.eps:
+    fail(f"noise.rem_radius={n.rem_radius} must not exceed noise.eps="
+         f"{n.eps} (REM's adversary is weaker than the noise)")
   source = data_lib.resolve_source(d.name, d.source, d.data_dir)
   if source != "npz" and d.name not in data_lib.TFDS_NAMES:
     fail(f"unknown dataset {d.name!r} (data.name) for data.source="

@@ -77,6 +77,16 @@ def codec(cfg) -> noise_lib.Codec:
   return noise_lib.Codec(cfg.noise.storage, cfg.noise.eps)
 
 
+def adversary(cfg):
+  """REM's inner maximization (steps.Adversary), or None when
+  noise.rem_radius is 0 (error-minimizing noise as the paper's)."""
+  n = cfg.noise
+  if not n.rem_radius:
+    return None
+  return steps_lib.Adversary(radius=n.rem_radius, steps=n.rem_steps,
+                             step_size=n.rem_step_size)
+
+
 def _samplewise(cfg) -> bool:
   """Sample-wise noise is sharded by rows (padded to a multiple of the
   device count); class-wise noise is replicated, unpadded."""
@@ -118,7 +128,7 @@ def build(cfg, train, layout=None):
       paper_release=cfg.noise.paper_release,
       maximize=cfg.noise.kind == "error_max", layout=cfg.noise.layout,
       codec=store, eot_augment=cfg.noise.eot_augment,
-      eot_samples=cfg.noise.eot_samples)
+      eot_samples=cfg.noise.eot_samples, adv=adversary(cfg))
   fns = (layout.jit_step(model_fn, shardings, rows=rows),
          layout.jit_step(noise_fn, shardings, rows=rows),
          layout.jit_step(eval_fn, shardings, rows=rows, returns_state=False))
