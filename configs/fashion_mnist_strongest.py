@@ -13,7 +13,12 @@ clean-trained accuracy, 0.868, is that of this recipe).
   python -m ue_jax.main --config=configs/fashion_mnist_strongest.py \
       --workdir=runs/fm_strongest
 
-Measured: see docs/methods.md.
+Measured (2 CPU cores shared with other jobs, docs/methods.md): generation
+3.0 s (no model); mean |pixel change| 12.1/255, max 16/255; the standard
+learner (ResNet-18 width 16, 20 epochs, crops) trained on the release scores
+0.177 on the clean test images (0.147-0.335 over the 20 epochs; training
+accuracy on the release 0.9997); evaluation took about 11 minutes. The
+small CNN learner trained on an LSP release of the same recipe scores 0.331.
 """
 
 from configs import fashion_mnist_samplewise
