@@ -27,7 +27,9 @@ def base() -> ml_collections.ConfigDict:
 
   c.noise = ml_collections.ConfigDict()
   c.noise.kind = "error_min"  # error_min | error_max | random (the original's
-                              # --attack_type min-min | min-max | random)
+                              # --attack_type min-min | min-max | random);
+                              # ar | lsp | ops: shortcut noise, no model
+                              # (ue_jax/core/shortcuts.py, sample-wise only)
   c.noise.layout = "samplewise"  # samplewise [N,H,W,C] | classwise [classes,H,W,C]
   c.noise.eps = 8 / 255       # L-inf budget, [0,1] units
   c.noise.step_size = 0.8 / 255
@@ -37,6 +39,25 @@ def base() -> ml_collections.ConfigDict:
   # random_patch x random_patch block of pixels (1 = per pixel, the paper's).
   c.noise.random_values = "uniform"
   c.noise.random_patch = 1
+  # kind=ar only: per-image budget linf (max |delta| = eps) | l2 (norm
+  # ar_l2_eps, 0 = eps * sqrt(H W C), then clipped to eps); the process is
+  # generated ar_crop pixels larger and its first rows/columns cut.
+  c.noise.ar_norm = "linf"
+  c.noise.ar_l2_eps = 0.0
+  c.noise.ar_crop = 4
+  c.noise.lsp_patch = 8       # kind=lsp only: block size of the patches
+  # error_min / error_max: the PGD loss is averaged over this many random
+  # draws of `eot_augment` per step (expectation over transformations);
+  # eot_augment "none" with 1 sample is the paper's PGD.
+  c.noise.eot_augment = "none"
+  c.noise.eot_samples = 1
+  # error_min only: robust error-minimizing noise (REM) when rem_radius > 0:
+  # the noise is scored, and the generator's model steps train, on
+  # adversarial examples of radius rem_radius (<= eps) found by rem_steps
+  # signed steps of rem_step_size from a random start. 0 = the paper's.
+  c.noise.rem_radius = 0.0
+  c.noise.rem_steps = 10
+  c.noise.rem_step_size = 0.8 / 255
   c.noise.paper_release = False  # True: the original's one-sided clamp+floor
   # How the state holds the noise on device: float32 | bfloat16 |
   # int8 (integer steps of eps/127). noise.npy is float32 in every case.
@@ -92,6 +113,9 @@ def base() -> ml_collections.ConfigDict:
 
   c.release = ml_collections.ConfigDict()
   c.release.noise_path = ""       # "" = DIR/noise.npy from the generate stage
+  # kind=ops only (and required by it): the release sets one pixel per image
+  # to any value (L0 = 1) instead of keeping every pixel within eps.
+  c.release.one_pixel = False
 
   # The protection battery (--stage=battery; docs/battery.md): the release
   # measured against many learners x defenses. Each training uses the

@@ -65,7 +65,36 @@ CASES = (
          "checkpoint.max_to_keep must lie in [1, 1000], got 0"),
     Case("unknown_noise_kind", ["--config.noise.kind=min-min"],
          "unknown noise kind 'min-min' (noise.kind); choose one of "
-         "'error_min', 'error_max', 'random'"),
+         "'error_min', 'error_max', 'random', 'ar', 'lsp', 'ops'"),
+    Case("classwise_shortcut", ["--config.noise.kind=ar",
+                                "--config.noise.layout=classwise"],
+         "noise.kind='ar' gives every image its own noise; set "
+         "noise.layout='samplewise'"),
+    Case("ops_without_one_pixel", ["--config.noise.kind=ops"],
+         "noise.kind='ops' changes one pixel per image beyond eps and needs "
+         "release.one_pixel=True"),
+    Case("one_pixel_for_eps_noise", ["--config.release.one_pixel=True"],
+         "release.one_pixel is for noise.kind='ops' only"),
+    Case("one_pixel_noise_two_pixels",
+         ["--config.noise.kind=ops", "--config.release.one_pixel=True",
+          "--config.release.noise_path={tmp}/noise_two_pixels.npy"],
+         "changes 2 pixels of an image; release.one_pixel allows one"),
+    Case("eot_samples_zero", ["--config.noise.eot_samples=0"],
+         "noise.eot_samples must lie in [1, 1024], got 0"),
+    Case("eot_samples_without_augment", ["--config.noise.eot_samples=4"],
+         "noise.eot_samples=4 averages over random augmentations; set "
+         "noise.eot_augment"),
+    Case("eot_for_shortcut", ["--config.noise.kind=lsp",
+                              "--config.noise.eot_augment=crop"],
+         "noise.eot_augment / noise.eot_samples shape the PGD of error_min "
+         "and error_max; noise.kind='lsp' has none"),
+    Case("rem_radius_over_eps", ["--config.noise.rem_radius=0.5"],
+         "noise.rem_radius=0.5 must not exceed noise.eps"),
+    Case("rem_for_error_max", ["--config.noise.kind=error_max",
+                               "--config.noise.rem_radius=0.01"],
+         "needs noise.kind='error_min', got 'error_max'"),
+    Case("unknown_ar_norm", ["--config.noise.ar_norm=l1"],
+         "noise.ar_norm must be one of 'linf', 'l2', got 'l1'"),
     Case("unknown_noise_layout", ["--config.noise.layout=patch"],
          "unknown noise layout 'patch' (noise.layout)"),
     Case("patch_for_searched_noise", ["--config.noise.random_patch=4"],
@@ -175,6 +204,9 @@ def make_fixtures(tmp):
   np.save(os.path.join(tmp, "noise_shape.npy"),
           np.zeros((5, *shape[1:]), np.float32))
   np.save(os.path.join(tmp, "noise_big.npy"), np.full(shape, 0.5, np.float32))
+  two = np.zeros(shape, np.float32)
+  two[5, 0, 0, 0] = two[5, 3, 3, 0] = 0.5
+  np.save(os.path.join(tmp, "noise_two_pixels.npy"), two)
   nan = np.zeros(shape, np.float32)
   nan[3, 2, 1, 0] = np.nan
   np.save(os.path.join(tmp, "noise_nan.npy"), nan)

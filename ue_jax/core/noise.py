@@ -52,6 +52,26 @@ def pgd(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
   return delta
 
 
+def pgd_eot(loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
+            x: jax.Array, delta: jax.Array, key: jax.Array, *, eps: float,
+            step_size: float, num_steps: int,
+            maximize: bool = False) -> jax.Array:
+  """`pgd` on a random objective: step t follows the gradient of
+  `loss_fn(images, fold_in(key, t))` (e.g. the loss averaged over random
+  augmentations drawn from that key: expectation over transformations)."""
+  sign = 1.0 if maximize else -1.0
+  grad_fn = jax.grad(loss_fn)
+
+  def body(d, t):
+    g = grad_fn(perturb(x, d), jax.random.fold_in(key, t))
+    return project(d + sign * step_size * jnp.sign(g), x, eps=eps), None
+
+  delta, _ = jax.lax.scan(body, project(delta, x, eps=eps),
+                          jnp.arange(num_steps),
+                          unroll=min(num_steps, MAX_UNROLL))
+  return delta
+
+
 RANDOM_VALUES = ("uniform", "sign")
 
 

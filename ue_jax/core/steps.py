@@ -20,7 +20,9 @@ bfloat16 or int8): it is decoded on every read and encoded on every write,
 in either layout.
 """
 
+import dataclasses
 import functools
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -51,10 +53,14 @@ def batch_noise(state: UEState, batch, *, layout: str = "samplewise",
 
 def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
                layout: str = "samplewise",
-               codec: noise_lib.Codec = noise_lib.FLOAT32):
+               codec: noise_lib.Codec = noise_lib.FLOAT32,
+               adv: Optional["Adversary"] = None):
   """One optimizer step on the (perturbed, augmented) batch; loss and
   accuracy over its valid rows (padding rows, mask 0, add nothing to the
-  loss, but would to BatchNorm's batch statistics: feed full batches)."""
+  loss, but would to BatchNorm's batch statistics: feed full batches). With
+  `adv` (robust error-minimizing noise), on its adversarial examples (PGD
+  ascent of radius adv.radius against the model in eval mode, random
+  start)."""
   x = noise_lib.to_float(batch["image"])
   if state.noise is not None:
     x = noise_lib.perturb(x, batch_noise(state, batch, layout=layout,
@@ -62,6 +68,9 @@ def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
   rng = jax.random.fold_in(state.rng, state.step)
   x = augment_lib.augment(rng, x, kind=augment, pad=pad)
   labels, mask = batch["label"], batch["mask"]
+  if adv is not None:
+    x = adv.attack(_eval_loss(state, labels, mask), x,
+                   jax.random.fold_in(rng, 0xAD7))
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
@@ -81,14 +90,64 @@ def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
   return new_state, metrics
 
 
+@dataclasses.dataclass(frozen=True)
+class Adversary:
+  """The inner maximization of robust error-minimizing noise (REM):
+  `steps` signed-gradient ascent steps of `step_size` within the L-inf
+  ball of `radius` around the image (and inside [0, 1]), from a uniform
+  random start. Frozen and hashable (a static value under jit)."""
+  radius: float
+  steps: int
+  step_size: float
+
+  def attack(self, loss_fn, x: jax.Array, key: jax.Array) -> jax.Array:
+    """The adversarial images (no gradient flows through the search)."""
+    x = jax.lax.stop_gradient(x)
+    start = jax.random.uniform(key, x.shape, minval=-self.radius,
+                               maxval=self.radius)
+    delta = noise_lib.pgd(loss_fn, x, start, eps=self.radius,
+                          step_size=self.step_size, num_steps=self.steps,
+                          maximize=True)
+    return jax.lax.stop_gradient(noise_lib.perturb(x, delta))
+
+
+def _eval_loss(state: UEState, labels, mask):
+  """Summed cross-entropy of the frozen model (eval mode) on images."""
+  def loss_fn(images):
+    logits = state.apply_fn(state.variables, images, train=False)
+    per_example = optax.softmax_cross_entropy_with_integer_labels(
+        logits, labels)
+    return jnp.sum(per_example * mask)
+  return loss_fn
+
+
+def eot_key(state: UEState, batch) -> jax.Array:
+  """The augmentation key of a noise batch: the state's rng, its model step
+  count and the batch's first row (so every batch of a round differs and a
+  resumed run draws the same)."""
+  return jax.random.fold_in(jax.random.fold_in(
+      jax.random.fold_in(state.rng, 0xE07), state.step),
+      batch["index"][0])
+
+
 def noise_step(state: UEState, batch, *, eps: float, step_size: float,
                num_steps: int, maximize: bool = False,
                layout: str = "samplewise",
-               codec: noise_lib.Codec = noise_lib.FLOAT32):
+               codec: noise_lib.Codec = noise_lib.FLOAT32,
+               eot_augment: str = "none", eot_samples: int = 1,
+               pad: int = 4, adv: Optional[Adversary] = None):
   """Updates the batch's noise by PGD against the frozen model: each
   example's own row (sample-wise), or each class present in the batch to the
   clipped mean of its examples' PGD results from the class noise
-  (class-wise); stored through `codec` (rounded once per step)."""
+  (class-wise); stored through `codec` (rounded once per step).
+
+  With `eot_augment` other than "none", every PGD step descends the loss
+  averaged over `eot_samples` fresh random draws of that augmentation of
+  clip(x + delta) (expectation over transformations); "none" is the
+  paper's PGD, unchanged. With `adv` (REM), each draw's loss is taken at
+  its adversarial example x_a = t(clip(x + delta)) + eta, eta found by
+  `adv.attack` and held fixed (the gradient flows through t(clip(x +
+  delta)) only, as REM's code does)."""
   x = noise_lib.to_float(batch["image"])
   labels, mask = batch["label"], batch["mask"]
 
@@ -98,10 +157,26 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
         logits, labels)
     return jnp.sum(per_example * mask)
 
-  delta = noise_lib.pgd(loss_fn, x, batch_noise(state, batch, layout=layout,
-                                                codec=codec),
-                        eps=eps, step_size=step_size, num_steps=num_steps,
-                        maximize=maximize)
+  start = batch_noise(state, batch, layout=layout, codec=codec)
+  if eot_augment == "none" and adv is None:
+    delta = noise_lib.pgd(loss_fn, x, start, eps=eps, step_size=step_size,
+                          num_steps=num_steps, maximize=maximize)
+  else:
+    def one_draw(images, key):
+      aug_key, adv_key = jax.random.split(key)
+      seen = augment_lib.augment(aug_key, images, kind=eot_augment, pad=pad)
+      if adv is not None:
+        eta = adv.attack(loss_fn, seen, adv_key) - jax.lax.stop_gradient(seen)
+        seen = seen + eta
+      return loss_fn(seen)
+
+    def eot_loss(images, key):
+      keys = jax.random.split(key, eot_samples)
+      return jnp.mean(jax.vmap(lambda k: one_draw(images, k))(keys))
+
+    delta = noise_lib.pgd_eot(eot_loss, x, start, eot_key(state, batch),
+                              eps=eps, step_size=step_size,
+                              num_steps=num_steps, maximize=maximize)
   if layout == "classwise":
     noise = codec.encode(noise_lib.class_mean(
         codec.decode(state.noise), delta, labels, mask, eps=eps))
@@ -144,15 +219,22 @@ def eval_step(state: UEState, batch, *, release_eps=None,
 def bound_steps(*, eps: float, step_size: float, num_steps: int,
                 augment: str = "none", paper_release: bool = False,
                 maximize: bool = False, layout: str = "samplewise",
-                codec: noise_lib.Codec = noise_lib.FLOAT32):
+                codec: noise_lib.Codec = noise_lib.FLOAT32,
+                eot_augment: str = "none", eot_samples: int = 1,
+                adv: Optional[Adversary] = None):
   """(model_step, noise_step, eval_step on the release) with their
   hyperparameters bound, not jitted (sharding.py jits them over a mesh)."""
+  eot, robust = {}, {}
+  if eot_augment != "none":  # the paper's steps keep their signature
+    eot = dict(eot_augment=eot_augment, eot_samples=eot_samples)
+  if adv is not None:
+    robust = dict(adv=adv)
   return (
       functools.partial(model_step, augment=augment, layout=layout,
-                        codec=codec),
+                        codec=codec, **robust),
       functools.partial(noise_step, eps=eps, step_size=step_size,
                         num_steps=num_steps, maximize=maximize,
-                        layout=layout, codec=codec),
+                        layout=layout, codec=codec, **eot, **robust),
       functools.partial(eval_step, release_eps=eps,
                         paper_release=paper_release, layout=layout,
                         codec=codec),

@@ -161,17 +161,9 @@ def test_subset(cfg, test):
 
 
 # ---------------------------------------------------------- one training
-def host_images(ds) -> np.ndarray:
-  """All images of a DeviceData as numpy (on every process)."""
-  n_base = ds.images.shape[0]
-  full = np.concatenate([rows for _, rows in ds.placement.host_chunks(
-      ds.images, n_base)])
-  return full[:len(ds)] if ds.base_rows is None else full[ds.base_rows]
-
-
 def jpeg_set(ds, quality: int):
   """`ds` with every image round-tripped through JPEG at `quality`."""
-  images = defenses.jpeg_u8(host_images(ds), quality=quality)
+  images = defenses.jpeg_u8(ds.host_images(), quality=quality)
   on_mesh = ds.placement.put_rows(len(ds), lambda lo, hi: images[lo:hi],
                                   ds.image_shape, np.uint8)
   return device_data.DeviceData(ds.placement, on_mesh, ds.labels,

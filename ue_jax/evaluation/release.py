@@ -44,12 +44,27 @@ def release_path(workdir: str) -> str:
   return os.path.join(workdir, "release", "unlearnable_train.npz")
 
 
+def bound(cfg) -> float:
+  """The L-inf bound the noise and the release are held to: noise.eps, or
+  1 (any value) for the one-pixel release, which is held to L0 = 1."""
+  return 1.0 if cfg.release.one_pixel else cfg.noise.eps
+
+
 def load_noise(cfg, train, workdir: str):
-  """The noise to release, checked against the data (shape, finite, eps),
-  as a memory map of the file (read in chunks to check it)."""
-  return artifacts.load_noise(
-      noise_path(cfg, workdir),
-      shape=layouts.noise_shape(cfg.noise.layout, train), eps=cfg.noise.eps)
+  """The noise to release, checked against the data (shape, finite, eps;
+  one-pixel: at most one changed pixel per image), as a memory map of the
+  file (read in chunks to check it)."""
+  path = noise_path(cfg, workdir)
+  noise = artifacts.load_noise(
+      path, shape=layouts.noise_shape(cfg.noise.layout, train),
+      eps=bound(cfg))
+  if cfg.release.one_pixel:
+    for lo in range(0, len(noise), 4096):
+      pixels = np.any(noise[lo:lo + 4096] != 0, axis=-1).sum(axis=(1, 2))
+      if pixels.max(initial=0) > 1:
+        raise UEError(f"noise file {path} changes {int(pixels.max())} pixels "
+                      "of an image; release.one_pixel allows one")
+  return noise
 
 
 def select_protected(labels: np.ndarray, *, rate: float, classes=(),
@@ -80,7 +95,9 @@ def _release(images, noise, protected, *, eps: float, paper_release: bool):
                                       paper_release=paper_release)
   released = jnp.where(protected[:, None, None, None], released, images)
   change = jnp.abs(released.astype(jnp.int32) - images.astype(jnp.int32))
-  return released, jnp.sum(change, axis=(1, 2, 3)), jnp.max(change)
+  changed_pixels = jnp.sum(jnp.any(change > 0, axis=-1), axis=(1, 2))
+  return (released, jnp.sum(change, axis=(1, 2, 3)), jnp.max(change),
+          jnp.max(changed_pixels))
 
 
 def place_noise(cfg, train: device_data.DeviceData, noise):
@@ -106,7 +123,7 @@ def release(cfg, train, workdir: str, *, noise=None):
   """Releases `noise` (loaded from the workdir or release.noise_path when
   None; else an array, whole) on the protected examples; the others are
   released clean. Returns (summary, Release with the images on the mesh)."""
-  eps = cfg.noise.eps
+  eps = bound(cfg)
   placement, train = device_data.on_mesh(cfg.mesh.data, train)
   if train.base_rows is not None:
     raise ValueError("release the whole training set, not a subset")
@@ -115,7 +132,7 @@ def release(cfg, train, workdir: str, *, noise=None):
   n = len(train)
   protected = protection(cfg, train)
   noise = place_noise(cfg, train, noise)
-  released, row_change, max_change = _release(
+  released, row_change, max_change, max_pixels = _release(
       train.images, noise,
       placement.put_rows(n, lambda lo, hi: protected[lo:hi], (), bool),
       eps=eps, paper_release=cfg.noise.paper_release)
@@ -123,6 +140,10 @@ def release(cfg, train, workdir: str, *, noise=None):
   if max_change > noise_lib.max_delta_u8(eps):
     raise UEError(f"released images leave the eps-ball ({max_change} > "
                   f"{noise_lib.max_delta_u8(eps)}); this is a bug")
+  max_pixels = int(jax.device_get(max_pixels))
+  if cfg.release.one_pixel and max_pixels > 1:
+    raise UEError(f"the one-pixel release changes {max_pixels} pixels of an "
+                  "image; this is a bug")
   change_sum = sum(int(rows.astype(np.int64).sum())
                    for _, rows in placement.host_chunks(row_change, n))
   path = release_path(workdir)
@@ -143,6 +164,7 @@ def release(cfg, train, workdir: str, *, noise=None):
              "release_max_pixel_change": max_change,
              "release_mean_abs_pixel_change": change_sum / (
                  n * int(np.prod(train.image_shape))),
+             "release_max_changed_pixels": max_pixels,
              "poison_rate": count / n, "protected_count": count,
              "protection": {"rate": cfg.partial.rate,
                             "classes": [int(c) for c in cfg.partial.classes],

@@ -34,7 +34,8 @@ from ue_jax.evaluation import evaluate
 from ue_jax.runtime.errors import UEError
 
 KIND_NAMES = {"error_min": "error-minimizing", "error_max": "error-maximizing",
-              "random": "random"}
+              "random": "random", "ar": "autoregressive",
+              "lsp": "linearly separable patches", "ops": "one-pixel"}
 SHORT = {"error_min": "error-min", "error_max": "error-max", "random": "random",
          "samplewise": "sample-wise", "classwise": "class-wise"}
 

@@ -85,6 +85,14 @@ class DeviceData:
                       self.num_classes, self.name, base_rows=self.base_rows,
                       block=self.block)
 
+  def host_images(self) -> np.ndarray:
+    """All of this set's images as one numpy array on every process,
+    gathered in chunks (for host-side work on the whole set: JPEG, the
+    shortcut noises' statistics)."""
+    full = np.concatenate([rows for _, rows in self.placement.host_chunks(
+        self.images, self.images.shape[0])])
+    return full[:len(self)] if self.base_rows is None else full[self.base_rows]
+
   def batch(self, rows: np.ndarray) -> dict:
     """The batch of padded `rows` (value len(self) marks padding) for a
     jitted step (sharding.gather_images makes its `image`), as `data.gather`

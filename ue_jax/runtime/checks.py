@@ -18,6 +18,8 @@ from ue_jax.core import noise as noise_lib
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import MODELS
 
+NOISE_KINDS = ("error_min", "error_max", "random", "ar", "lsp", "ops")
+SHORTCUTS = ("ar", "lsp", "ops")  # sample-wise only, no model
 Rule = Callable[[str, object], Optional[str]]  # (field, value) -> problem
 BIG = 1 << 40
 
@@ -147,8 +149,16 @@ SCHEMA: Dict[str, Rule] = {
     "noise.random_values": choice(*noise_lib.RANDOM_VALUES),
     "noise.random_patch": number(1, 1 << 16, integer=True),
     "noise.paper_release": boolean,
-    "noise.kind": choice("error_min", "error_max", "random",
-                         noun="noise kind"),
+    "noise.kind": choice(*NOISE_KINDS, noun="noise kind"),
+    "noise.ar_norm": choice("linf", "l2"),
+    "noise.ar_l2_eps": number(0, 1e6),
+    "noise.ar_crop": number(2, 1024, integer=True),
+    "noise.lsp_patch": number(1, 1 << 16, integer=True),
+    "noise.eot_augment": choice(*augment.KINDS),
+    "noise.eot_samples": number(1, 1024, integer=True),
+    "noise.rem_radius": number(0, 1),
+    "noise.rem_steps": number(1, 10_000, integer=True),
+    "noise.rem_step_size": number(0, 1, lo_open=True),
     "noise.layout": choice(*noise_lib.LAYOUTS, noun="noise layout"),
     "noise.storage": choice(*noise_lib.STORAGES),
     "mesh.data": number(0, 1 << 20, integer=True),
@@ -185,6 +195,7 @@ SCHEMA: Dict[str, Rule] = {
     "battery.adv_steps": number(1, 1000, integer=True),
     "battery.ueraser_copies": number(1, 64, integer=True),
     "battery.clean_cache": text(),
+    "release.one_pixel": boolean,
     "checkpoint.every_batches": number(0, BIG, integer=True),
     "checkpoint.every_seconds": number(0, 1e9),
     "checkpoint.max_to_keep": number(1, 1000, integer=True),
@@ -242,6 +253,29 @@ def _search_rules(cfg):
     fail(f"noise.random_patch / noise.random_values shape the random "
          f"baseline only; noise.kind={n.kind!r} does not use them (leave "
          "them at 1 / 'uniform')")
+  if n.kind in SHORTCUTS and n.layout != "samplewise":
+    fail(f"noise.kind={n.kind!r} gives every image its own noise; set "
+         f"noise.layout='samplewise' (got {n.layout!r})")
+  if (n.kind == "ops") != cfg.release.one_pixel:
+    fail("noise.kind='ops' changes one pixel per image beyond eps and needs "
+         "release.one_pixel=True; release.one_pixel is for noise.kind='ops' "
+         f"only (got noise.kind={n.kind!r}, release.one_pixel="
+         f"{cfg.release.one_pixel})")
+  if n.eot_samples > 1 and n.eot_augment == "none":
+    fail(f"noise.eot_samples={n.eot_samples} averages over random "
+         "augmentations; set noise.eot_augment (e.g. 'crop') or leave "
+         "eot_samples at 1")
+  if (n.eot_augment != "none" or n.eot_samples > 1) and n.kind not in (
+      "error_min", "error_max"):
+    fail(f"noise.eot_augment / noise.eot_samples shape the PGD of error_min "
+         f"and error_max; noise.kind={n.kind!r} has none (leave them at "
+         "'none' / 1)")
+  if n.rem_radius and n.kind != "error_min":
+    fail(f"noise.rem_radius={n.rem_radius} (robust error-minimizing noise) "
+         f"needs noise.kind='error_min', got {n.kind!r}")
+  if n.rem_radius > n.eps:
+    fail(f"noise.rem_radius={n.rem_radius} must not exceed noise.eps="
+         f"{n.eps} (REM's adversary is weaker than the noise)")
 
 
 def check_config(cfg):

@@ -18,6 +18,7 @@ noise, sample-wise or class-wise (docs/method.md §2-§4).
   class-wise).
 - random: delta ~ U(-eps, eps), no model and no search (baselines.py, as
   the error-max pretraining).
+- ar, lsp, ops: shortcut noise, no model and no search (shortcuts.py).
 `noise.layout` (layouts.py) picks the fit set and how noise is indexed:
 sample-wise, every training example; class-wise, one noise per class, fitted
 and stop-tested on a stratified `classwise_subset` of the training set.
@@ -55,6 +56,7 @@ from ue_jax.io import checkpoint as checkpoint_lib
 from ue_jax.parallel import device_data
 from ue_jax.runtime import interrupt
 from ue_jax.search import layouts
+from ue_jax.search import shortcuts
 from ue_jax.parallel import memory
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.core import noise as noise_lib
@@ -72,6 +74,16 @@ CHECKPOINTS = "checkpoints"
 
 def codec(cfg) -> noise_lib.Codec:
   return noise_lib.Codec(cfg.noise.storage, cfg.noise.eps)
+
+
+def adversary(cfg):
+  """REM's inner maximization (steps.Adversary), or None when
+  noise.rem_radius is 0 (error-minimizing noise as the paper's)."""
+  n = cfg.noise
+  if not n.rem_radius:
+    return None
+  return steps_lib.Adversary(radius=n.rem_radius, steps=n.rem_steps,
+                             step_size=n.rem_step_size)
 
 
 def _samplewise(cfg) -> bool:
@@ -115,7 +127,8 @@ def build(cfg, train, placement=None):
       num_steps=cfg.noise.num_steps, augment=g.augment,
       paper_release=cfg.noise.paper_release,
       maximize=cfg.noise.kind == "error_max", layout=cfg.noise.layout,
-      codec=store)
+      codec=store, eot_augment=cfg.noise.eot_augment,
+      eot_samples=cfg.noise.eot_samples, adv=adversary(cfg))
   fns = (placement.jit_step(model_fn, shardings, rows=rows,
                             full_batches=True),
          placement.jit_step(noise_fn, shardings, rows=rows),
@@ -354,6 +367,8 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   if cfg.noise.kind == "random":
     return baselines.random_noise(cfg, train, workdir, placement=placement)
+  if cfg.noise.kind in shortcuts.KINDS:
+    return shortcuts.shortcut_noise(cfg, train, workdir)
   fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
                         seed=cfg.seed + 2)
   nb = len(range(0, len(fit), g.batch_size))
