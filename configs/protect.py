@@ -33,7 +33,7 @@ from configs import common
 def get_config():
   c = common.base()
   c.name = "protect"
-  for block in ("data", "partial", "release"):  # the data is the folder
+  for block in ("data", "partial", "release", "battery"):  # the folder
     del c[block]
   c.model.name = "resnet18"
   c.model.width = 16

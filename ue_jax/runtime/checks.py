@@ -256,11 +256,11 @@ def _search_rules(cfg):
   if n.kind in SHORTCUTS and n.layout != "samplewise":
     fail(f"noise.kind={n.kind!r} gives every image its own noise; set "
          f"noise.layout='samplewise' (got {n.layout!r})")
-  if (n.kind == "ops") != cfg.release.one_pixel:
+  one_pixel = "release" in cfg and cfg.release.one_pixel  # protect: none
+  if (n.kind == "ops") != one_pixel:
     fail("noise.kind='ops' changes one pixel per image beyond eps and needs "
          "release.one_pixel=True; release.one_pixel is for noise.kind='ops' "
-         f"only (got noise.kind={n.kind!r}, release.one_pixel="
-         f"{cfg.release.one_pixel})")
+         f"only (got noise.kind={n.kind!r}, release.one_pixel={one_pixel})")
   if n.eot_samples > 1 and n.eot_augment == "none":
     fail(f"noise.eot_samples={n.eot_samples} averages over random "
          "augmentations; set noise.eot_augment (e.g. 'crop') or leave "
@@ -339,7 +339,7 @@ def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
 # blocks (the data is the --input folder), plus the `protect` block.
 PROTECT_SCHEMA: Dict[str, Rule] = {
     **{k: v for k, v in SCHEMA.items()
-       if not k.startswith(("data.", "partial.", "release."))},
+       if not k.startswith(("data.", "partial.", "release.", "battery."))},
     "protect.size": number(2, 4096, integer=True),
     "protect.channels": number(0, 3, integer=True),
     "protect.upsample": choice("bilinear", "nearest"),
