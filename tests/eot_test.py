@@ -46,18 +46,21 @@ class PgdEotTest(absltest.TestCase):
     chex.assert_trees_all_close(d, want, atol=1e-7)
 
 
+def _trained_tiny_state():
+  """A tiny model after one model step (so BatchNorm has statistics), its
+  16-image dataset, and a batch of its first 8 images."""
+  ds = helpers.synthetic(n=16)
+  state, _ = jax.jit(steps.model_step)(
+      helpers.tiny_state(ds), data_lib.gather(ds, np.arange(16)))
+  return ds, state, data_lib.gather(ds, np.arange(8))
+
+
 class EotNoiseStepTest(absltest.TestCase):
 
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.ds = helpers.synthetic(n=16)
-    state = helpers.tiny_state(cls.ds)
-    state, _ = jax.jit(steps.model_step)(state,
-                                         data_lib.gather(cls.ds,
-                                                         np.arange(16)))
-    cls.state = state
-    cls.batch = data_lib.gather(cls.ds, np.arange(8))
+    cls.ds, cls.state, cls.batch = _trained_tiny_state()
 
   def test_one_step_is_sign_of_the_averaged_gradient(self):
     r = 3
@@ -105,13 +108,7 @@ class RemTest(absltest.TestCase):
   @classmethod
   def setUpClass(cls):
     super().setUpClass()
-    cls.ds = helpers.synthetic(n=16)
-    state = helpers.tiny_state(cls.ds)
-    state, _ = jax.jit(steps.model_step)(state,
-                                         data_lib.gather(cls.ds,
-                                                         np.arange(16)))
-    cls.state = state
-    cls.batch = data_lib.gather(cls.ds, np.arange(8))
+    cls.ds, cls.state, cls.batch = _trained_tiny_state()
 
   def test_attack_ascends_to_the_corner_of_its_ball(self):
     # loss = sum((im - t)^2) with t far below/above: ascent moves every

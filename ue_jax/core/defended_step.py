@@ -8,10 +8,10 @@ None); jitted by the driver over the mesh (sharding.Placement.jit_step).
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from ue_jax.core import losses
 from ue_jax.core import noise as noise_lib
+from ue_jax.core import steps as steps_lib
 from ue_jax.core.state import UEState
 
 
@@ -65,11 +65,8 @@ def defended_step(state: UEState, batch, *, transform, num_classes: int,
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  deltas, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(
-      step=state.step + 1, params=optax.apply_updates(state.params, deltas),
-      batch_stats=updates["batch_stats"], opt_state=opt_state)
   labels = jnp.argmax(ys[:b], axis=-1)
   metrics = {"loss": loss,
              "accuracy": losses.correct(logits[:b], labels) / b}
+  new_state = steps_lib.apply_gradients(state, grads, updates["batch_stats"])
   return new_state, metrics

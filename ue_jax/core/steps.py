@@ -80,14 +80,19 @@ def model_step(state: UEState, batch, *, augment: str = "none", pad: int = 4,
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  deltas, opt_state = state.tx.update(grads, state.opt_state, state.params)
-  new_state = state.replace(
-      step=state.step + 1, params=optax.apply_updates(state.params, deltas),
-      batch_stats=updates["batch_stats"], opt_state=opt_state)
   metrics = {"loss": loss,
              "accuracy": losses.correct(logits, labels, mask)
                          / jnp.maximum(jnp.sum(mask), 1.0)}
-  return new_state, metrics
+  return apply_gradients(state, grads, updates["batch_stats"]), metrics
+
+
+def apply_gradients(state: UEState, grads, batch_stats) -> UEState:
+  """One optimizer update of the parameters from `grads`, the new batch
+  statistics, and the step counter advanced."""
+  deltas, opt_state = state.tx.update(grads, state.opt_state, state.params)
+  return state.replace(
+      step=state.step + 1, params=optax.apply_updates(state.params, deltas),
+      batch_stats=batch_stats, opt_state=opt_state)
 
 
 @dataclasses.dataclass(frozen=True)

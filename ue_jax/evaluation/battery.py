@@ -140,17 +140,8 @@ def release_file(cfg, workdir: str) -> str:
 def load_release(cfg, train, workdir: str):
   """The released images to measure, checked against `train` (labels and
   source indices), on `train`'s mesh (a DeviceData)."""
-  placement, train = device_data.on_mesh(cfg.mesh.data, train)
-  path = release_file(cfg, workdir)
-  release = artifacts.load_release(path, labels=train.labels,
-                                   indices=train.source_index)
-  images, n = release["images"], len(train)
-  if images.shape != (n, *train.image_shape):
-    raise UEError(f"released images {images.shape} in {path} do not match "
-                  f"the configured training set {(n, *train.image_shape)}")
-  on_mesh = placement.put_rows(n, lambda lo, hi: images[lo:hi],
-                               train.image_shape, np.uint8)
-  return train.replace_images(on_mesh)
+  return evaluate.released_on_mesh(train, release_file(cfg, workdir),
+                                   mesh_data=cfg.mesh.data)[0]
 
 
 def test_subset(cfg, test):

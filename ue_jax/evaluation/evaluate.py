@@ -65,18 +65,25 @@ def load_release(train, workdir: str, *,
   on the mesh of `train` (a DeviceData; a host Dataset goes on a mesh of
   `mesh_data` devices): each process reads only the image rows of its block
   from the file (a memory map of the stored .npz member)."""
+  released, protected = released_on_mesh(
+      train, release_lib.release_path(workdir), mesh_data=mesh_data)
+  return release_lib.Release(released, protected)
+
+
+def released_on_mesh(train, path: str, *, mesh_data: int = 0):
+  """(`train` with the images of the release file `path`, the release's
+  `protected` mask), checked against `train` (labels, source indices,
+  shape), on `train`'s mesh; each process reads only its block of rows."""
   placement, train = device_data.on_mesh(mesh_data, train)
-  path = release_lib.release_path(workdir)
   release = artifacts.load_release(path, labels=train.labels,
                                    indices=train.source_index)
   images, n = release["images"], len(train)
   if images.shape != (n, *train.image_shape):
-    raise UEError(f"released images {images.shape} do not match "
+    raise UEError(f"released images {images.shape} in {path} do not match "
                   f"the configured training set {(n, *train.image_shape)}")
   on_mesh = placement.put_rows(n, lambda lo, hi: images[lo:hi],
                                train.image_shape, np.uint8)
-  return release_lib.Release(train.replace_images(on_mesh),
-                             release["protected"])
+  return train.replace_images(on_mesh), release["protected"]
 
 
 def class_groups(test, classes) -> dict:
