@@ -221,7 +221,7 @@ def write_all(cfg, listing, kept, facts, noise, output: str,
       record = done.get(entry.path)
       if (record and record["input_sha256"] == fact["sha256"]
           and os.path.exists(dst)
-          and folder_lib.sha256_file(dst) == record["output_sha256"]):
+          and artifacts.file_sha256(dst) == record["output_sha256"]):
         try:
           folder_lib.check_copy(dst, picture, max_delta=m)
           skipped += 1

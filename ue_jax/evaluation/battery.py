@@ -125,14 +125,6 @@ def data_key(cfg, train, test) -> str:
   return h.hexdigest()[:16]
 
 
-def file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 def release_file(cfg, workdir: str) -> str:
   return cfg.battery.release_path or release_lib.release_path(workdir)
 
@@ -234,7 +226,7 @@ def run(cfg, train, test, workdir: str, log=None, *, released=None,
   released = released if released is not None else load_release(
       cfg, train, workdir)
   path = release_file(cfg, workdir)
-  release_sha = file_sha256(path) if os.path.exists(path) else ""
+  release_sha = artifacts.file_sha256(path) if os.path.exists(path) else ""
   out, cell_dir, cache = paths(cfg, workdir)
   dkey = data_key(cfg, train, test)
   cells = plan(cfg)

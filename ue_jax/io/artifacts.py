@@ -8,6 +8,7 @@ load_noise, which checks it chunk by chunk), the release .npz as a stream
 (NpzWriter) and through a memory map of its images (load_release).
 """
 
+import hashlib
 import json
 import os
 import tempfile
@@ -267,3 +268,12 @@ def load_release(path: str, *, labels: np.ndarray, indices: np.ndarray):
                   f"[{len(labels)}], got {release['protected'].dtype} "
                   f"{release['protected'].shape}")
   return release
+
+
+def file_sha256(path: str) -> str:
+  """The sha256 of a file, read in 1 MiB chunks."""
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()

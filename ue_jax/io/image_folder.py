@@ -199,14 +199,6 @@ def scan(root: str, *, labels_csv: str = "", what: str = "--input",
   return Listing(root, entries, tuple(order), ignored)
 
 
-def sha256_file(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      h.update(chunk)
-  return h.hexdigest()
-
-
 def decode(raw: bytes, *, name: str = "") -> Tuple[Image.Image, str]:
   """The upright image (EXIF orientation applied) in one of MODES, and the
   mode the file holds. Raises BadFile."""
