@@ -165,9 +165,15 @@ def save_json(path: str, obj) -> str:
 
 
 def save_figure(path: str, fig) -> str:
-  return _atomic(path, lambda tmp: fig.savefig(tmp, dpi=120,
-                                               bbox_inches="tight",
-                                               format="png"))
+  """Writes `fig` as a PNG (atomically), then closes it: pyplot keeps every
+  open figure alive, and a battery or a test run makes dozens."""
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  try:
+    return _atomic(path, lambda tmp: fig.savefig(tmp, dpi=120,
+                                                 bbox_inches="tight",
+                                                 format="png"))
+  finally:
+    plt.close(fig)
 
 
 def load_json(path: str, default=None):
