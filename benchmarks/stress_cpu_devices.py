@@ -18,9 +18,12 @@ search rounds of K = `--num-steps` and `--epochs` epochs of the learner.
 `--load` processes that each spin one core run the whole time. For every
 run it records the exit code, the seconds, whether stderr holds XLA's
 termination message or its stuck-rendezvous warning, whether it hung, and
-the accuracies of results.json; the JSON summary (`--out`) is rewritten
-after every run, and a second call with the same `--out` goes on from the
-runs it holds. Not part of the tests (minutes per run).
+the accuracies of results.json. The runs share JAX's persistent
+compilation cache (`--compile-cache`), so that after the first one they
+spend their time running steps rather than compiling. The JSON summary
+(`--out`) is rewritten after every run, and a second call with the same
+`--out` goes on from the runs it holds. Not part of the tests (minutes per
+run).
 
   python benchmarks/stress_cpu_devices.py --runs=3 --old-timeouts \\
       --out=runs/stress/old.json
@@ -71,10 +74,14 @@ def main_argv(a, workdir: str):
           *a.override]
 
 
-def run_env(old_timeouts: bool):
+def run_env(old_timeouts: bool, compile_cache: str = ""):
   """The environment of a run: XLA's default timeouts forced with
-  `old_timeouts`, else whatever use_cpu_cores sets."""
+  `old_timeouts`, else whatever use_cpu_cores sets; JAX's persistent
+  compilation cache in `compile_cache` (if given)."""
   env = dict(os.environ)
+  if compile_cache:
+    env.update(JAX_COMPILATION_CACHE_DIR=compile_cache,
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   if old_timeouts:
     flags = env.get("XLA_FLAGS", "")
     env["XLA_FLAGS"] = " ".join(
@@ -179,6 +186,10 @@ def main():
   p.add_argument("--override", action="append", default=[],
                  help="one more ue_jax.main flag, e.g. "
                       "--override=--config.evaluate.train_clean=False")
+  p.add_argument("--compile-cache", default="",
+                 help="JAX's persistent compilation cache for the runs (they "
+                      "compile the same programs; the first run fills it): "
+                      "a folder, default WORKDIR/jax_cache; 'none': off")
   p.add_argument("--workdir", default="runs/stress",
                  help="the runs' workdirs and logs go below it")
   p.add_argument("--out", default="runs/stress/summary.json")
@@ -191,9 +202,12 @@ def main():
   if os.path.exists(a.out):  # go on from an interrupted call
     with open(a.out) as f:
       runs = json.load(f)["per_run"]
-  env = run_env(a.old_timeouts)
+  cache = {"": os.path.join(workdir, "jax_cache"), "none": ""}.get(
+      a.compile_cache, a.compile_cache)
+  env = run_env(a.old_timeouts, cache)
   settings = {"mode": mode, "argv": main_argv(a, "WORKDIR"),
               "xla_flags_given": env.get("XLA_FLAGS", ""),
+              "compile_cache": cache,
               "timeouts_set_by_use_cpu_cores": dict(
                   sharding.COLLECTIVE_TIMEOUTS),
               "load": a.load, "hang_timeout": a.hang_timeout,
