@@ -14,7 +14,8 @@ Each run is a subprocess (its own process group, killed after
 `--hang-timeout` seconds: a hang) of a small Fashion-MNIST search and
 evaluation: the quick start's config (configs/fashion_mnist_samplewise.py)
 cut to `--train-size` training and `--test-size` test images, `--max-rounds`
-search rounds of K = `--num-steps` and `--epochs` epochs of the learner.
+search rounds of K = `--num-steps` and `--epochs` epochs of the learner on
+the release (and on the clean images with `--train-clean`).
 `--load` processes that each spin one core run the whole time. For every
 run it records the exit code, the seconds, whether stderr holds XLA's
 termination message or its stuck-rendezvous warning, whether it hung, and
@@ -71,6 +72,7 @@ def main_argv(a, workdir: str):
           f"--config.generate.max_rounds={a.max_rounds}",
           f"--config.noise.num_steps={a.num_steps}",
           f"--config.evaluate.epochs={a.epochs}",
+          f"--config.evaluate.train_clean={a.train_clean}",
           *a.override]
 
 
@@ -181,8 +183,10 @@ def main():
   p.add_argument("--train-size", type=int, default=1000)
   p.add_argument("--test-size", type=int, default=1000)
   p.add_argument("--max-rounds", type=int, default=1)
-  p.add_argument("--num-steps", type=int, default=20, help="K")
+  p.add_argument("--num-steps", type=int, default=10, help="K")
   p.add_argument("--epochs", type=int, default=3)
+  p.add_argument("--train-clean", action="store_true",
+                 help="also train the learner on the clean images")
   p.add_argument("--override", action="append", default=[],
                  help="one more ue_jax.main flag, e.g. "
                       "--override=--config.evaluate.train_clean=False")
