@@ -116,8 +116,10 @@ def one_run(argv, env, *, hang_timeout: float, log_path: str) -> dict:
       proc.wait(timeout=hang_timeout)
     except subprocess.TimeoutExpired:
       hung = True
-      os.killpg(proc.pid, signal.SIGKILL)
-      proc.wait()
+    finally:  # a hang, or this script stopped (the run is not recorded)
+      if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
   seconds = time.perf_counter() - start
   with open(log_path, errors="replace") as log:
     output = log.read()
@@ -216,6 +218,9 @@ def main():
                   sharding.COLLECTIVE_TIMEOUTS),
               "load": a.load, "hang_timeout": a.hang_timeout,
               "cores": sharding.cpu_cores()}
+  # SIGTERM ends this script through the `finally`s below: the burners and
+  # the run in progress are killed, not left behind.
+  signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
   burners = start_burners(a.load)
   started = time.perf_counter()
   done_before = len(runs)
