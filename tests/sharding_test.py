@@ -20,7 +20,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -420,6 +422,109 @@ class PlanAndFlagsTest(absltest.TestCase):
                                 r"multiple of the 8 devices of the mesh "
                                 r"\(e.g. 24\)"):
       placement.check_batch_size("generate.batch_size", 20)
+
+
+class CollectiveTimeoutsTest(absltest.TestCase):
+  """Several CPU devices get XLA:CPU's collective timeouts lengthened."""
+
+  def use_cpu_cores(self, count, xla_flags="", cores=2):
+    """(returned count, XLA_FLAGS after, jax.config.update calls)."""
+    env = {"XLA_FLAGS": xla_flags} if xla_flags is not None else {}
+    with mock.patch.dict(os.environ, env, clear=False), \
+         mock.patch.object(sharding, "cpu_cores", return_value=cores), \
+         mock.patch.object(sharding.jax.config, "update") as update:
+      if xla_flags is None:
+        os.environ.pop("XLA_FLAGS", None)
+      got = sharding.use_cpu_cores(count, batch_sizes=(256, 128))
+      return got, os.environ.get("XLA_FLAGS"), update.call_args_list
+
+  def flag_values(self, xla_flags):
+    pairs = [f[2:].split("=", 1) for f in xla_flags.split()]
+    names = [name for name, _ in pairs]
+    self.assertEqual(len(names), len(set(names)), xla_flags)  # no repeats
+    return dict(pairs)
+
+  def test_only_several_devices_get_the_timeouts(self):
+    self.assertEqual(self.use_cpu_cores(1), (0, "", []))
+    self.assertEqual(self.use_cpu_cores(1, xla_flags=None), (0, None, []))
+    self.assertEqual(self.use_cpu_cores(-1, cores=1), (0, "", []))
+    for count, cores in ((2, 2), (-1, 2), (4, 2)):
+      got, flags_set, calls = self.use_cpu_cores(count, cores=cores)
+      want = cores if count == -1 else count
+      self.assertEqual(got, want)
+      self.assertEqual(calls, [mock.call("jax_num_cpu_devices", want)])
+      self.assertEqual(self.flag_values(flags_set),
+                       {k: str(v) for k, v in sharding.COLLECTIVE_TIMEOUTS})
+    # Abort only after the warning and the termination timeout: longer than
+    # XLA's 20 + 40 s by far, and the warning comes first.
+    values = dict(sharding.COLLECTIVE_TIMEOUTS)
+    self.assertGreater(values["xla_cpu_collective_call_terminate_timeout_"
+                              "seconds"], 40)
+    self.assertLess(values["xla_cpu_collective_call_warn_stuck_timeout_"
+                           "seconds"],
+                    values["xla_cpu_collective_call_terminate_timeout_"
+                           "seconds"])
+
+  def test_the_users_values_win(self):
+    user = ("--xla_dump_to=/tmp/d "
+            "--xla_cpu_collective_call_terminate_timeout_seconds=7")
+    _, flags_set, _ = self.use_cpu_cores(2, xla_flags=user)
+    self.assertTrue(flags_set.startswith(user))
+    values = self.flag_values(flags_set)
+    self.assertEqual(values["xla_cpu_collective_call_terminate_timeout_"
+                            "seconds"], "7")
+    self.assertEqual(values["xla_dump_to"], "/tmp/d")
+    self.assertEqual(values["xla_cpu_collective_call_warn_stuck_timeout_"
+                            "seconds"], "120")
+    self.assertLen(values, 4)
+
+  def test_a_count_forced_in_xla_flags(self):
+    # The user's count stays (nothing set through jax.config); with more
+    # than one device it gets the timeouts too.
+    forced = "--xla_force_host_platform_device_count=4"
+    got, flags_set, calls = self.use_cpu_cores(2, xla_flags=forced)
+    self.assertEqual((got, calls), (0, []))
+    self.assertLen(self.flag_values(flags_set), 4)
+    one = "--xla_force_host_platform_device_count=1"
+    self.assertEqual(self.use_cpu_cores(2, xla_flags=one), (0, one, []))
+
+  def test_this_xla_reads_the_flags(self):
+    # An unknown XLA flag is fatal, so the names must exist in this jaxlib;
+    # and XLA:CPU must read them: device 1 reaches the all-reduce 2 s after
+    # device 0, so with the user's 1 s warning XLA logs a stuck rendezvous,
+    # and the (lengthened) termination timeout lets the sum complete.
+    code = textwrap.dedent("""
+        import os, time
+        os.environ["XLA_FLAGS"] = (
+            "--xla_cpu_collective_call_warn_stuck_timeout_seconds=1")
+        import jax, jax.numpy as jnp, numpy as np
+        from jax.experimental import io_callback
+        from jax.sharding import NamedSharding, PartitionSpec as P
+        from ue_jax.parallel import sharding
+        print(sharding.use_cpu_cores(2), os.environ["XLA_FLAGS"])
+        mesh = jax.make_mesh((2,), ("d",))
+        def late(i):
+          time.sleep(2.0 * int(i))
+          return np.float32(0)
+        def total(x):
+          wait = io_callback(late, jax.ShapeDtypeStruct((), jnp.float32),
+                             jax.lax.axis_index("d"))
+          return jax.lax.psum(x + wait, "d")
+        fn = jax.jit(jax.shard_map(total, mesh=mesh, in_specs=P("d"),
+                                   out_specs=P()))
+        x = jax.device_put(jnp.array([3.0, 4.0]), NamedSharding(mesh, P("d")))
+        print("sum", float(fn(x)[0]))
+        """)
+    proc = subprocess.run([sys.executable, "-c", code], cwd=helpers.REPO,
+                          capture_output=True, text=True, timeout=TIMEOUT,
+                          check=False)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    lines = proc.stdout.splitlines()
+    self.assertTrue(lines[0].startswith("2 --xla_cpu_collective_call_warn_"
+                                        "stuck_timeout_seconds=1 "), lines)
+    self.assertEqual(lines[-1], "sum 7.0")
+    self.assertIn("may be stuck", proc.stderr)
+    self.assertNotIn("Termination timeout", proc.stderr)
 
 
 class LaunchScriptsTest(absltest.TestCase):

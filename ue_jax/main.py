@@ -43,8 +43,9 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "cpu_devices", 1, "On a CPU: how many XLA devices to split it into, the "
     "batch spread over them (1: JAX's single device, the default; -1: one "
     "per core, or the most that divide the config's batch sizes: 1.4x faster "
-    "PGD on 2 cores, but XLA:CPU's in-process all-reduce has aborted a run "
-    "on an overloaded machine). Single-process runs only.")
+    "PGD on 2 cores). With more than one, XLA:CPU's collective timeouts are "
+    "lengthened (sharding.COLLECTIVE_TIMEOUTS): XLA's defaults can abort a "
+    "run on an overloaded machine. Single-process runs only.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

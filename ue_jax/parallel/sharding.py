@@ -39,6 +39,7 @@ the steps as votes (`agree`), so it needs no collective of its own.
 
 import functools
 import os
+import re
 from typing import Callable, Iterator, Optional, Tuple
 
 import jax
@@ -69,6 +70,37 @@ def cpu_device_count(cores: int, batch_sizes=()) -> int:
               if all(b % d == 0 for b in batch_sizes))
 
 
+# XLA:CPU's in-process collectives (the all-reduces of a step on several CPU
+# devices of one process) wait for every device at a rendezvous; a device
+# that arrives late prints a warning after the first timeout and aborts the
+# process after the second (XLA's defaults: 20 s, then 40 s more). Uneven
+# progress of the devices' threads on a loaded machine can trip them, so
+# several CPU devices get an hour before the abort instead; a run that
+# really deadlocks still ends, with XLA's message. Flag names of
+# xla/debug_options_flags.cc (jaxlib >= 0.8); values in seconds.
+COLLECTIVE_TIMEOUTS = (
+    ("xla_cpu_collective_call_warn_stuck_timeout_seconds", 120),
+    ("xla_cpu_collective_call_terminate_timeout_seconds", 3600),
+    ("xla_cpu_collective_timeout_seconds", 3600),
+)
+
+
+def with_collective_timeouts(xla_flags: str) -> str:
+  """`xla_flags` (an XLA_FLAGS value) with each of `COLLECTIVE_TIMEOUTS`
+  appended that it does not set already (a value the user gave wins)."""
+  given = set(re.findall(r"--(\w+)=", xla_flags))
+  extra = [f"--{name}={value}" for name, value in COLLECTIVE_TIMEOUTS
+           if name not in given]
+  return " ".join([xla_flags.strip()] + extra).strip()
+
+
+def forced_device_count(xla_flags: str) -> int:
+  """The CPU device count fixed in an XLA_FLAGS value (0: none)."""
+  found = re.findall(r"--xla_force_host_platform_device_count=(\d+)",
+                     xla_flags)
+  return int(found[-1]) if found else 0
+
+
 def use_cpu_cores(count: int = -1, batch_sizes=()) -> int:
   """Splits the CPU into `count` XLA devices, so that the mesh spreads every
   batch over the cores. -1: one per core this process may run on, or the
@@ -82,7 +114,9 @@ def use_cpu_cores(count: int = -1, batch_sizes=()) -> int:
   run on 2 devices is not bit-identical to one on 1. Must run before JAX
   starts its backends; it leaves a count fixed in XLA_FLAGS alone, and only
   affects the CPU backend (on a GPU or TPU host the accelerator stays the
-  default).
+  default). With more than one CPU device (set here or in XLA_FLAGS) it
+  also lengthens XLA:CPU's collective timeouts (`COLLECTIVE_TIMEOUTS`) in
+  XLA_FLAGS, keeping any of them the user set there.
   Returns the CPU device count it set (0: none).
   """
   if count < -1 or count == 0:
@@ -90,8 +124,11 @@ def use_cpu_cores(count: int = -1, batch_sizes=()) -> int:
                   "positive count")
   if count == -1:
     count = cpu_device_count(cpu_cores(), batch_sizes)
-  if count == 1 or "xla_force_host_platform_device_count" in os.environ.get(
-      "XLA_FLAGS", ""):
+  xla_flags = os.environ.get("XLA_FLAGS", "")
+  forced = forced_device_count(xla_flags)
+  if (forced or count) > 1:
+    os.environ["XLA_FLAGS"] = with_collective_timeouts(xla_flags)
+  if count == 1 or "xla_force_host_platform_device_count" in xla_flags:
     return 0
   jax.config.update("jax_num_cpu_devices", count)
   return count
