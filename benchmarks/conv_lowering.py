@@ -1,4 +1,4 @@
-"""How XLA:CPU runs the ResNet-18's convolutions, lowered three other ways.
+"""How XLA:CPU runs the ResNet-18's convolutions, lowered four other ways.
 
 XLA:CPU is slow on the weight-gradient convolutions of the model step. This
 times forward + backward (gradient with respect to the input and to the
@@ -11,6 +11,8 @@ kernel) of each convolution shape of the width-16 ResNet-18 at 28x28x1 as:
   taps     the same slices, each multiplied by its own [C, O] tap of the
            kernel and summed (kh*kw smaller GEMMs, no concatenation)
   patches  lax.conv_general_dilated_patches, then one matrix product
+  nchw     XLA's convolution on NCHW data and OIHW kernels (transposes
+           around it): the layout lever
 
 and then the model step (forward, backward, clip, SGD: `steps.model_step`
 through `generate.build`, as a run jits it) and the PGD step of the whole
@@ -19,7 +21,7 @@ CPU devices (one subprocess each: JAX fixes the count at start-up).
 
   python benchmarks/conv_lowering.py --out=runs/conv_lowering.json
 
-All four compute the same function (checked here before timing: outputs and
+All five compute the same function (checked here before timing: outputs and
 gradients against `lax.conv_general_dilated`).
 """
 
@@ -35,7 +37,7 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-IMPLS = ("xla", "slices", "taps", "patches")
+IMPLS = ("xla", "slices", "taps", "patches", "nchw")
 
 
 # ------------------------------------------------------------ the lowerings
@@ -121,10 +123,27 @@ def patches_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
   return jnp.einsum("bhwk,ko->bhwo", cols, w, precision=precision)
 
 
+def nchw_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+              rhs_dilation=None, dimension_numbers=None,
+              feature_group_count=1, precision=None, **_):
+  """The same convolution given to XLA in NCHW / OIHW layout (the data
+  and kernel layout lever), transposed in and out."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from jax import lax  # pylint: disable=g-import-not-at-top
+  padding = _check_layout(lhs, rhs, padding, window_strides, lhs_dilation,
+                          rhs_dilation, dimension_numbers,
+                          feature_group_count)
+  y = lax.conv_general_dilated(
+      jnp.transpose(lhs, (0, 3, 1, 2)), jnp.transpose(rhs, (3, 2, 0, 1)),
+      window_strides, padding, dimension_numbers=("NCHW", "OIHW", "NCHW"),
+      precision=precision)
+  return jnp.transpose(y, (0, 2, 3, 1))
+
+
 def conv_fn(impl):
   from jax import lax  # pylint: disable=g-import-not-at-top
   return {"xla": lax.conv_general_dilated, "slices": slices_conv,
-          "taps": taps_conv, "patches": patches_conv}[impl]
+          "taps": taps_conv, "patches": patches_conv, "nchw": nchw_conv}[impl]
 
 
 # ----------------------------------------------------- the network's shapes
@@ -178,7 +197,7 @@ def conv_grads(impl, stride, pad):
 
 
 def layer_worker(a):
-  """Per-shape timings of the four lowerings on this process's devices."""
+  """Per-shape timings of each lowering on this process's devices."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   rows = []

@@ -1,6 +1,8 @@
 """The battery's defenses: each one's math against an independent computation."""
 
 import os
+import subprocess
+import sys
 import tempfile
 
 import chex
@@ -251,6 +253,52 @@ class DefendedStepTest(absltest.TestCase):
     b, mb = steps.model_step(self.state, batch, augment="none")
     self.assertAlmostEqual(float(ma["loss"]), float(mb["loss"]), places=5)
     chex.assert_trees_all_close(a.params, b.params, atol=1e-5)
+
+
+_SHARDED_COPIES = """
+import functools, re
+import jax, jax.numpy as jnp, numpy as np
+jax.config.update("jax_num_cpu_devices", 2)
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from tests import helpers
+from ue_jax.core import defended_step, defenses
+ds = helpers.synthetic(16, size=8, channels=1, classes=4)
+state = helpers.tiny_state(ds, noise=False)
+batch = {"image": jnp.asarray(ds.images), "label": jnp.asarray(ds.labels)}
+step = jax.jit(functools.partial(
+    defended_step.defended_step, transform=defenses.BATCH["ueraser"],
+    num_classes=4, copies=2))
+mesh = Mesh(jax.devices(), ("data",))
+rows, rep = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
+one = step(state, batch)[1]["loss"]
+state2 = jax.device_put(state, rep)
+batch2 = jax.device_put(batch, rows)
+hlo = step.lower(state2, batch2).compile().as_text()
+print("GATHERS", len(re.findall(r" all-gather(-start)?[(]", hlo)))
+for _ in range(30):  # a deadlock would hang here (the test's timeout)
+  state2, m = step(state2, batch2)
+print("LOSS", float(one), float(step(jax.device_put(state, rep), batch2)[1]["loss"]))
+"""
+
+
+class ShardedCopiesTest(absltest.TestCase):
+
+  def test_copies_keep_the_row_sharding(self):
+    # UEraser's copies on a 2-device CPU mesh: no all-gather in the step
+    # (two independent ones, images and labels, deadlocked XLA:CPU within
+    # a few steps), 30 steps finish, and the loss is the one-device loss.
+    env = dict(os.environ, XLA_FLAGS=(
+        "--xla_cpu_collective_call_warn_stuck_timeout_seconds=10 "
+        "--xla_cpu_collective_call_terminate_timeout_seconds=20"))
+    proc = subprocess.run([sys.executable, "-c", _SHARDED_COPIES],
+                          cwd=helpers.REPO, env=env, capture_output=True,
+                          text=True, timeout=240, check=False)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    out = dict(line.split(" ", 1) for line in proc.stdout.splitlines()
+               if line.startswith(("GATHERS", "LOSS")))
+    self.assertEqual(int(out["GATHERS"]), 0)
+    one, two = (float(v) for v in out["LOSS"].split())
+    self.assertAlmostEqual(one, two, places=5)
 
 
 if __name__ == "__main__":

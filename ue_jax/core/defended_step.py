@@ -43,9 +43,14 @@ def defended_step(state: UEState, batch, *, transform, num_classes: int,
   rng = jax.random.fold_in(state.rng, state.step)
   keys = jax.random.split(rng, copies + 1)
   xs, ys = jax.vmap(lambda k: transform(k, x, y))(keys[:copies])
+  # Example-major rows (example i's copies at rows i * copies + c), so
+  # that the batch keeps its row sharding: copy-major rows would need the
+  # whole batch on every device (all-gathers), and two independent
+  # all-gathers in one program can deadlock XLA:CPU's in-process
+  # collectives (docs/performance.md).
   b = x.shape[0]
-  xs = xs.reshape(copies * b, *x.shape[1:])
-  ys = ys.reshape(copies * b, num_classes)
+  xs = jnp.swapaxes(xs, 0, 1).reshape(b * copies, *x.shape[1:])
+  ys = jnp.swapaxes(ys, 0, 1).reshape(b * copies, num_classes)
 
   def forward(params, images):
     return state.apply_fn({"params": params, "batch_stats": state.batch_stats},
@@ -60,13 +65,14 @@ def defended_step(state: UEState, batch, *, transform, num_classes: int,
 
   def loss_fn(params):
     logits, updates = forward(params, xs)
-    per_example = soft_cross_entropy(logits, ys).reshape(copies, b)
-    return jnp.mean(jnp.max(per_example, axis=0)), (logits, updates)
+    per_example = soft_cross_entropy(logits, ys).reshape(b, copies)
+    return jnp.mean(jnp.max(per_example, axis=1)), (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(state.params)
-  labels = jnp.argmax(ys[:b], axis=-1)
+  first = slice(None, None, copies)  # each example's first copy
+  labels = jnp.argmax(ys[first], axis=-1)
   metrics = {"loss": loss,
-             "accuracy": losses.correct(logits[:b], labels) / b}
+             "accuracy": losses.correct(logits[first], labels) / b}
   new_state = steps_lib.apply_gradients(state, grads, updates["batch_stats"])
   return new_state, metrics

@@ -238,8 +238,13 @@ def trivial_op(key, x):
       jnp.clip(x + 2 * s * (x - gaussian_blur(x)), 0.0, 1.0),
       cutout(keys[2], x, fraction=0.5),
   ])
-  choice = jax.random.randint(keys[3], (b,), 0, ops.shape[0])
-  return ops[choice, jnp.arange(b)]
+  choice = jax.random.randint(keys[3], (b, 1, 1, 1), 0, ops.shape[0])
+  # A select per op, not ops[choice, arange(b)]: that gather needs its
+  # indices on every device, an all-gather on a sharded batch.
+  out = ops[0]
+  for k in range(1, ops.shape[0]):
+    out = jnp.where(choice == k, ops[k], out)
+  return out
 
 
 def ueraser(key, x):
