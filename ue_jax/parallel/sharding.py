@@ -74,14 +74,17 @@ def cpu_device_count(cores: int, batch_sizes=()) -> int:
 # devices of one process) wait for every device at a rendezvous; a device
 # that arrives late prints a warning after the first timeout and aborts the
 # process after the second (XLA's defaults: 20 s, then 40 s more). Uneven
-# progress of the devices' threads on a loaded machine can trip them, so
-# several CPU devices get an hour before the abort instead; a run that
-# really deadlocks still ends, with XLA's message. Flag names of
-# xla/debug_options_flags.cc (jaxlib >= 0.8); values in seconds.
+# progress of the devices' threads on a loaded machine could trip them, so
+# several CPU devices get ten minutes before the abort instead. A program
+# with two collectives that do not depend on each other (and that XLA does
+# not combine) can deadlock there whatever the timeout: the devices may run
+# them in different orders (docs/performance.md); such a run still ends,
+# with XLA's message. Flag names of xla/debug_options_flags.cc
+# (jaxlib >= 0.8); values in seconds.
 COLLECTIVE_TIMEOUTS = (
     ("xla_cpu_collective_call_warn_stuck_timeout_seconds", 120),
-    ("xla_cpu_collective_call_terminate_timeout_seconds", 3600),
-    ("xla_cpu_collective_timeout_seconds", 3600),
+    ("xla_cpu_collective_call_terminate_timeout_seconds", 600),
+    ("xla_cpu_collective_timeout_seconds", 600),
 )
 
 

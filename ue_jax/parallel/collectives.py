@@ -1,0 +1,88 @@
+"""Which collectives of a compiled program may run in either order.
+
+XLA:CPU runs the devices of one process on a shared thread pool and each
+collective waits at a rendezvous for every device. If a program holds two
+collectives neither of which depends on the other (and XLA did not combine
+them), the devices may reach them in different orders, each waiting at the
+other one: a deadlock, which XLA ends with "Termination timeout for all
+reduce/all gather" (docs/performance.md has a ten-line reproduction). A
+program whose collectives form one chain of data dependencies cannot do
+that. `unordered` finds the pairs that break the chain in compiled HLO text
+(`jax.jit(f).lower(...).compile().as_text()`); tests/collectives_test.py
+checks every step of the pipeline with it.
+"""
+
+import re
+from typing import Dict, List, Set, Tuple
+
+KINDS = ("all-reduce", "all-gather", "all-to-all", "collective-permute",
+         "reduce-scatter", "collective-broadcast")
+
+_INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*)$")
+_OPCODE = re.compile(r"(?:^|[\s}\]])([a-z][a-z0-9\-]*)\(")
+_OPERAND = re.compile(r"%([\w.\-]+)")
+
+
+def _computations(hlo: str) -> Dict[str, List[str]]:
+  """Instruction lines of each computation, by name."""
+  comps, current = {}, None
+  for line in hlo.splitlines():
+    if line and not line[0].isspace() and line.rstrip().endswith("{"):
+      name = line.split("(")[0].split()[-1].lstrip("%")
+      current = comps.setdefault(name, [])
+    elif line.startswith("}"):
+      current = None
+    elif current is not None:
+      current.append(line)
+  return comps
+
+
+def _parse(line: str):
+  """(name, opcode, operand names) of an instruction line, or None."""
+  found = _INSTRUCTION.match(line)
+  if not found:
+    return None
+  name, rest = found.groups()
+  rest = rest.split(", metadata=")[0]
+  op = _OPCODE.search(rest)
+  if not op:
+    return None
+  return name, op.group(1), _OPERAND.findall(rest[op.end():])
+
+
+def unordered(hlo: str) -> List[Tuple[str, str, str]]:
+  """(computation, collective, collective) for every pair of collectives of
+  one computation where neither depends on the other. Empty: the
+  collectives of each computation form a chain. (An async pair counts
+  once, by its -start.)"""
+  pairs = []
+  for comp, lines in _computations(hlo).items():
+    deps: Dict[str, List[str]] = {}
+    collectives = []
+    for line in lines:
+      parsed = _parse(line)
+      if parsed is None:
+        continue
+      name, op, operands = parsed
+      deps[name] = operands
+      if op.endswith("-done"):
+        continue
+      if any(op == k or op == k + "-start" for k in KINDS):
+        collectives.append(name)
+    if len(collectives) < 2:
+      continue
+    is_collective = set(collectives)
+    upstream: Dict[str, Set[str]] = {}  # the collectives each one needs
+    for name in deps:  # HLO text lists operands before their users
+      seen: Set[str] = set()
+      for operand in deps[name]:
+        if operand in upstream:
+          seen |= upstream[operand]
+          if operand in is_collective:
+            seen.add(operand)
+      upstream[name] = seen
+    for i, a in enumerate(collectives):
+      for b in collectives[i + 1:]:
+        if a not in upstream[b] and b not in upstream[a]:
+          pairs.append((comp, a, b))
+  return pairs
