@@ -32,10 +32,11 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
+
+from benchmarks.timing import median_seconds, sweep_seconds  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 IMPLS = ("xla", "slices", "taps", "patches", "nchw")
 
@@ -75,14 +76,24 @@ def _taps(lhs, rhs, window_strides, padding):
           for i in range(kh) for j in range(kw)]
 
 
-def slices_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                rhs_dilation=None, dimension_numbers=None,
-                feature_group_count=1, precision=None, **_):
+def _drop_in(body):
+  """`body(lhs, rhs, window_strides, padding_pairs, precision)` as a
+  drop-in for lax.conv_general_dilated (NHWC/HWIO only, checked)."""
+  @functools.wraps(body)
+  def conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
+           rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
+           precision=None, **_):
+    padding = _check_layout(lhs, rhs, padding, window_strides, lhs_dilation,
+                            rhs_dilation, dimension_numbers,
+                            feature_group_count)
+    return body(lhs, rhs, window_strides, padding, precision)
+  return conv
+
+
+@_drop_in
+def slices_conv(lhs, rhs, window_strides, padding, precision):
   """Convolution as concatenated shifted slices and one matrix product."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  padding = _check_layout(lhs, rhs, padding, window_strides, lhs_dilation,
-                          rhs_dilation, dimension_numbers,
-                          feature_group_count)
   taps = _taps(lhs, rhs, window_strides, padding)
   cols = taps[0] if len(taps) == 1 else jnp.concatenate(taps, axis=-1)
   kh, kw, c, o = rhs.shape
@@ -90,14 +101,10 @@ def slices_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
                     precision=precision)
 
 
-def taps_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
-              rhs_dilation=None, dimension_numbers=None,
-              feature_group_count=1, precision=None, **_):
+@_drop_in
+def taps_conv(lhs, rhs, window_strides, padding, precision):
   """Convolution as a sum of one matrix product per kernel tap."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  padding = _check_layout(lhs, rhs, padding, window_strides, lhs_dilation,
-                          rhs_dilation, dimension_numbers,
-                          feature_group_count)
   taps = _taps(lhs, rhs, window_strides, padding)
   kh, kw, c, o = rhs.shape
   w = rhs.reshape(kh * kw, c, o)
@@ -105,16 +112,12 @@ def taps_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
              for k, t in enumerate(taps))
 
 
-def patches_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
-                 rhs_dilation=None, dimension_numbers=None,
-                 feature_group_count=1, precision=None, **_):
+@_drop_in
+def patches_conv(lhs, rhs, window_strides, padding, precision):
   """Convolution as lax.conv_general_dilated_patches and a matrix product
   (the patches' features are ordered channel, then kernel row, column)."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax import lax  # pylint: disable=g-import-not-at-top
-  padding = _check_layout(lhs, rhs, padding, window_strides, lhs_dilation,
-                          rhs_dilation, dimension_numbers,
-                          feature_group_count)
   kh, kw, c, o = rhs.shape
   cols = lax.conv_general_dilated_patches(
       lhs, (kh, kw), window_strides, padding,
@@ -123,16 +126,12 @@ def patches_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
   return jnp.einsum("bhwk,ko->bhwo", cols, w, precision=precision)
 
 
-def nchw_conv(lhs, rhs, window_strides, padding, lhs_dilation=None,
-              rhs_dilation=None, dimension_numbers=None,
-              feature_group_count=1, precision=None, **_):
+@_drop_in
+def nchw_conv(lhs, rhs, window_strides, padding, precision):
   """The same convolution given to XLA in NCHW / OIHW layout (the data
   and kernel layout lever), transposed in and out."""
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from jax import lax  # pylint: disable=g-import-not-at-top
-  padding = _check_layout(lhs, rhs, padding, window_strides, lhs_dilation,
-                          rhs_dilation, dimension_numbers,
-                          feature_group_count)
   y = lax.conv_general_dilated(
       jnp.transpose(lhs, (0, 3, 1, 2)), jnp.transpose(rhs, (3, 2, 0, 1)),
       window_strides, padding, dimension_numbers=("NCHW", "OIHW", "NCHW"),
@@ -164,17 +163,6 @@ def resnet_convs(width: int, size: int, channels: int):
   for *shape, count in shapes:  # stage 1's first conv is like the others
     merged[tuple(shape)] = merged.get(tuple(shape), 0) + count
   return [(*shape, count) for shape, count in merged.items()]
-
-
-def timed(fn, *args, repeats: int) -> float:
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def conv_grads(impl, stride, pad):
@@ -220,7 +208,7 @@ def layer_worker(a):
         row[f"max_rel_err_{impl}"] = max(
             float(np.max(np.abs(u - v)) / np.max(np.abs(v)))
             for u, v in zip(got, ref))
-        row[f"ms_{impl}"] = 1e3 * timed(fn, x, w, g, repeats=a.repeats)
+        row[f"ms_{impl}"] = 1e3 * median_seconds(fn, x, w, g, repeats=a.repeats)
       rows.append(row)
       print(json.dumps(row), flush=True)
   print("ROWS " + json.dumps(rows), flush=True)
@@ -261,17 +249,10 @@ def step_worker(a):
       state, (model_step, noise_step, _) = generate.build(cfg, train,
                                                           placement)
 
-      def sweep(step, state):
-        t0 = time.perf_counter()
-        for b in batches:
-          state, _ = step(state, b)
-        jax.block_until_ready(state)
-        return state, time.perf_counter() - t0
-
       times = {"model": [], "pgd": []}
       for r in range(a.repeats + 1):  # the first sweep compiles
-        state, t_model = sweep(model_step, state)
-        state, t_pgd = sweep(noise_step, state)
+        state, t_model = sweep_seconds(model_step, state, batches)
+        state, t_pgd = sweep_seconds(noise_step, state, batches)
         if r:
           times["model"].append(t_model)
           times["pgd"].append(t_pgd)

@@ -42,21 +42,11 @@ MODELS = {
 }
 
 
-def best_seconds(fn, *args, repeats=5):
-  import jax  # pylint: disable=g-import-not-at-top
-  jax.block_until_ready(fn(*args))
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return times
-
-
 def worker(a):
   sys.path.insert(0, REPO)
   # pylint: disable=g-import-not-at-top
   from ue_jax.parallel import sharding
+  from benchmarks.timing import call_seconds
   sharding.use_cpu_cores(a.devices, batch_sizes=[m[3] for m in
                                                  MODELS.values()])
   import jax
@@ -71,12 +61,13 @@ def worker(a):
     n = 2048
     x = jnp.ones((n, n), jnp.float32)
     gemm = jax.jit(lambda p, q: p @ q)
-    out["gemm_flops_per_s"] = 2 * n**3 / min(best_seconds(gemm, x, x))
+    out["gemm_flops_per_s"] = 2 * n**3 / min(call_seconds(gemm, x, x,
+                                                          repeats=5))
     # Read bandwidth: a sum over 256 MiB. (A pass that writes a new 256 MiB
     # array measures the kernel's page faults on the fresh output, ~6 GB/s.)
     big = jnp.ones((64 << 20,), jnp.float32)
-    out["memory_bytes_per_s"] = big.nbytes / min(best_seconds(
-        jax.jit(jnp.sum), big))
+    out["memory_bytes_per_s"] = big.nbytes / min(call_seconds(
+        jax.jit(jnp.sum), big, repeats=5))
   for key, (name, width, shape, b, k) in MODELS.items():
     rng = np.random.default_rng(0)
     ds = data_lib.make_dataset(

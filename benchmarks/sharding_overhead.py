@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +33,7 @@ def worker(a):
   from ue_jax.io import data as data_lib  # pylint: disable=g-import-not-at-top
   from ue_jax.search import generate  # pylint: disable=g-import-not-at-top
   from ue_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
+  from benchmarks.timing import sweep_seconds  # pylint: disable=g-import-not-at-top
 
   shape = tuple(int(s) for s in a.shape.split(","))
   rng = np.random.default_rng(0)
@@ -50,17 +50,10 @@ def worker(a):
              for rows in data_lib.batches(a.n, a.batch)]
   memory = noise_step.lower(state, batches[0]).compile().memory_analysis()
 
-  def sweep(step, state):
-    t0 = time.perf_counter()
-    for batch in batches:
-      state, _ = step(state, batch)
-    jax.block_until_ready(state)
-    return state, time.perf_counter() - t0
-
   times = {"noise": [], "model": []}
   for r in range(a.repeats + 1):  # the first sweep compiles (not timed)
-    state, t_noise = sweep(noise_step, state)
-    state, t_model = sweep(model_step, state)
+    state, t_noise = sweep_seconds(noise_step, state, batches)
+    state, t_model = sweep_seconds(model_step, state, batches)
     if r:
       times["noise"].append(t_noise)
       times["model"].append(t_model)

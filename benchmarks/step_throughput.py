@@ -10,11 +10,15 @@ several times slower; see README "Performance").
 
 import argparse
 import functools
-import statistics
-import time
+import os
+import sys
 
 import jax
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks.timing import median_seconds  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from ue_jax.io import data as data_lib
 from ue_jax.core import noise as noise_lib
@@ -22,17 +26,6 @@ from ue_jax.core import optim
 from ue_jax.core import steps
 from ue_jax.models import get_model
 from ue_jax.core.state import create_state
-
-
-def timed(fn, *args, repeats):
-  out = fn(*args)
-  jax.block_until_ready(out)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def main():
@@ -62,9 +55,9 @@ def main():
                                        num_steps=a.steps))
   model_fn = jax.jit(steps.model_step)
   eval_fn = steps.jit_eval(release_eps=8 / 255)
-  t_pgd = timed(noise_fn, state, batch, repeats=a.repeats)
-  t_model = timed(model_fn, state, batch, repeats=a.repeats)
-  t_eval = timed(eval_fn, state, batch, repeats=a.repeats)
+  t_pgd = median_seconds(noise_fn, state, batch, repeats=a.repeats)
+  t_model = median_seconds(model_fn, state, batch, repeats=a.repeats)
+  t_eval = median_seconds(eval_fn, state, batch, repeats=a.repeats)
   print(f"{a.model} width {a.width} input {shape} batch {a.batch} "
         f"({jax.devices()[0].platform}, unroll={a.unroll})")
   print(f"  PGD   {a.batch * a.steps / t_pgd:9.1f} image-steps/s")
