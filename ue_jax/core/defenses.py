@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ue_jax.core import augment as augment_lib
+from ue_jax.parallel import collectives
 
 Transform = Callable[[jax.Array, jax.Array, jax.Array], tuple]
 
@@ -72,7 +73,18 @@ def mix_weights(key, batch: int, *, alpha: float = MIX_ALPHA):
 def mixup_with(x, y, lam, perm):
   """lam * (x, y) + (1 - lam) * (x, y)[perm]: images and labels get the
   same weights."""
-  return (lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm])
+  partner, y_partner = _partners(x, y, perm)
+  return (collectives.after(y_partner, lam * x + (1 - lam) * partner),
+          lam * y + (1 - lam) * y_partner)
+
+
+def _partners(x, y, perm):
+  """(x[perm], y[perm]), the second taken after the first; the caller ties
+  what it computes from x to y[perm]. On a mesh each take is a collective,
+  which would otherwise run in either order with the other and with the
+  model's (ue_jax.parallel.collectives)."""
+  partner = x[perm]
+  return partner, collectives.after(partner, y)[perm]
 
 
 def mixup(key, x, y, *, alpha: float = MIX_ALPHA):
@@ -103,7 +115,9 @@ def cutmix_with(x, y, perm, box):
   cols = (jnp.arange(w) >= left) & (jnp.arange(w) < left + bw)
   inside = (rows[:, None] & cols[None, :])[None, :, :, None]
   area = (bh * bw).astype(jnp.float32) / (h * w)
-  return jnp.where(inside, x[perm], x), (1 - area) * y + area * y[perm]
+  partner, y_partner = _partners(x, y, perm)
+  return (collectives.after(y_partner, jnp.where(inside, partner, x)),
+          (1 - area) * y + area * y_partner)
 
 
 def cutmix(key, x, y, *, alpha: float = MIX_ALPHA):

@@ -32,6 +32,7 @@ from ue_jax.core import augment as augment_lib
 from ue_jax.core import losses
 from ue_jax.core import noise as noise_lib
 from ue_jax.core.state import UEState
+from ue_jax.parallel import collectives
 
 
 def noise_rows(state: UEState, batch, *, layout: str = "samplewise"):
@@ -179,16 +180,30 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
       keys = jax.random.split(key, eot_samples)
       return jnp.mean(jax.vmap(lambda k: one_draw(images, k))(keys))
 
-    delta = noise_lib.pgd_eot(eot_loss, x, start, eot_key(state, batch),
+    # The key reads the batch's first row; tied to the noise rows, so that
+    # its collective comes after theirs (ue_jax.parallel.collectives).
+    key = eot_key(state, {"index": collectives.after(start, batch["index"])})
+    delta = noise_lib.pgd_eot(eot_loss, x, start, key,
                               eps=eps, step_size=step_size,
                               num_steps=num_steps, maximize=maximize)
   if layout == "classwise":
     noise = codec.encode(noise_lib.class_mean(
         codec.decode(state.noise), delta, labels, mask, eps=eps))
   else:
-    noise = state.noise.at[batch["index"]].set(codec.encode(delta),
-                                               mode="drop")
+    noise = scatter_rows(state.noise, batch["index"], codec.encode(delta))
   return state.replace(noise=noise), {}
+
+
+def scatter_rows(table: jax.Array, index: jax.Array,
+                 rows: jax.Array) -> jax.Array:
+  """table with rows[i] at row index[i] (out-of-range indices dropped).
+  On a mesh, the indices and then the rows are gathered whole to every
+  device, one after the other and after everything that computed `rows`,
+  and each device writes the rows it holds: left to the partitioner, the
+  two gathers would run in either order (ue_jax.parallel.collectives)."""
+  index = collectives.gather_rows(collectives.after(rows, index))
+  rows = collectives.gather_rows(collectives.after(index, rows))
+  return table.at[index].set(rows, mode="drop")
 
 
 def eval_step(state: UEState, batch, *, release_eps=None,
