@@ -14,6 +14,7 @@ import numpy as np
 from absl.testing import absltest
 
 from tests import helpers
+from ue_jax.core import ordering
 from ue_jax.parallel import collectives
 
 # Two all-reduces of independent operands (a pair in either order), then an
@@ -44,6 +45,7 @@ _COMPILED = textwrap.dedent("""
     import jax, jax.numpy as jnp
     jax.config.update("jax_num_cpu_devices", 2)
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    from ue_jax.core import ordering
     from ue_jax.parallel import collectives
     mesh = Mesh(jax.devices(), ("d",))
     rows, rep = NamedSharding(mesh, P("d")), NamedSharding(mesh, P())
@@ -53,9 +55,9 @@ _COMPILED = textwrap.dedent("""
     both = jax.jit(lambda a, b: gather(a * 2).sum() + gather(b + 1).sum())
     chain = jax.jit(lambda a, b: jnp.tanh(b * jnp.tanh(a).sum()).sum())
     def tied_fn(a, b):  # the same two gathers, the second after the first
-      ga = collectives.gather_rows(a * 2)
-      return ga.sum() + collectives.gather_rows(
-          collectives.after(ga, b + 1)).sum()
+      ga = ordering.gather_rows(a * 2)
+      return ga.sum() + ordering.gather_rows(
+          ordering.after(ga, b + 1)).sum()
     tied = jax.jit(collectives.in_mesh(tied_fn, mesh))
     hlo = {name: f.lower(a, b).compile().as_text()
            for name, f in (("both", both), ("chain", chain), ("tied", tied))}
@@ -144,7 +146,7 @@ class AfterTest(absltest.TestCase):
              "u": jnp.array([[0, 255], [1, 2], [3, 4]], jnp.uint8)}
     for name, f in first.items():
       with self.subTest(first=name):
-        got = jax.jit(collectives.after)(f, value)
+        got = jax.jit(ordering.after)(f, value)
         for key in value:
           self.assertEqual(got[key].dtype, value[key].dtype)
           np.testing.assert_array_equal(
@@ -153,7 +155,7 @@ class AfterTest(absltest.TestCase):
 
   def test_gather_rows_outside_a_mesh_is_the_identity(self):
     x = jnp.arange(12.0).reshape(4, 3)
-    chex.assert_trees_all_equal(jax.jit(collectives.gather_rows)(x), x)
+    chex.assert_trees_all_equal(jax.jit(ordering.gather_rows)(x), x)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ue_jax.core import augment as augment_lib
-from ue_jax.parallel import collectives
+from ue_jax.core import ordering
 
 Transform = Callable[[jax.Array, jax.Array, jax.Array], tuple]
 
@@ -74,7 +74,7 @@ def mixup_with(x, y, lam, perm):
   """lam * (x, y) + (1 - lam) * (x, y)[perm]: images and labels get the
   same weights."""
   partner, y_partner = _partners(x, y, perm)
-  return (collectives.after(y_partner, lam * x + (1 - lam) * partner),
+  return (ordering.after(y_partner, lam * x + (1 - lam) * partner),
           lam * y + (1 - lam) * y_partner)
 
 
@@ -82,9 +82,9 @@ def _partners(x, y, perm):
   """(x[perm], y[perm]), the second taken after the first; the caller ties
   what it computes from x to y[perm]. On a mesh each take is a collective,
   which would otherwise run in either order with the other and with the
-  model's (ue_jax.parallel.collectives)."""
+  model's (core/ordering.py)."""
   partner = x[perm]
-  return partner, collectives.after(partner, y)[perm]
+  return partner, ordering.after(partner, y)[perm]
 
 
 def mixup(key, x, y, *, alpha: float = MIX_ALPHA):
@@ -116,7 +116,7 @@ def cutmix_with(x, y, perm, box):
   inside = (rows[:, None] & cols[None, :])[None, :, :, None]
   area = (bh * bw).astype(jnp.float32) / (h * w)
   partner, y_partner = _partners(x, y, perm)
-  return (collectives.after(y_partner, jnp.where(inside, partner, x)),
+  return (ordering.after(y_partner, jnp.where(inside, partner, x)),
           (1 - area) * y + area * y_partner)
 
 

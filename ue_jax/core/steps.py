@@ -31,8 +31,8 @@ import optax
 from ue_jax.core import augment as augment_lib
 from ue_jax.core import losses
 from ue_jax.core import noise as noise_lib
+from ue_jax.core import ordering
 from ue_jax.core.state import UEState
-from ue_jax.parallel import collectives
 
 
 def noise_rows(state: UEState, batch, *, layout: str = "samplewise"):
@@ -181,8 +181,8 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
       return jnp.mean(jax.vmap(lambda k: one_draw(images, k))(keys))
 
     # The key reads the batch's first row; tied to the noise rows, so that
-    # its collective comes after theirs (ue_jax.parallel.collectives).
-    key = eot_key(state, {"index": collectives.after(start, batch["index"])})
+    # its collective comes after theirs (core/ordering.py).
+    key = eot_key(state, {"index": ordering.after(start, batch["index"])})
     delta = noise_lib.pgd_eot(eot_loss, x, start, key,
                               eps=eps, step_size=step_size,
                               num_steps=num_steps, maximize=maximize)
@@ -200,9 +200,9 @@ def scatter_rows(table: jax.Array, index: jax.Array,
   On a mesh, the indices and then the rows are gathered whole to every
   device, one after the other and after everything that computed `rows`,
   and each device writes the rows it holds: left to the partitioner, the
-  two gathers would run in either order (ue_jax.parallel.collectives)."""
-  index = collectives.gather_rows(collectives.after(rows, index))
-  rows = collectives.gather_rows(collectives.after(index, rows))
+  two gathers would run in either order (core/ordering.py)."""
+  index = ordering.gather_rows(ordering.after(rows, index))
+  rows = ordering.gather_rows(ordering.after(index, rows))
   return table.at[index].set(rows, mode="drop")
 
 

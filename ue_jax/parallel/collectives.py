@@ -11,21 +11,15 @@ that. `unordered` finds the pairs that break the chain in compiled HLO text
 (`jax.jit(f).lower(...).compile().as_text()`); tests/collectives_test.py
 checks every step of the pipeline with it.
 
-Two helpers put a step's collectives on one chain where the partitioner
-would not: `after(first, value)` makes `value` (and so every collective
-computed from it) wait for `first`, and `gather_rows(x)` gathers a
-row-sharded `x` to every device of the mesh the step is traced over
-(`in_mesh`), so that a scatter into a sharded array can take its indices
-and updates whole, each gathered by one collective in an order the step
-chooses, instead of the partitioner's two independent all-gathers.
+The steps put their collectives on one chain with `core/ordering.py`
+(`after`, `gather_rows`); `in_mesh` traces a step with its mesh as the
+current one, which `gather_rows` needs.
 """
 
 import re
 from typing import Dict, List, Set, Tuple
 
 import jax
-import jax.numpy as jnp
-from jax.sharding import PartitionSpec
 
 KINDS = ("all-reduce", "all-gather", "all-to-all", "collective-permute",
          "reduce-scatter", "collective-broadcast")
@@ -100,44 +94,9 @@ def unordered(hlo: str) -> List[Tuple[str, str, str]]:
   return pairs
 
 
-def after(first: jax.Array, value):
-  """`value` (an array or a pytree of arrays), computed from `first` as
-  well, so that a collective computed from the result runs after every
-  collective `first` needed. `first` and every leaf of `value` have the same
-  rows (leading axis, the batch's sharding): each row of the result reads
-  its own row of `first` through a select whose condition is never true
-  (more set bits than the value has bits: XLA cannot prove it false, as it
-  does |x| < 0), so the values are unchanged bit for bit and no device
-  needs another's rows. (An optimization barrier does not do it: XLA:CPU
-  removes barriers after partitioning, and the order with them.)"""
-  col = first.reshape(first.shape[0], -1)[:, 0]
-  bits = col.dtype.itemsize * 8
-  if not jnp.issubdtype(col.dtype, jnp.integer):
-    col = jax.lax.bitcast_convert_type(col, jnp.dtype(f"uint{bits}"))
-  never = jax.lax.population_count(col) > bits
-
-  def tie(leaf):
-    cond = never.reshape(never.shape + (1,) * (leaf.ndim - 1))
-    return jnp.where(cond, jnp.zeros((), leaf.dtype), leaf)
-  return jax.tree.map(tie, value)
-
-
-def gather_rows(x: jax.Array) -> jax.Array:
-  """`x` (rows sharded over the mesh the step is traced over, `in_mesh`)
-  whole on every device: one all-gather of `x` as it is computed (pinned to
-  its row sharding first, so that the partitioner does not gather the
-  operands of the op that made it instead, one collective each).
-  Unchanged outside a mesh, e.g. under a plain `jax.jit`."""
-  mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
-    return x
-  x = jax.lax.with_sharding_constraint(x, PartitionSpec(mesh.axis_names))
-  return jax.lax.with_sharding_constraint(x, PartitionSpec())
-
-
 def in_mesh(fn, mesh: jax.sharding.Mesh):
   """`fn`, traced with `mesh` as the current (abstract) mesh, so that
-  `gather_rows` inside it knows the devices. Keeps `fn`'s name."""
+  `core.ordering.gather_rows` inside it knows the devices. Keeps `fn`'s name."""
   def traced(*args):
     with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
       return fn(*args)

@@ -51,6 +51,7 @@ from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ue_jax.core import ordering
 from ue_jax.parallel import collectives
 from ue_jax.runtime.errors import UEError
 
@@ -396,7 +397,7 @@ def gather_images(fn):
   tests/sharding_test.py). One program per step, not a gather program
   beside it: two programs with collectives in flight at once can deadlock
   XLA:CPU (see `Step`). The rest of the batch is tied to the gathered
-  images (`collectives.after`), so that what `fn` gathers by the batch's
+  images (`ordering.after`), so that what `fn` gathers by the batch's
   index or label (its noise rows) is gathered after them, not in either
   order. Keeps `fn`'s name (for logs and compile counts)."""
   def step(state, batch):
@@ -404,7 +405,7 @@ def gather_images(fn):
       batch = dict(batch)
       images, rows = batch.pop(IMAGES), batch.pop(ROWS)
       image = jnp.take(images, rows, axis=0, mode="clip")
-      batch = {**collectives.after(image, batch), "image": image}
+      batch = {**ordering.after(image, batch), "image": image}
     return fn(state, batch)
   step.__name__ = getattr(fn, "__name__", None) or getattr(
       getattr(fn, "func", None), "__name__", "step")
