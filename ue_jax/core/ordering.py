@@ -41,12 +41,12 @@ def after(first: jax.Array, value):
 
 
 def gather_rows(x: jax.Array) -> jax.Array:
-  """`x` (rows sharded over the mesh the step is traced over:
-  ue_jax.parallel.collectives.in_mesh)
-  whole on every device: one all-gather of `x` as it is computed (pinned to
-  its row sharding first, so that the partitioner does not gather the
-  operands of the op that made it instead, one collective each).
-  Unchanged outside a mesh, e.g. under a plain `jax.jit`."""
+  """`x`, rows sharded over the mesh the step is traced over
+  (ue_jax.parallel.collectives.in_mesh), whole on every device: one
+  all-gather of `x` as it is computed (pinned to its row sharding first, so
+  that the partitioner does not gather the operands of the op that made it
+  instead, one collective each). Unchanged outside a mesh, e.g. under a
+  plain `jax.jit`."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
     return x
