@@ -24,7 +24,6 @@ def programs():
   """{name: compiled HLO text} of the generator's steps (sample-wise,
   class-wise, error-maximizing, EOT, REM), the learner's training steps
   (every augmentation) and eval step, and every battery defense's step."""
-  import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from configs import test_tiny  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
@@ -87,7 +86,6 @@ def programs():
   out["learner/eval"] = placement.jit_step(
       steps.eval_step, shardings, returns_state=False).lower(
           state, batch).compile().as_text()
-  del jax
   return out
 
 
