@@ -296,13 +296,15 @@ def release_accuracy(model, images_u8, labels, delta, *, eps, batch_size
   return correct / len(labels)
 
 
-def cycle_batches(n: int, batch_size: int) -> Iterator[np.ndarray]:
-  """Endless full batches over 0..n-1 in order, wrapping across epochs (as
-  ue_jax.evaluation.train.cycle_batches with seed=None)."""
+def cycle_batches(n: int, batch_size: int,
+                  order: Optional[np.ndarray] = None) -> Iterator[np.ndarray]:
+  """Endless full batches over `order` (default 0..n-1), wrapping across
+  epochs (as ue_jax.evaluation.train.cycle_batches)."""
+  walk = np.arange(n) if order is None else np.asarray(order, np.int64)
   buffer = np.zeros((0,), np.int64)
   while True:
     while len(buffer) < batch_size:
-      buffer = np.concatenate([buffer, np.arange(n)])
+      buffer = np.concatenate([buffer, walk])
     yield buffer[:batch_size]
     buffer = buffer[batch_size:]
 
@@ -333,8 +335,8 @@ def to_tensors(images_u8: np.ndarray, labels: np.ndarray):
 
 
 def generate(model: nn.Module, images_u8: np.ndarray, labels: np.ndarray,
-             cfg: MinMinConfig, log: Optional[Callable[[str], None]] = None
-             ) -> Dict:
+             cfg: MinMinConfig, log: Optional[Callable[[str], None]] = None,
+             order: Optional[np.ndarray] = None) -> Dict:
   """Runs the sample-wise min-min search from zero noise.
 
   Args:
@@ -343,6 +345,7 @@ def generate(model: nn.Module, images_u8: np.ndarray, labels: np.ndarray,
     labels: int labels [N].
     cfg: the search settings.
     log: optional callable taking one line per round.
+    order: the model steps' walk over the rows (default: as stored).
 
   Returns:
     A dict like ue_jax.search.generate.run's: rounds, stop_reached,
@@ -354,7 +357,7 @@ def generate(model: nn.Module, images_u8: np.ndarray, labels: np.ndarray,
   delta = torch.zeros(x_all.shape, dtype=torch.float32)
   opt = make_optimizer(model, lr=cfg.lr, momentum=cfg.momentum,
                        weight_decay=cfg.weight_decay)
-  model_rows = cycle_batches(n, cfg.batch_size)
+  model_rows = cycle_batches(n, cfg.batch_size, order)
   round_seconds: List[float] = []
   round_acc: List[float] = []
   start = time.perf_counter()
@@ -447,11 +450,24 @@ def main():
   p.add_argument("--max_rounds", type=int, default=8)
   p.add_argument("--threads", type=int, default=2)
   p.add_argument("--seed", type=int, default=0)
+  p.add_argument("--train_npz", default="",
+                 help="training .npz (images uint8 NHWC, labels) to use "
+                 "instead of Fashion-MNIST, e.g. a decoded CIFAR-10")
+  p.add_argument("--model_order", default="stored",
+                 choices=("stored", "shuffled"),
+                 help="the model steps' walk (ue_jax's generate.model_order, "
+                 "same permutation for the same --seed)")
+  p.add_argument("--json_out", default="", help="write the summary here")
   a = p.parse_args()
+  import json  # pylint: disable=g-import-not-at-top
   from ue_jax.io import data as data_lib  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(a.threads)
-  train, _ = data_lib.load("fashion_mnist", source="idx")
+  if a.train_npz:
+    train = data_lib.load_npz(a.train_npz, None, "npz")
+  else:
+    train, _ = data_lib.load("fashion_mnist", source="idx")
   train = data_lib.stratified_subset(train, a.size, seed=0)
+  order = data_lib.walk_order(len(train), kind=a.model_order, seed=a.seed)
   torch.manual_seed(a.seed)
   model = get_model(a.model, in_channels=train.images.shape[-1],
                     num_classes=train.num_classes, width=a.width)
@@ -459,9 +475,13 @@ def main():
                      num_steps=a.num_steps, train_steps=a.train_steps,
                      batch_size=a.batch, eval_batch_size=a.batch,
                      stop_accuracy=a.stop, max_rounds=a.max_rounds)
-  out = generate(model, train.images, train.labels, cfg, log=print)
+  out = generate(model, train.images, train.labels, cfg, log=print,
+                 order=order)
   out.pop("noise")
   print(out)
+  if a.json_out:
+    with open(a.json_out, "w") as f:
+      json.dump({"args": vars(a), **out}, f, indent=1)
 
 
 if __name__ == "__main__":

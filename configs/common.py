@@ -13,10 +13,18 @@ def base() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "cifar10"     # cifar10 | cifar100 | svhn_cropped | mnist | fashion_mnist
-  c.data.source = "auto"      # auto | idx | npz | tfds
+                              # (free text for source=folder)
+  c.data.source = "auto"      # auto | idx | npz | tfds | folder
   c.data.data_dir = ""        # IDX folder or TFDS data_dir
-  c.data.train_path = ""      # .npz with images (uint8 NHWC) and labels
-  c.data.test_path = ""
+  c.data.train_path = ""      # .npz with images (uint8 NHWC) and labels;
+  c.data.test_path = ""       # folder: one class tree (or .tar/.tgz) each
+  # source=folder (ue_jax/io/folder_source.py): a folder or .tar/.tar.gz/.tgz
+  # holding train/<class>/* and test/<class>/* (or train_path/test_path).
+  c.data.path = ""
+  c.data.image_size = 0       # folder: 0 = one size for all; N = resize NxN
+  c.data.cache_dir = ""       # folder: decoded-array cache; "" =
+                              # $XDG_CACHE_HOME/ue_jax or ~/.cache/ue_jax,
+                              # "none" = off
   c.data.download = False     # let TFDS download (needs the [data] extra)
   c.data.train_size = 0       # 0 = all; else a seeded class-stratified subset
   c.data.test_size = 0
@@ -72,6 +80,12 @@ def base() -> ml_collections.ConfigDict:
   c.generate.batch_size = 512
   c.generate.eval_batch_size = 512
   c.generate.train_steps = 10     # M: model steps per round
+  # The order the model steps walk the training set in: "shuffled", one
+  # seeded permutation fixed for the run; "stored", rows as stored (the
+  # original's unshuffled loader, sound only on data stored in a mixed order,
+  # as CIFAR-10's files are; on a class-sorted image folder the search never
+  # leaves chance, docs/experiments.md).
+  c.generate.model_order = "shuffled"
   c.generate.lr = 0.1             # constant (the original never steps it)
   c.generate.momentum = 0.9
   c.generate.weight_decay = 5e-4

@@ -17,7 +17,8 @@ def markdown(fixtures) -> str:
   tmp = fixtures["tmp"]
   lines = [
       "Each row runs `python -m ue_jax.main --config=configs/test_tiny.py "
-      "--workdir=DIR --stage=release` on tiny .npz data with the listed "
+      "--workdir=DIR --stage=release` on tiny .npz data (the folder_ cases: "
+      "on the small image trees they name) with the listed "
       "changes; every one exits with code 2, prints one `error:` line and "
       "leaves DIR as it was (absent, or unchanged). `$TMP` stands for the "
       "folder of the test files.",

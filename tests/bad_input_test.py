@@ -6,9 +6,11 @@ a Markdown table with the messages the CLI gives.
 """
 
 import collections
+import io
 import json
 import os
 import subprocess
+import tarfile
 import tempfile
 
 import numpy as np
@@ -128,6 +130,35 @@ CASES = (
          "generate.batch_size=200 exceeds the 96 training images"),
     Case("subset_over_data", ["--config.data.train_size=1000"],
          "data.train_size=1000 exceeds the 96 examples"),
+    # Image folders (data.source=folder): the trees of make_folder_fixtures.
+    Case("folder_without_path", ["--config.data.source=folder"],
+         "data.source=folder needs data.path"),
+    Case("path_without_folder_source", ["--config.data.image_size=32"],
+         "data.path / data.image_size are read by data.source=folder only"),
+    Case("folder_missing_path", ["--config.data.source=folder",
+                                 "--config.data.path=/nonexistent/images"],
+         "data.path /nonexistent/images does not exist"),
+    Case("folder_without_test", ["--config.data.source=folder",
+                                 "--config.data.path={tmp}/only_train"],
+         "holds no test/ folder (found: train)"),
+    Case("folder_empty_class", ["--config.data.source=folder",
+                                "--config.data.path={tmp}/empty_class.tar"],
+         "class folder train/emu of"),
+    Case("folder_corrupt_image", ["--config.data.source=folder",
+                                  "--config.data.path={tmp}/corrupt_image"],
+         "test/dog/01.png is unusable: not a readable image"),
+    Case("folder_tar_escape", ["--config.data.source=folder",
+                               "--config.data.path={tmp}/escape.tgz"],
+         "tar member '../evil.png' points outside the tree"),
+    Case("folder_mixed_sizes", ["--config.data.source=folder",
+                                "--config.data.path={tmp}/mixed_sizes"],
+         "train/dog/02.png is 13x9 pixels, but the first image"),
+    Case("folder_classes_differ",
+         ["--config.data.source=folder",
+          "--config.data.train_path={tmp}/classes_ab",
+          "--config.data.test_path={tmp}/classes_ac"],
+         "class folders differ: test lacks 'b'; test has 'c', which train "
+         "lacks"),
     # Noise and released files.
     Case("noise_wrong_shape",
          ["--config.release.noise_path={tmp}/noise_shape.npy"],
@@ -226,8 +257,41 @@ def make_fixtures(tmp):
       f.write("stand-in\n")
   with open(os.path.join(tmp, "a_file"), "w", encoding="utf-8") as f:
     f.write("not a directory\n")
+  make_folder_fixtures(tmp)
   return {"tmp": tmp, "train": train, "test": test, "used": used,
           "file": os.path.join(tmp, "a_file")}
+
+
+def make_folder_fixtures(tmp):
+  """Image trees (and tars of them) with one problem each."""
+  j = os.path.join
+  helpers.write_image_tree(j(tmp, "only_train"), splits=("train",))
+  helpers.write_image_tree(j(tmp, "empty_class"))
+  os.makedirs(j(tmp, "empty_class", "train", "emu"))
+  with open(j(tmp, "empty_class", "train", "emu", "notes.txt"), "w",
+            encoding="utf-8") as f:
+    f.write("no images\n")
+  helpers.tar_tree(j(tmp, "empty_class"), j(tmp, "empty_class.tar"))
+  helpers.write_image_tree(j(tmp, "corrupt_image"))
+  with open(j(tmp, "corrupt_image", "test", "dog", "01.png"), "wb") as f:
+    f.write(b"\x89PNG\r\n\x1a\nbroken")
+  helpers.write_image_tree(j(tmp, "escape"))
+  with open(j(tmp, "escape", "test", "dog", "00.png"), "rb") as f:
+    png = f.read()
+  with tarfile.open(j(tmp, "escape.tgz"), "w:gz") as tar:
+    for split in ("train", "test"):
+      tar.add(j(tmp, "escape", split), arcname=split)
+    evil = tarfile.TarInfo("../evil.png")
+    evil.size = len(png)
+    tar.addfile(evil, io.BytesIO(png))
+  helpers.write_image_tree(j(tmp, "mixed_sizes"))
+  helpers.write_image_tree(j(tmp, "odd"), size=(13, 9), per_class=1, seed=3)
+  os.replace(j(tmp, "odd", "train", "dog", "00.png"),
+             j(tmp, "mixed_sizes", "train", "dog", "02.png"))
+  helpers.write_image_tree(j(tmp, "classes_ab"), classes=("a", "b"),
+                           splits=("",))
+  helpers.write_image_tree(j(tmp, "classes_ac"), classes=("a", "c"),
+                           splits=("",))
 
 
 def read_json(path):
@@ -245,6 +309,8 @@ def run_case(case, fixtures, env=None):
   """Runs one case through the CLI; returns the CompletedProcess."""
   overrides = [f"--config.data.train_path={fixtures['train']}",
                f"--config.data.test_path={fixtures['test']}"]
+  if "--config.data.source=folder" in case.overrides:
+    overrides = []  # the case names its image trees
   overrides += [o.format(tmp=fixtures["tmp"]) for o in case.overrides]
   cmd = helpers.main_command(case_workdir(case, fixtures), *overrides,
                              stage=case.stage, config=case.config)

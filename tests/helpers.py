@@ -91,3 +91,37 @@ def cli_env(cache_dir=None):
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
                JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
   return env
+
+
+def write_image_tree(root, *, classes=("cat", "dog"), per_class=3,
+                     size=(8, 6), mode="RGB", splits=("train", "test"),
+                     ext=".png", seed=0):
+  """Writes `root`/<split>/<class>/<k><ext> images of seeded random pixels
+  (`size` is (width, height); splits=("",) writes a bare class tree);
+  returns {relative path: uint8 pixels [H, W, C]} of what was written."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(seed)
+  channels = {"L": 1, "RGB": 3}[mode]
+  written = {}
+  for split in splits:
+    for cls in classes:
+      for k in range(per_class):
+        rel = "/".join(p for p in (split, cls, f"{k:02d}{ext}") if p)
+        pixels = rng.integers(0, 256, (size[1], size[0], channels), np.uint8)
+        path = os.path.join(root, *rel.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        Image.fromarray(pixels[..., 0] if channels == 1 else pixels,
+                        mode).save(path)
+        written[rel] = pixels
+  return written
+
+
+def tar_tree(root, out, *, top=""):
+  """Packs the contents of `root` into the tar `out` (gzip when it ends in
+  gz), inside the folder `top` when given; returns `out`."""
+  import tarfile  # pylint: disable=g-import-not-at-top
+  with tarfile.open(out, "w:gz" if out.endswith("gz") else "w") as tar:
+    for name in sorted(os.listdir(root)):
+      tar.add(os.path.join(root, name),
+              arcname=f"{top}/{name}" if top else name)
+  return out

@@ -76,6 +76,22 @@ class ReportTest(absltest.TestCase):
     with self.assertRaisesRegex(Exception, "names 2 classes"):
       report.write([run], os.path.join(tmp, "r2"), class_groups=[0, 1])
 
+  def test_per_class_columns_named_by_class_names(self):
+    tmp = self.create_tempdir().full_path
+    confusion = [[3, 1], [0, 4]]
+    named = fake_run(tmp, "named", num_classes=2,
+                     class_names=["bee", "owl|bat"],
+                     confusion={"clean": confusion})
+    old = fake_run(tmp, "old", num_classes=2, confusion={"clean": confusion})
+    for run, head in ((named, "| run | trained on | bee | owl\\|bat | all |"),
+                      (old, "| run | trained on | 0 | 1 | all |")):
+      written = report.write([run], os.path.join(run, "r"))
+      with open(written["table"]) as f:
+        lines = f.read().splitlines()
+      at = lines.index(head)  # the header, then the row: 3/4, 4/4, 7/8
+      self.assertEqual(lines[at + 2], f"| {os.path.basename(run)} | clean | "
+                       "0.750 | 1.000 | 0.875 |")
+
   def test_cli_and_bad_input(self):
     tmp = self.create_tempdir().full_path
     run = fake_run(tmp, "a", unlearnable_test_accuracy=0.3,

@@ -45,7 +45,9 @@ def load_data(cfg, placement=None):
   t0 = time.perf_counter()
   train, test = data_lib.load(d.name, source=d.source, data_dir=d.data_dir,
                               train_path=d.train_path, test_path=d.test_path,
-                              download=d.download)
+                              download=d.download, path=d.path,
+                              image_size=d.image_size,
+                              cache_dir=d.cache_dir)
   checks.check_data(cfg, train, test)
   rows = (data_lib.stratified_rows(train, d.train_size, cfg.seed),
           data_lib.stratified_rows(test, d.test_size, cfg.seed + 1))
@@ -125,6 +127,7 @@ def run(cfg, workdir: str, stages=None, *, overwrite: bool = False):
       "model": cfg.model.name, "model_width": cfg.model.width,
       "noise_kind": cfg.noise.kind, "noise_layout": cfg.noise.layout,
       "num_classes": train.num_classes,
+      "class_names": list(data_lib.class_names(train)),
       "epsilon": cfg.noise.eps, "epsilon_255": round(cfg.noise.eps * 255, 4),
       "train_size": len(train), "test_size": len(test),
       "devices": [str(d) for d in jax.devices()],

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ue_jax.io import artifacts
+from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.search import layouts
 from ue_jax.core import noise as noise_lib
@@ -157,8 +158,11 @@ def release(cfg, train, workdir: str, *, noise=None):
   picks = figure_picks(train.labels, protected)
   shown = [placement.host_rows(a, picks) for a in (train.images, noise,
                                                 released)]
-  figure = artifacts.save_figure(os.path.join(workdir, "figure.png"),
-                                 figure_rows(*shown, eps=eps))
+  names = data_lib.class_names(train)
+  figure = artifacts.save_figure(
+      os.path.join(workdir, "figure.png"),
+      figure_rows(*shown, eps=eps,
+                  row_labels=[names[train.labels[p]] for p in picks]))
   count = int(protected.sum())
   summary = {"release_path": path, "figure_path": figure,
              "release_max_pixel_change": max_change,
@@ -188,9 +192,10 @@ def figure_picks(labels: np.ndarray, protected: np.ndarray, rows: int = 6):
   return np.asarray(picks, np.int32)
 
 
-def figure_rows(originals, noise, released, *, eps: float):
+def figure_rows(originals, noise, released, *, eps: float, row_labels=None):
   """Rows of original | noise (rescaled from [-eps, eps] to [0, 1]) |
-  unlearnable image, one row per picked example (figure_picks)."""
+  unlearnable image, one row per picked example (figure_picks), each row
+  labelled on its left by `row_labels` (its class name) when given."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -205,6 +210,13 @@ def figure_rows(originals, noise, released, *, eps: float):
       vmax = 255 if img.dtype == np.uint8 else 1.0
       axes[r, c].imshow(img, cmap=cmap, vmin=0, vmax=vmax)
       axes[r, c].axis("off")
+    if row_labels is not None:  # a y label needs the axis on, frame hidden
+      axes[r, 0].axis("on")
+      axes[r, 0].set_xticks([])
+      axes[r, 0].set_yticks([])
+      for spine in axes[r, 0].spines.values():
+        spine.set_visible(False)
+      axes[r, 0].set_ylabel(row_labels[r], fontsize=7)
   for c, title in enumerate(("original", f"noise (±{eps * 255:.0f}/255, "
                              "amplified)", "unlearnable")):
     axes[0, c].set_title(title, fontsize=7)

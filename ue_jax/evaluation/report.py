@@ -11,7 +11,8 @@ Writes
   noise type and layout hold several poison rates: accuracy against poison
   rate, beside training on the clean remainder only;
 - in the .md, per-class test accuracy of every trained model (from the last
-  epoch's confusion matrix in results.json) and, with
+  epoch's confusion matrix in results.json; the columns named by the first
+  run's `class_names`, or numbered) and, with
   `--class_groups=g0,g1,...` (a group number per class), the fraction of test
   images predicted inside their true class's group (e.g. Fashion-MNIST's
   tops, trousers, footwear and bags: 0,1,0,0,0,2,0,2,3,2).
@@ -63,6 +64,7 @@ def load_row(path: str) -> Dict[str, object]:
           "unlearnable": results.get("unlearnable_test_accuracy"),
           "remainder": results.get("clean_remainder_test_accuracy"),
           "confusion": results.get("confusion", {}),
+          "class_names": results.get("class_names") or [],
           "protected_classes": groups.get("unlearnable"),
           "protected_classes_remainder": groups.get("clean_remainder")}
 
@@ -108,7 +110,11 @@ def per_class_table(rows: List[dict], groups=None) -> str:
         raise UEError(f"--class_groups names {len(groups)} classes; run "
                       f"{r['run']} has {len(m)}")
       if not lines:
-        head = (["run", "trained on"] + [str(c) for c in range(len(m))]
+        names = r["class_names"]
+        if len(names) != len(m):  # a results.json from before class names
+          names = [str(c) for c in range(len(m))]
+        head = (["run", "trained on"]
+                + [str(c).replace("|", "\\|") for c in names]
                 + ["all"] + (["group accuracy"] if groups else []))
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
       cells = ([r["run"], name] + [_cell(a) for a in evaluate.per_class(m)]

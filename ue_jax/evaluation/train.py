@@ -44,15 +44,16 @@ def confusion(sums) -> list:
   return np.rint(sums["confusion"]).astype(int).tolist()
 
 
-def cycle_batches(n: int, batch_size: int, *, start: int = 0):
-  """Endless full batches of an unshuffled walk over 0..n-1 that wraps across
-  epoch ends: batch s holds rows (s * batch_size + arange(batch_size)) mod n.
-  Starting at batch `start` lets a resumed run continue from its step count.
+def cycle_batches(n: int, batch_size: int, *, start: int = 0, order=None):
+  """Endless full batches of a walk over 0..n-1 that wraps across epoch
+  ends: batch s holds positions (s * batch_size + arange(batch_size)) mod n
+  of `order` (a permutation of 0..n-1; None = rows in order). Starting at
+  batch `start` lets a resumed run continue from its step count.
   """
   step = start
   while True:
-    rows = step * batch_size + np.arange(batch_size, dtype=np.int64)
-    yield (rows % n).astype(np.int32)
+    rows = (step * batch_size + np.arange(batch_size, dtype=np.int64)) % n
+    yield (rows if order is None else order[rows]).astype(np.int32)
     step += 1
 
 

@@ -1,8 +1,10 @@
 """Host-side datasets: uint8 arrays where every example carries its index.
 
 Sources: gzip (or plain) IDX files (MNIST / Fashion-MNIST, e.g. Debian's
-`dataset-fashion-mnist`), `.npz` files, and TFDS catalog datasets through the
-optional `data` extra (imported lazily; never downloads unless asked). The
+`dataset-fashion-mnist`), `.npz` files, image-folder trees or tar archives of
+them (folder_source.py, cached decoded by folder_cache.py), and TFDS catalog
+datasets through the optional `data` extra (imported lazily; never downloads
+unless asked). The
 images of an .npz are memory-mapped where np.savez stored them uncompressed
 (npz.py), so only the rows a process uses are read (device_data.py); the
 others are read into memory whole.
@@ -19,12 +21,13 @@ from typing import Optional, Tuple
 
 import numpy as np
 
+from ue_jax.io import folder_source
 from ue_jax.io import npz
 from ue_jax.runtime.errors import UEError
 
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
 DATA_DIR_ENV = "UE_JAX_DATA_DIR"
-SOURCES = ("auto", "idx", "npz", "tfds")
+SOURCES = ("auto", "idx", "npz", "tfds", "folder")
 TFDS_NAMES = ("cifar10", "cifar100", "svhn_cropped", "mnist", "fashion_mnist")
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -33,16 +36,24 @@ IDX_FILES = {
 TFDS_BATCH = 10_000  # examples per read of a TFDS split, in stored order
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "svhn_cropped": 10,
                "mnist": 10, "fashion_mnist": 10}
+CLASS_NAMES = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog",
+                "frog", "horse", "ship", "truck"),
+    "fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-  """uint8 images [N,H,W,C], int32 labels [N], int64 index and source_index."""
+  """uint8 images [N,H,W,C], int32 labels [N], int64 index and source_index;
+  `class_names` as the source gives them (a folder's), else empty."""
   images: np.ndarray
   labels: np.ndarray
   num_classes: int
   source_index: np.ndarray
   name: str = ""
+  class_names: Tuple[str, ...] = ()
 
   def __post_init__(self):
     if self.images.dtype != np.uint8 or self.images.ndim != 4:
@@ -52,6 +63,9 @@ class Dataset:
     if self.labels.shape != (n,) or self.source_index.shape != (n,):
       raise UEError(f"dataset {self.name!r}: {n} images but labels "
                     f"{self.labels.shape} and indices {self.source_index.shape}")
+    if self.class_names and len(self.class_names) != self.num_classes:
+      raise UEError(f"dataset {self.name!r}: {len(self.class_names)} class "
+                    f"names for {self.num_classes} classes")
     if n and (self.labels.min() < 0 or self.labels.max() >= self.num_classes):
       raise UEError(f"dataset {self.name!r}: labels must lie in "
                     f"[0, {self.num_classes}), got [{self.labels.min()}, "
@@ -70,7 +84,7 @@ class Dataset:
 
   def take(self, rows: np.ndarray) -> "Dataset":
     return Dataset(self.images[rows], self.labels[rows], self.num_classes,
-                   self.source_index[rows], self.name)
+                   self.source_index[rows], self.name, self.class_names)
 
   def batch(self, rows: np.ndarray) -> dict:
     """The batch of padded `rows` (`gather`); as DeviceData.batch."""
@@ -80,13 +94,27 @@ class Dataset:
     return dataclasses.replace(self, images=images)
 
 
-def make_dataset(images, labels, num_classes, name="") -> Dataset:
+def make_dataset(images, labels, num_classes, name="",
+                 class_names=()) -> Dataset:
   images = np.asarray(images)
   if images.ndim == 3:
     images = images[..., None]
   labels = np.asarray(labels).astype(np.int32).reshape(-1)
   return Dataset(images, labels, int(num_classes),
-                 np.arange(len(images), dtype=np.int64), name)
+                 np.arange(len(images), dtype=np.int64), name,
+                 tuple(class_names))
+
+
+def class_names(ds) -> Tuple[str, ...]:
+  """A name per class of `ds` (a Dataset or DeviceData): its own (a
+  folder's), else the known ones of its dataset name, else "0", "1", ..."""
+  own = tuple(getattr(ds, "class_names", ()) or ())
+  if len(own) == ds.num_classes:
+    return own
+  known = CLASS_NAMES.get(ds.name, ())
+  if len(known) == ds.num_classes:
+    return known
+  return tuple(str(c) for c in range(ds.num_classes))
 
 
 def stratified_subset(ds: Dataset, size: int, seed: int) -> Dataset:
@@ -208,6 +236,21 @@ def load_tfds(name: str, split: str, data_dir: Optional[str],
   return make_dataset(images, labels, NUM_CLASSES[name], name)
 
 
+# ------------------------------------------------------------ image folders
+def load_folder(name: str, *, path: str = "", train_path: str = "",
+                test_path: str = "", image_size: int = 0,
+                cache_dir: str = "") -> Tuple[Dataset, Dataset]:
+  """(train, test) of an image-folder source (folder_source.load); the
+  class count and names are the folder's."""
+  arrays = folder_source.load(path=path, train_path=train_path,
+                              test_path=test_path, image_size=image_size,
+                              cache_dir=cache_dir)
+  names = tuple(str(n) for n in arrays["class_names"])
+  return tuple(make_dataset(arrays[f"{s}_images"], arrays[f"{s}_labels"],
+                            len(names), name, names)
+               for s in ("train", "test"))
+
+
 # ------------------------------------------------------------------- loading
 def resolve_source(name: str, source: str, data_dir: str) -> str:
   """What `auto` means: IDX files for (Fashion-)MNIST when a folder is known
@@ -221,17 +264,24 @@ def resolve_source(name: str, source: str, data_dir: str) -> str:
 
 
 def load(name: str, *, source: str = "auto", data_dir: str = "",
-         train_path: str = "", test_path: str = "", download: bool = False
+         train_path: str = "", test_path: str = "", download: bool = False,
+         path: str = "", image_size: int = 0, cache_dir: str = ""
          ) -> Tuple[Dataset, Dataset]:
-  """Returns (train, test) for a dataset name and source; fails fast."""
+  """Returns (train, test) for a dataset name and source; fails fast.
+  `path`, `image_size` and `cache_dir` are the folder source's."""
   known = set(TFDS_NAMES)
   if source not in SOURCES:
-    raise UEError(f"unknown data.source {source!r}; choose auto, idx, npz or "
-                  "tfds")
+    raise UEError(f"unknown data.source {source!r}; choose one of "
+                  f"{', '.join(SOURCES)}")
   source = resolve_source(name, source, data_dir)
+  if source == "folder":
+    return load_folder(name, path=path, train_path=train_path,
+                       test_path=test_path, image_size=image_size,
+                       cache_dir=cache_dir)
   if source != "npz" and name not in known:
     raise UEError(f"unknown dataset {name!r}; choose one of {sorted(known)} "
-                  "or data.source=npz with data.train_path/test_path")
+                  "or data.source=npz with data.train_path/test_path (or "
+                  "data.source=folder with data.path)")
   if source == "npz":
     if not train_path or not test_path:
       raise UEError("data.source=npz needs data.train_path and data.test_path")
@@ -250,6 +300,38 @@ def load(name: str, *, source: str = "auto", data_dir: str = "",
             load_idx(folder, "test", classes, name))
   return (load_tfds(name, "train", data_dir or None, download),
           load_tfds(name, "test", data_dir or None, download))
+
+
+MODEL_ORDERS = ("shuffled", "stored")
+
+
+def walk_order(n: int, *, kind: str, seed: int):
+  """The order the generator's model steps walk the training set in.
+
+  "stored": rows 0..n-1 as stored (None), the original's unshuffled loader,
+  which is only sound when the stored order is already mixed (CIFAR-10's
+  binary files, the IDX files). "shuffled": one seeded permutation, fixed for
+  the whole search (so a resumed run walks the same batches); on data stored
+  class by class, as an image-folder tree is, "stored" would give every
+  model step one or two classes and the search never leaves chance.
+  """
+  if kind == "stored":
+    return None
+  if kind != "shuffled":
+    raise ValueError(f"unknown model order {kind!r}")
+  return np.random.default_rng([seed, 0x3A1C]).permutation(n).astype(np.int32)
+
+
+def classes_per_batch(labels: np.ndarray, batch_size: int, *, order=None,
+                      batches: int = 4) -> int:
+  """The fewest classes among the walk's first `batches` model batches (a
+  class-sorted stored order gives 1 or 2)."""
+  n = len(labels)
+  rows = np.arange(batches * batch_size) % n
+  if order is not None:
+    rows = order[rows]
+  return min(len(np.unique(chunk))
+             for chunk in np.split(labels[rows], batches))
 
 
 def batches(n: int, batch_size: int):

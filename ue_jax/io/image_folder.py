@@ -21,6 +21,7 @@ import dataclasses
 import hashlib
 import io
 import os
+import re
 import tempfile
 from typing import Dict, List, Optional, Tuple
 
@@ -135,7 +136,7 @@ def read_csv_labels(path: str) -> Dict[str, str]:
   return labels
 
 
-def _class_order(names) -> Tuple[str, ...]:
+def class_order(names) -> Tuple[str, ...]:
   """Class names sorted as integers when all are, else as text."""
   names = set(names)
   if all(n.lstrip("-").isdigit() for n in names):
@@ -178,7 +179,7 @@ def scan(root: str, *, labels_csv: str = "", what: str = "--input",
       raise UEError(f"{len(loose)} image(s) lie directly in {what} {root}, "
                     f"outside any class folder (e.g. {loose[0]}); {options}")
     names = [f.split("/", 1)[0] for f in images]
-  order = classes or _class_order(names)
+  order = classes or class_order(names)
   unknown = sorted(set(names) - set(order))
   if unknown:
     raise UEError(f"{what} {root} has class {unknown[0]!r}, which the "
@@ -210,8 +211,10 @@ def decode(raw: bytes, *, name: str = "") -> Tuple[Image.Image, str]:
       image.load()
   except (OSError, SyntaxError, ValueError, EOFError,
           Image.DecompressionBombError) as e:
+    # pillow names the in-memory file by its address: not worth showing.
+    reason = re.sub(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>", "", str(e))
     raise BadFile(f"not a readable image ({type(e).__name__}: "
-                  f"{' '.join(str(e).split())[:120]})") from None
+                  f"{' '.join(reason.split())[:120]})") from None
   mode = image.mode
   if mode == "P":
     mode = "RGBA" if "transparency" in image.info else "RGB"

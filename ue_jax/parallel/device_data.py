@@ -46,15 +46,18 @@ class DeviceData:
 
   `images`: the global uint8 array [N_pad, H, W, C] (of the base set, for a
   view); `base_rows`: the base rows of this set's examples (None: 0..n-1);
-  `block`: the rows [lo, hi) of N_pad this process supplied."""
+  `block`: the rows [lo, hi) of N_pad this process supplied;
+  `class_names`: as the Dataset it came from."""
 
   def __init__(self, placement: sharding.Placement, images: jax.Array,
                labels: np.ndarray, source_index: np.ndarray,
                num_classes: int, name: str = "", *,
-               base_rows: Optional[np.ndarray] = None, block=(0, 0)):
+               base_rows: Optional[np.ndarray] = None, block=(0, 0),
+               class_names=()):
     self.placement, self.images = placement, images
     self.labels, self.source_index = labels, source_index
     self.num_classes, self.name = num_classes, name
+    self.class_names = tuple(class_names)
     self.base_rows, self.block = base_rows, tuple(block)
 
   def __len__(self):
@@ -74,7 +77,8 @@ class DeviceData:
     base = rows if self.base_rows is None else self.base_rows[rows]
     return DeviceData(self.placement, self.images, self.labels[rows],
                       self.source_index[rows], self.num_classes, self.name,
-                      base_rows=base, block=self.block)
+                      base_rows=base, block=self.block,
+                      class_names=self.class_names)
 
   def replace_images(self, images: jax.Array) -> "DeviceData":
     """The same examples with other images (rows as `self.images`)."""
@@ -83,7 +87,7 @@ class DeviceData:
                        f"{self.images.shape}")
     return DeviceData(self.placement, images, self.labels, self.source_index,
                       self.num_classes, self.name, base_rows=self.base_rows,
-                      block=self.block)
+                      block=self.block, class_names=self.class_names)
 
   def host_images(self) -> np.ndarray:
     """All of this set's images as one numpy array on every process,
@@ -130,7 +134,8 @@ def place(ds: Union[data_lib.Dataset, DeviceData],
                  "per device)", what, jax.process_index(), *block,
                  placement.padded(n), placement.padded(n) // placement.size)
   return DeviceData(placement, images, labels, source_index, ds.num_classes,
-                    ds.name, block=block)
+                    ds.name, block=block,
+                    class_names=getattr(ds, "class_names", ()))
 
 
 def on_mesh(mesh_data: int, *sets):

@@ -137,6 +137,9 @@ SCHEMA: Dict[str, Rule] = {
     "data.data_dir": text(),
     "data.train_path": text(),
     "data.test_path": text(),
+    "data.path": text(),
+    "data.image_size": number(0, 4096, integer=True),
+    "data.cache_dir": text(),
     "data.download": boolean,
     "data.train_size": number(0, BIG, integer=True),
     "data.test_size": number(0, BIG, integer=True),
@@ -164,6 +167,7 @@ SCHEMA: Dict[str, Rule] = {
     "mesh.data": number(0, 1 << 20, integer=True),
     **_optimizer("generate"),
     "generate.train_steps": number(0, 1_000_000, integer=True),
+    "generate.model_order": choice(*data_lib.MODEL_ORDERS),
     "generate.stop_accuracy": number(0, 1),
     "generate.min_rounds": number(1, 100_000, integer=True),
     "generate.augment": choice(*augment.KINDS),
@@ -288,12 +292,19 @@ def check_config(cfg):
          f"classes; partial.rate={cfg.partial.rate} must then stay 1.0 (give "
          "one or the other)")
   source = data_lib.resolve_source(d.name, d.source, d.data_dir)
-  if source != "npz" and d.name not in data_lib.TFDS_NAMES:
+  if source not in ("npz", "folder") and d.name not in data_lib.TFDS_NAMES:
     fail(f"unknown dataset {d.name!r} (data.name) for data.source="
          f"{source}; choose one of {', '.join(data_lib.TFDS_NAMES)}, or "
-         "data.source=npz with data.train_path and data.test_path")
+         "data.source=npz with data.train_path and data.test_path, or "
+         "data.source=folder with data.path")
   if source == "npz" and not (d.train_path and d.test_path):
     fail("data.source=npz needs data.train_path and data.test_path")
+  if source != "folder" and (d.path or d.image_size):
+    fail(f"data.path / data.image_size are read by data.source=folder "
+         f"only; got data.source={d.source!r} (set --config.data.source="
+         "folder, or leave them empty / 0)")
+  # A folder source's paths are checked when it is read (folder_source.py),
+  # still before the workdir is touched.
 
 
 def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):

@@ -53,6 +53,7 @@ from absl import logging
 from ue_jax.io import artifacts
 from ue_jax.search import baselines
 from ue_jax.io import checkpoint as checkpoint_lib
+from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.runtime import interrupt
 from ue_jax.search import layouts
@@ -295,6 +296,22 @@ def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int):
   return state, at
 
 
+def model_walk(cfg, train):
+  """The model steps' order over `train` (data.walk_order), with a warning
+  when a stored order puts few classes in each model batch."""
+  g = cfg.generate
+  order = data_lib.walk_order(len(train), kind=g.model_order, seed=cfg.seed)
+  if g.train_steps and g.model_order == "stored":
+    fewest = data_lib.classes_per_batch(train.labels, g.batch_size)
+    if fewest < min(train.num_classes, g.batch_size) / 2:
+      logging.warning(
+          "generate.model_order=stored: a model batch holds only %d of %d "
+          "classes (the data is stored class by class?); the search may "
+          "never leave chance: use generate.model_order=shuffled", fewest,
+          train.num_classes)
+  return order
+
+
 def _search(cfg, train: device_data.DeviceData, fit, state, fns,
             log: metrics_lib.MetricLog, saver: _Saver, at: Position):
   """Runs rounds from position `at` until the stop rule or the cap; model
@@ -303,6 +320,7 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
   model_step, noise_step, eval_step = fns
   reached, stop_words = stop_rule(cfg)
   nb = at.noise_batches
+  order = model_walk(cfg, train)
   while not at.finished(g.max_rounds):
     if at.pos == nb + 1:
       at = Position(round=at.round + 1, noise_batches=nb,
@@ -313,7 +331,8 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
         raise UEError(f"checkpoint at step {step} does not fit round "
                       f"{at.round} of {g.train_steps} model steps; rerun "
                       "with --overwrite to start afresh")
-      model_rows = train_lib.cycle_batches(n, g.batch_size, start=step)
+      model_rows = train_lib.cycle_batches(n, g.batch_size, start=step,
+                                           order=order)
       for _ in range(at.round * g.train_steps - step):
         state, m = model_step(state, saver.add_votes(
             train.batch(next(model_rows))))
