@@ -20,10 +20,12 @@ from ue_jax.io import workdir as workdir_lib
 from configs import test_tiny
 
 Case = collections.namedtuple(
-    "Case", "name overrides message stage workdir config",
-    defaults=("release", "new", "configs/test_tiny.py"))
+    "Case", "name overrides message stage workdir config data",
+    defaults=("release", "new", "configs/test_tiny.py", True))
 # `overrides` may name fixture files as {tmp}/...; `workdir` is "new" (does
-# not exist), "used" (made by a config with another eps) or "file".
+# not exist), "used" (made by a config with another eps) or "file"; `data`
+# False runs without the tiny .npz data overrides (for a config that has no
+# data block).
 CASES = (
     # Flags, parsed by absl and ml_collections.
     Case("not_a_number", ["--config.noise.eps=abc"],
@@ -40,6 +42,9 @@ CASES = (
     Case("extra_argument", ["extra"], "unexpected arguments: extra"),
     Case("cpu_devices_zero", ["--cpu_devices=0"],
          "--cpu_devices=0: use -1 (one per core) or a positive count"),
+    Case("protect_config", [], "config 'protect' has a protect block: it is "
+         "the folder tool's config; run it with python -m ue_jax.protect",
+         config="configs/protect.py", data=False),
     # Config values.
     Case("eps_zero", ["--config.noise.eps=0.0"],
          "noise.eps must lie in (0, 1], got 0.0"),
@@ -161,6 +166,10 @@ CASES = (
     Case("battery_batch_over_data", ["--config.battery.batch_size=200"],
          "battery.batch_size=200 exceeds the 96 training images",
          stage="battery"),
+    Case("battery_batch_over_devices",
+         ["--cpu_devices=2", "--config.battery.batch_size=15"],
+         "battery.batch_size=15 must be a multiple of the 2 devices",
+         stage="battery"),
     Case("battery_before_release", [], "no released dataset at",
          stage="battery"),
     Case("battery_release_rows",
@@ -243,8 +252,10 @@ def case_workdir(case, fixtures):
 
 def run_case(case, fixtures, env=None):
   """Runs one case through the CLI; returns the CompletedProcess."""
-  overrides = [f"--config.data.train_path={fixtures['train']}",
-               f"--config.data.test_path={fixtures['test']}"]
+  overrides = []
+  if case.data:
+    overrides = [f"--config.data.train_path={fixtures['train']}",
+                 f"--config.data.test_path={fixtures['test']}"]
   overrides += [o.format(tmp=fixtures["tmp"]) for o in case.overrides]
   cmd = helpers.main_command(case_workdir(case, fixtures), *overrides,
                              stage=case.stage, config=case.config)

@@ -18,6 +18,7 @@ from ml_collections import config_flags
 
 from ue_jax import pipeline
 from ue_jax.parallel import sharding
+from ue_jax.runtime import checks
 from ue_jax.runtime import cli
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import UEError
@@ -60,6 +61,8 @@ def parse_flags(argv):
 def main(argv):
   del argv  # checked by parse_flags
   try:
+    # The config first: the device count below reads its batch sizes.
+    checks.check_config(_CONFIG.value)
     if not (_COORDINATOR.value or _NUM_PROCESSES.value > 1
             or _DISTRIBUTED.value):
       c = _CONFIG.value

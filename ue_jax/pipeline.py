@@ -80,9 +80,11 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
                   lambda: evaluate.load_release(train, workdir)))
   if "battery" in stages:
     battery.plan(cfg)  # learner and defense names
-    layout = getattr(train, "layout", None)
-    if layout is not None and cfg.battery.batch_size:
-      layout.check_batch_size("battery.batch_size", cfg.battery.batch_size)
+    # The battery trains its batches over the mesh: refused now, not after
+    # the earlier stages.
+    if cfg.battery.batch_size:
+      train.placement.check_batch_size("battery.batch_size",
+                                       cfg.battery.batch_size)
     # W's own release: the release stage's, or the evaluate stage's load.
     if cfg.battery.release_path or not {"release", "evaluate"} & set(stages):
       needs.append(("battery", battery.release_file(cfg, workdir),

@@ -280,6 +280,10 @@ def _search_rules(cfg):
 
 def check_config(cfg):
   """Every field known, present and in range; then rules across fields."""
+  if "protect" in cfg:
+    fail(f"config {cfg.name!r} has a protect block: it is the folder tool's "
+         "config; run it with python -m ue_jax.protect --input=FOLDER "
+         "--output=FOLDER")
   check_fields(cfg, SCHEMA)
   _search_rules(cfg)
   d = cfg.data
