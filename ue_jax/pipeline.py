@@ -112,12 +112,17 @@ def run(cfg, workdir: str, stages=None, *, overwrite: bool = False):
   for stage in stages:
     if stage not in STAGES:
       checks.fail(f"unknown stage {stage!r}; choose all or one of {STAGES}")
-  workdir_lib.verify(cfg, workdir, overwrite=overwrite)
+  workdir_lib.verify(cfg, workdir, overwrite=overwrite, stages=stages)
   placement = sharding.Placement(sharding.make_mesh(cfg.mesh.data))
   train, test = load_data(cfg, placement)
   inputs = check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
+  if "generate" in stages and not overwrite:
+    generate.check_resume(workdir, devices=placement.size,
+                          processes=jax.process_count())
   # Nothing was written up to here; from here on the workdir is ours.
-  config_path = workdir_lib.claim(cfg, workdir, overwrite=overwrite)
+  config_path = workdir_lib.claim(
+      cfg, workdir, overwrite=overwrite,
+      run={"devices": placement.size, "processes": jax.process_count()})
   sharding.sync("claimed")  # the other processes wait for process 0
   log = metrics_lib.MetricLog(workdir)
   path = os.path.join(workdir, "results.json")
@@ -153,6 +158,7 @@ def run(cfg, workdir: str, stages=None, *, overwrite: bool = False):
       results.update(battery.run(cfg, train, test, workdir, log,
                                  released=released))
     artifacts.save_json(path, results)
+    workdir_lib.record_stage(cfg, workdir, stage)
     sharding.sync(f"stage {stage}")  # its files are there for all
   for key in ("clean_test_accuracy", "unlearnable_test_accuracy",
               "clean_remainder_test_accuracy"):
