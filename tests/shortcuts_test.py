@@ -9,6 +9,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from ue_jax.core import shortcuts
+from ue_jax.runtime.errors import UEError
 
 
 def _ar_residual(x, b):
@@ -88,6 +89,15 @@ class ARTest(parameterized.TestCase):
     # others', positive.
     np.testing.assert_allclose(np.diag(resp), 0.0, atol=1e-4)
     self.assertGreater(resp[~np.eye(4, dtype=bool)].min(), 1e-3)
+
+
+  def test_running_out_of_candidates_is_a_user_error(self):
+    # No candidate passes a response no filter reaches: one line (UEError),
+    # not a ValueError traceback.
+    with self.assertRaisesRegex(UEError, r"found only [01] of 4 AR filters "
+                                r"in 16 candidates.*noise.kind"):
+      shortcuts.ar_filters(jax.random.key(6), 4, 1, height=8, width=8,
+                           min_response=1e9, batch=8, max_batches=2)
 
 
 class LSPTest(absltest.TestCase):

@@ -34,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ue_jax.runtime.errors import UEError
+
 AR_WINDOW = 3
 NORMS = ("linf", "l2")
 
@@ -154,8 +156,11 @@ def ar_filters(key: jax.Array, num_classes: int, channels: int, *,
       kept.append(np.asarray(cands)[j])
       if len(kept) == num_classes:
         return jnp.asarray(np.stack(kept))
-  raise ValueError(f"found only {len(kept)} of {num_classes} AR filters in "
-                   f"{max_batches * batch} candidates")
+  raise UEError(f"found only {len(kept)} of {num_classes} AR filters in "
+                f"{max_batches * batch} candidates that stay bounded and "
+                "are told apart by the others' matched filters; AR noise "
+                "cannot separate this many classes at this image size, "
+                "choose another noise.kind (e.g. 'lsp')")
 
 
 def ar_noise(key: jax.Array, filters: jax.Array, labels: jax.Array, *,
