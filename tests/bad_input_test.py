@@ -131,6 +131,11 @@ CASES = (
     Case("single_class", ["--config.data.train_path={tmp}/one_class.npz",
                           "--config.data.test_path={tmp}/one_class.npz"],
          "hold a single class (2); need at least 2"),
+    Case("lsp_classes_over_vertices", ["--config.noise.kind=lsp",
+                                       "--config.noise.lsp_patch=12"],
+         "noise.kind='lsp' needs a distinct vertex per class: 4 classes, "
+         "but noise.lsp_patch=12 leaves 1 block value(s) per image, 2 "
+         "distinct vertices"),
     Case("batch_over_data", ["--config.generate.batch_size=200"],
          "generate.batch_size=200 exceeds the 96 training images"),
     Case("subset_over_data", ["--config.data.train_size=1000"],

@@ -124,6 +124,32 @@ class LSPTest(absltest.TestCase):
     self.assertTrue(np.any(signs[0] != signs[1]))
 
 
+  def test_class_centroids_are_distinct_vertices(self):
+    # 2 x 2 blocks of one channel: 4 dimensions, 16 vertices. 16 classes
+    # need every vertex once; independent draws would repeat one (for 16
+    # classes, all but surely; for 4, a third of the keys).
+    labels = jnp.tile(jnp.arange(16), 3)
+    for seed in range(5):
+      for classes in (4, 16):
+        rows = labels[labels < classes]
+        d = np.asarray(shortcuts.lsp_noise(jax.random.key(seed), rows,
+                                           classes, (4, 4, 1), eps=0.1,
+                                           patch=2))
+        signs = np.sign(d[:, ::2, ::2, 0]).reshape(len(rows), -1)
+        per_class = {tuple(signs[rows == k][0]) for k in range(classes)}
+        self.assertLen(per_class, classes, (seed, classes))
+        for k in range(classes):  # the class's images share its vertex
+          np.testing.assert_array_equal(signs[rows == k],
+                                        np.broadcast_to(signs[rows == k][0],
+                                                        signs[rows == k].shape))
+
+  def test_more_classes_than_vertices_are_refused(self):
+    with self.assertRaisesRegex(UEError, r"17 classes.*16 distinct.*"
+                                r"noise.lsp_patch"):
+      shortcuts.lsp_noise(jax.random.key(0), jnp.arange(17), 17, (4, 4, 1),
+                          eps=0.1, patch=2)
+
+
 class OPSTest(absltest.TestCase):
 
   def test_score_is_mean_over_std_and_pick_is_greedy(self):
