@@ -50,7 +50,8 @@ class ModeTest(parameterized.TestCase):
       raise OSError("disk full")
 
     with self.assertRaises(OSError):
-      artifacts._atomic(os.path.join(folder, "x.json"), fail)  # pylint: disable=protected-access
+      # pylint: disable-next=protected-access
+      artifacts._atomic(os.path.join(folder, "x.json"), fail)
     self.assertEqual(os.listdir(folder), [])
 
 

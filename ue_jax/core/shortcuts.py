@@ -18,9 +18,9 @@ to the label; none of them trains anything.
   matched filter b with -1 at [2, 2] gives zero on its own process).
 - LSP (Yu et al., KDD 2022): a point per image from a class cluster (class
   centroid at a random vertex of the hypercube of side 2 * class_sep,
-  distinct per class, plus standard Gaussian noise), one value per `patch` x `patch` block, scaled to
-  the L2 norm eps * sqrt(H W C) (the mean square of the L-inf budget), then
-  clipped to the L-inf ball.
+  distinct per class, plus standard Gaussian noise), one value per `patch`
+  x `patch` block, scaled to the L2 norm eps * sqrt(H W C) (the mean square
+  of the L-inf budget), then clipped to the L-inf ball.
 - OPS (Wu et al., ICLR 2023): per class one pixel position and one extreme
   value per channel (0 or 1), chosen class by class to maximize
   mean(|v - x|) / std(|v - x|) over the class's images at that pixel, a
