@@ -35,6 +35,9 @@ def markdown(fixtures) -> str:
       flags.append(f"--config={case.config}")
     if case.workdir == "used":
       flags.append("(DIR made by a config with noise.eps=16/255)")
+    elif case.workdir == "released":
+      flags.append("(DIR holds a release of the same config with "
+                   "partial.rate=1.0)")
     elif case.workdir == "file":
       flags.append("(DIR is a file)")
     shown = " ".join(f"`{f}`" if f.startswith(("-", "extra")) else f

@@ -19,13 +19,17 @@ from absl.testing import parameterized
 
 from tests import helpers
 from ue_jax.io import workdir as workdir_lib
+from ue_jax.runtime.errors import UEError
 from configs import test_tiny
 
 Case = collections.namedtuple(
-    "Case", "name overrides message stage workdir config",
-    defaults=("release", "new", "configs/test_tiny.py"))
+    "Case", "name overrides message stage workdir config data",
+    defaults=("release", "new", "configs/test_tiny.py", True))
 # `overrides` may name fixture files as {tmp}/...; `workdir` is "new" (does
-# not exist), "used" (made by a config with another eps) or "file".
+# not exist), "used" (made by a config with another eps), "released" (the
+# same config, with a release recorded) or "file"; `data`
+# False runs without the tiny .npz data overrides (for a config that has no
+# data block).
 CASES = (
     # Flags, parsed by absl and ml_collections.
     Case("not_a_number", ["--config.noise.eps=abc"],
@@ -42,6 +46,9 @@ CASES = (
     Case("extra_argument", ["extra"], "unexpected arguments: extra"),
     Case("cpu_devices_zero", ["--cpu_devices=0"],
          "--cpu_devices=0: use -1 (one per core) or a positive count"),
+    Case("protect_config", [], "config 'protect' has a protect block: it is "
+         "the folder tool's config; run it with python -m ue_jax.protect",
+         config="configs/protect.py", data=False),
     # Config values.
     Case("eps_zero", ["--config.noise.eps=0.0"],
          "noise.eps must lie in (0, 1], got 0.0"),
@@ -126,6 +133,11 @@ CASES = (
     Case("single_class", ["--config.data.train_path={tmp}/one_class.npz",
                           "--config.data.test_path={tmp}/one_class.npz"],
          "hold a single class (2); need at least 2"),
+    Case("lsp_classes_over_vertices", ["--config.noise.kind=lsp",
+                                       "--config.noise.lsp_patch=12"],
+         "noise.kind='lsp' needs a distinct vertex per class: 4 classes, "
+         "but noise.lsp_patch=12 leaves 1 block value(s) per image, 2 "
+         "distinct vertices"),
     Case("batch_over_data", ["--config.generate.batch_size=200"],
          "generate.batch_size=200 exceeds the 96 training images"),
     Case("subset_over_data", ["--config.data.train_size=1000"],
@@ -192,6 +204,10 @@ CASES = (
     Case("battery_batch_over_data", ["--config.battery.batch_size=200"],
          "battery.batch_size=200 exceeds the 96 training images",
          stage="battery"),
+    Case("battery_batch_over_devices",
+         ["--cpu_devices=2", "--config.battery.batch_size=15"],
+         "battery.batch_size=15 must be a multiple of the 2 devices",
+         stage="battery"),
     Case("battery_before_release", [], "no released dataset at",
          stage="battery"),
     Case("battery_release_rows",
@@ -210,6 +226,9 @@ CASES = (
          "--overwrite would delete", stage="evaluate", workdir="used"),
     Case("workdir_is_a_file", [], "exists and is not a directory",
          workdir="file"),
+    Case("stale_release", ["--config.partial.rate=0.5"],
+         "holds release outputs of a different config (partial.rate: 1.0 "
+         "there, 0.5 now)", stage="evaluate", workdir="released"),
 )
 
 
@@ -258,8 +277,23 @@ def make_fixtures(tmp):
   with open(os.path.join(tmp, "a_file"), "w", encoding="utf-8") as f:
     f.write("not a directory\n")
   make_folder_fixtures(tmp)
+  released = os.path.join(tmp, "released")
+  stand_in_stage(tiny_config(train, test), released, "release")
   return {"tmp": tmp, "train": train, "test": test, "used": used,
-          "file": os.path.join(tmp, "a_file")}
+          "released": released, "file": os.path.join(tmp, "a_file")}
+
+
+def stand_in_stage(cfg, workdir, stage):
+  """Claims `workdir` for `cfg` (if new), writes stand-ins of `stage`'s
+  outputs and records the stage as done with `cfg`."""
+  if not os.path.exists(os.path.join(workdir, workdir_lib.CONFIG_FILE)):
+    workdir_lib.claim(cfg, workdir, overwrite=False)
+  for name in workdir_lib.STAGE_OUTPUTS[stage]:
+    path = os.path.join(workdir, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+      f.write("stand-in\n")
+  workdir_lib.record_stage(cfg, workdir, stage)
 
 
 def make_folder_fixtures(tmp):
@@ -307,10 +341,11 @@ def case_workdir(case, fixtures):
 
 def run_case(case, fixtures, env=None):
   """Runs one case through the CLI; returns the CompletedProcess."""
-  overrides = [f"--config.data.train_path={fixtures['train']}",
-               f"--config.data.test_path={fixtures['test']}"]
-  if "--config.data.source=folder" in case.overrides:
-    overrides = []  # the case names its image trees
+  overrides = []
+  if case.data and "--config.data.source=folder" not in case.overrides:
+    # (a folder case names its image trees)
+    overrides = [f"--config.data.train_path={fixtures['train']}",
+                 f"--config.data.test_path={fixtures['test']}"]
   overrides += [o.format(tmp=fixtures["tmp"]) for o in case.overrides]
   cmd = helpers.main_command(case_workdir(case, fixtures), *overrides,
                              stage=case.stage, config=case.config)
@@ -372,6 +407,70 @@ class WorkdirTest(absltest.TestCase):
                      workdir_lib.config_hash(workdir_lib.canonical(cfg)))
     workdir_lib.verify(tiny_config(self.train, self.test),
                        os.path.join(self.tmp, "w"), overwrite=False)
+
+  def test_operational_fields_do_not_refuse_a_resume(self):
+    """Fields that change no output (checkpoint.*, the name), and evaluate.*
+    before any evaluation exists, are accepted on the same workdir; a noise
+    field is not, nor evaluate.* where the error-max pretraining uses it."""
+    workdir = os.path.join(self.tmp, "w")
+    workdir_lib.claim(tiny_config(self.train, self.test), workdir,
+                      overwrite=False)
+    cfg = tiny_config(self.train, self.test)
+    cfg.name = "renamed"
+    cfg.checkpoint.every_seconds = 5.0
+    cfg.checkpoint.every_batches = 3
+    cfg.evaluate.epochs = 7
+    cfg.partial.rate = 0.5
+    for stages in (("generate",), ("generate", "release", "evaluate")):
+      workdir_lib.verify(cfg, workdir, overwrite=False, stages=stages)
+    workdir_lib.verify(cfg, workdir, overwrite=False)
+    cfg.noise.num_steps = 7
+    with self.assertRaisesRegex(UEError, r"made by a different config "
+                                r"\(noise.num_steps: 3 there, 7 now\)"):
+      workdir_lib.verify(cfg, workdir, overwrite=False)
+    pretrained = tiny_config(self.train, self.test)
+    pretrained.generate.pretrain_epochs = 1
+    other = os.path.join(self.tmp, "pretrained")
+    workdir_lib.claim(pretrained, other, overwrite=False)
+    pretrained.evaluate.lr = 0.5
+    with self.assertRaisesRegex(UEError, r"\(evaluate.lr: 0.1 there, 0.5 "
+                                r"now\)"):
+      workdir_lib.verify(pretrained, other, overwrite=False,
+                         stages=("generate",))
+
+  def test_stale_outputs_are_redone_or_refused(self):
+    """A later stage's outputs made with other values of its fields are
+    accepted when this run redoes that stage, refused when it would read
+    them or leave them in place under the new config."""
+    workdir = os.path.join(self.tmp, "w")
+    old = tiny_config(self.train, self.test)
+    for stage in ("release", "evaluate"):
+      stand_in_stage(old, workdir, stage)
+    cfg = tiny_config(self.train, self.test)
+    cfg.partial.rate = 0.5
+    for stages in (("evaluate",), ("battery",), ("generate",)):
+      with self.assertRaisesRegex(UEError, r"holds release outputs of a "
+                                  r"different config \(partial.rate: 1.0 "
+                                  r"there, 0.5 now\)"):
+        workdir_lib.verify(cfg, workdir, overwrite=False, stages=stages)
+    with self.assertRaisesRegex(UEError, "holds evaluate outputs"):
+      workdir_lib.verify(cfg, workdir, overwrite=False, stages=("release",))
+    workdir_lib.verify(cfg, workdir, overwrite=False,
+                       stages=("release", "evaluate", "battery"))
+    cfg = tiny_config(self.train, self.test)
+    cfg.evaluate.epochs = 3
+    for stages in (("release",), ("battery",)):
+      with self.assertRaisesRegex(UEError, r"holds evaluate outputs of a "
+                                  r"different config \(evaluate.epochs: 1 "
+                                  r"there, 3 now\)"):
+        workdir_lib.verify(cfg, workdir, overwrite=False, stages=stages)
+    workdir_lib.verify(cfg, workdir, overwrite=False, stages=("evaluate",))
+    # Once the evaluation is redone with it, the new value is the record.
+    workdir_lib.claim(cfg, workdir, overwrite=False)
+    workdir_lib.record_stage(cfg, workdir, "evaluate")
+    workdir_lib.verify(cfg, workdir, overwrite=False, stages=("battery",))
+    with self.assertRaisesRegex(UEError, "holds evaluate outputs"):
+      workdir_lib.verify(old, workdir, overwrite=False, stages=("battery",))
 
   def test_first_difference(self):
     old = workdir_lib.canonical(tiny_config(self.train, self.test))

@@ -83,13 +83,14 @@ class PlanTest(absltest.TestCase):
 
   def test_recipe_defaults_to_the_evaluate_block(self):
     cfg = tiny_cfg("/tmp", epochs=0)
+    cfg.evaluate.seed = 5
     e = battery.recipe(cfg).evaluate
-    self.assertEqual((e.epochs, e.batch_size, e.lr),
+    self.assertEqual((e.epochs, e.batch_size, e.lr, e.seed),
                      (cfg.evaluate.epochs, cfg.evaluate.batch_size,
-                      cfg.evaluate.lr))
-    cfg.battery.update(epochs=3, batch_size=8, lr=0.05)
+                      cfg.evaluate.lr, 5))
+    cfg.battery.update(epochs=3, batch_size=8, lr=0.05, seed=7)
     e = battery.recipe(cfg).evaluate
-    self.assertEqual((e.epochs, e.batch_size, e.lr), (3, 8, 0.05))
+    self.assertEqual((e.epochs, e.batch_size, e.lr, e.seed), (3, 8, 0.05, 7))
     self.assertEqual(cfg.evaluate.epochs, 1)  # the config is not changed
     self.assertEqual(battery.adv_eps(cfg), cfg.noise.eps)
 

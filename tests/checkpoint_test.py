@@ -170,6 +170,33 @@ class FaultInjectionTest(absltest.TestCase):
     self.resume_to_the_end(workdir)
 
 
+  def test_resume_on_another_device_count_is_refused(self):
+    # The reference search ran on the default count (one device per core);
+    # its checkpoints name that count, and a rerun on another one is
+    # refused with one line that says how to resume, leaving them alone.
+    reference = os.path.join(self.tmp, "reference")
+    with open(os.path.join(reference, "results.json"), encoding="utf-8") as f:
+      count = len(json.load(f)["devices"])
+    other = 1 if count > 1 else 2
+    before = checkpoint_numbers(reference)
+    proc = helpers.run_main(reference, *self.overrides,
+                            f"--cpu_devices={other}", stage="generate",
+                            env=self.env, timeout=300)
+    self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
+    self.assertNotIn("Traceback", proc.stderr)
+    last = proc.stderr.strip().splitlines()[-1]
+    self.assertRegex(last, rf"^error: checkpoint {before[-1]} in .* was made "
+                     rf"on {count} device\(s\) in 1 process\(es\), this run "
+                     rf"has {other} .*--cpu_devices={count}")
+    self.assertEqual(checkpoint_numbers(reference), before)
+    with open(os.path.join(reference, "checkpoints", str(before[-1]), "meta",
+                           "metadata"), encoding="utf-8") as f:
+      meta = json.load(f)
+    self.assertEqual((meta["devices"], meta["processes"]), (count, 1))
+    with open(os.path.join(reference, "config.json"), encoding="utf-8") as f:
+      self.assertEqual(json.load(f)["run"],
+                       {"devices": count, "processes": 1})
+
   def test_diverging_run_stops_with_one_line(self):
     workdir = os.path.join(self.tmp, "diverged")
     # Only model_step's constants change, so the rest comes from the cache.

@@ -192,6 +192,17 @@ class StreamedReleaseTest(parameterized.TestCase):
     self.assertEqual(os.listdir(tmp), [])
     self.assertEqual(out["release_max_pixel_change"], 2)
 
+  def test_a_subset_is_refused_with_one_line(self):
+    # The release covers the configured training set; a view of part of it
+    # is a UEError (one line, exit 2 through main.py), nothing is written.
+    ds = device_data.place(helpers.synthetic(n=16), placement())
+    cfg = test_tiny.get_config()
+    tmp = self.create_tempdir().full_path
+    noise = np.zeros((8, *ds.image_shape), np.float32)
+    with self.assertRaisesRegex(UEError, "release the whole training set"):
+      release.run(cfg, ds.take(np.arange(8)), tmp, noise=noise)
+    self.assertEqual(os.listdir(tmp), [])
+
   def test_noise_file_is_checked_in_chunks(self):
     tmp = self.create_tempdir().full_path
     path = os.path.join(tmp, "noise.npy")

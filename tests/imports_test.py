@@ -26,13 +26,33 @@ ALLOWED = {
 }
 
 
-def imports(path):
-  """The ue_jax modules a file imports, as dotted names below ue_jax."""
+def package_of(path):
+  """The dotted package below ue_jax of a file inside a ue_jax/ folder
+  ("" for ue_jax/x.py; None outside one)."""
+  parts = os.path.normpath(os.path.abspath(path)).split(os.sep)[:-1]
+  if "ue_jax" not in parts:
+    return None
+  top = len(parts) - 1 - parts[::-1].index("ue_jax")
+  return ".".join(parts[top + 1:])
+
+
+def imports(path, package=None):
+  """The ue_jax modules a file imports, as dotted names below ue_jax;
+  relative imports resolve against `package` (dotted, below ue_jax; by
+  default where the file lies inside ue_jax/)."""
   with open(path, encoding="utf-8") as f:
     tree = ast.parse(f.read())
+  package = package_of(path) if package is None else package
   found = []
   for node in ast.walk(tree):
-    if isinstance(node, ast.ImportFrom) and node.module and (
+    if isinstance(node, ast.ImportFrom) and node.level:
+      parts = package.split(".") if package else []
+      if package is None or node.level - 1 > len(parts):
+        raise ValueError(f"{path}: a relative import beyond ue_jax")
+      base = ".".join(parts[:len(parts) - (node.level - 1)]
+                      + ([node.module] if node.module else []))
+      found += [f"{base}.{a.name}".lstrip(".") for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module and (
         node.module == "ue_jax" or node.module.startswith("ue_jax.")):
       base = node.module[len("ue_jax"):].lstrip(".")
       found += [f"{base}.{a.name}".lstrip(".") for a in node.names]
@@ -65,6 +85,24 @@ class ImportRuleTest(absltest.TestCase):
         "from ue_jax.evaluation import evaluate\n"
         "import ue_jax.core.noise\n")).full_path
     self.assertEqual(imports(path), ["evaluation.evaluate", "core.noise"])
+
+  def test_relative_imports_are_seen(self):
+    # Relative imports resolve against the file's own package below ue_jax.
+    path = self.create_tempfile(content=(
+        "from . import evaluate\n"
+        "from .train import fit\n"
+        "from ..search import generate\n"
+        "from .. import pipeline\n")).full_path
+    self.assertEqual(imports(path, package="evaluation"),
+                     ["evaluation.evaluate", "evaluation.train.fit",
+                      "search.generate", "pipeline"])
+    # The package follows from where a file lies inside ue_jax/.
+    root = os.path.join(self.create_tempdir().full_path, "ue_jax")
+    os.makedirs(os.path.join(root, "core"))
+    inside = os.path.join(root, "core", "x.py")
+    with open(inside, "w", encoding="utf-8") as f:
+      f.write("from ..evaluation import train\n")
+    self.assertEqual(imports(inside), ["evaluation.train"])
 
 
 # Import name -> distribution name, where they differ.

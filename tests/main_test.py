@@ -2,13 +2,19 @@
 
 import json
 import os
+import signal
+import subprocess
 import tempfile
+import time
 
 import numpy as np
 from absl.testing import absltest
 
 from tests import helpers
+from ue_jax.io import metrics
 from ue_jax.parallel import sharding
+from ue_jax.runtime import interrupt
+from ue_jax.runtime.errors import Stopped
 
 
 class EndToEndTest(absltest.TestCase):
@@ -116,6 +122,66 @@ class EndToEndTest(absltest.TestCase):
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     np.testing.assert_array_equal(np.load(os.path.join(a, "noise.npy")),
                                   np.load(os.path.join(b, "noise.npy")))
+
+
+class StopSignalTest(absltest.TestCase):
+  """SIGINT / SIGTERM outside the generation loop: exit 130 / 143 with one
+  `stopped:` line, no traceback, what was finished kept."""
+
+  def test_signal_raises_stopped_and_handlers_come_back(self):
+    before = signal.getsignal(signal.SIGTERM)
+    with self.assertRaises(Stopped) as raised:
+      with interrupt.RaiseOnSignal("in the release stage") as stop:
+        stop.what = "in the evaluate stage"
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler runs at the next bytecode
+    self.assertEqual(raised.exception.exit_code, 143)
+    self.assertEqual(str(raised.exception), "SIGTERM received (in the "
+                     "evaluate stage); rerun the same command to continue")
+    self.assertIs(signal.getsignal(signal.SIGTERM), before)
+    # Not an Exception: a broad `except Exception` does not take it.
+    self.assertFalse(issubclass(Stopped, Exception))
+
+  def test_evaluate_and_battery_stop_with_one_line(self):
+    tmp = self.create_tempdir().full_path
+    train, test = helpers.write_npz(tmp)
+    data = [f"--config.data.train_path={train}",
+            f"--config.data.test_path={test}", "--config.noise.kind=random"]
+    env = helpers.cli_env(os.path.join(tmp, "xla_cache"))
+    workdir = os.path.join(tmp, "run")
+    log = os.path.join(workdir, "metrics.jsonl")
+
+    def stop_when_logged(extra, stage, signum, prefix):
+      cmd = helpers.main_command(workdir, *data, *extra, stage=stage)
+      proc = subprocess.Popen(cmd, cwd=helpers.REPO, env=env,
+                              stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+      deadline = time.monotonic() + 300
+      while not (os.path.exists(log) and any(
+          r["stage"].startswith(prefix) for r in metrics.read_log(log))):
+        self.assertIsNone(proc.poll(), "exited before training")
+        self.assertLess(time.monotonic(), deadline)
+        time.sleep(0.05)
+      proc.send_signal(signum)
+      _, stderr = proc.communicate(timeout=120)
+      self.assertEqual(proc.returncode, 128 + signum, stderr[-3000:])
+      self.assertNotIn("Traceback", stderr)
+      return stderr.strip().splitlines()[-1]
+
+    last = stop_when_logged(["--config.evaluate.epochs=1000"], "all",
+                            signal.SIGINT, "evaluate_")
+    self.assertRegex(last, r"^stopped: SIGINT received \(in the evaluate "
+                     r"stage; .*\); rerun the same command to continue$")
+    self.assertTrue(os.path.exists(os.path.join(
+        workdir, "release", "unlearnable_train.npz")))
+    last = stop_when_logged(
+        ["--config.battery.epochs=1000",
+         "--config.battery.learners=('small_cnn_avg',)",
+         "--config.battery.defenses=('none',)"], "battery", signal.SIGTERM,
+        "battery_")
+    self.assertRegex(last, r"^stopped: SIGTERM received \(in the battery "
+                     r"stage; its finished cells are kept in .*cells\); "
+                     r"rerun the same command to continue$")
 
 
 if __name__ == "__main__":

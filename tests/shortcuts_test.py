@@ -9,6 +9,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from ue_jax.core import shortcuts
+from ue_jax.runtime.errors import UEError
 
 
 def _ar_residual(x, b):
@@ -90,6 +91,15 @@ class ARTest(parameterized.TestCase):
     self.assertGreater(resp[~np.eye(4, dtype=bool)].min(), 1e-3)
 
 
+  def test_running_out_of_candidates_is_a_user_error(self):
+    # No candidate passes a response no filter reaches: one line (UEError),
+    # not a ValueError traceback.
+    with self.assertRaisesRegex(UEError, r"found only [01] of 4 AR filters "
+                                r"in 16 candidates.*noise.kind"):
+      shortcuts.ar_filters(jax.random.key(6), 4, 1, height=8, width=8,
+                           min_response=1e9, batch=8, max_batches=2)
+
+
 class LSPTest(absltest.TestCase):
 
   def test_blocks_budget_and_class_separation(self):
@@ -112,6 +122,32 @@ class LSPTest(absltest.TestCase):
     np.testing.assert_array_equal(signs[0], signs[3])
     np.testing.assert_array_equal(signs[1], signs[4])
     self.assertTrue(np.any(signs[0] != signs[1]))
+
+
+  def test_class_centroids_are_distinct_vertices(self):
+    # 2 x 2 blocks of one channel: 4 dimensions, 16 vertices. 16 classes
+    # need every vertex once; independent draws would repeat one (for 16
+    # classes, all but surely; for 4, a third of the keys).
+    labels = jnp.tile(jnp.arange(16), 3)
+    for seed in range(5):
+      for classes in (4, 16):
+        rows = labels[labels < classes]
+        d = np.asarray(shortcuts.lsp_noise(jax.random.key(seed), rows,
+                                           classes, (4, 4, 1), eps=0.1,
+                                           patch=2))
+        signs = np.sign(d[:, ::2, ::2, 0]).reshape(len(rows), -1)
+        per_class = {tuple(signs[rows == k][0]) for k in range(classes)}
+        self.assertLen(per_class, classes, (seed, classes))
+        for k in range(classes):  # the class's images share its vertex
+          np.testing.assert_array_equal(signs[rows == k],
+                                        np.broadcast_to(signs[rows == k][0],
+                                                        signs[rows == k].shape))
+
+  def test_more_classes_than_vertices_are_refused(self):
+    with self.assertRaisesRegex(UEError, r"17 classes.*16 distinct.*"
+                                r"noise.lsp_patch"):
+      shortcuts.lsp_noise(jax.random.key(0), jnp.arange(17), 17, (4, 4, 1),
+                          eps=0.1, patch=2)
 
 
 class OPSTest(absltest.TestCase):

@@ -4,8 +4,9 @@ Runs generate, release, evaluate and, with battery.enabled, the battery (or
 one stage with --stage); a rerun in the same workdir resumes generation from
 its latest checkpoint, a battery from its finished cells. All logic
 lives in the library. Bad input, flags included, ends with one line
-`error: ...` on stderr and exit code 2; SIGINT/SIGTERM save a checkpoint and
-exit with 130/143.
+`error: ...` on stderr and exit code 2; SIGINT/SIGTERM exit with 130/143
+and one `stopped:` line, after a checkpoint during generation (the other
+stages keep what they finished).
 """
 
 import sys
@@ -18,8 +19,10 @@ from ml_collections import config_flags
 
 from ue_jax import pipeline
 from ue_jax.parallel import sharding
+from ue_jax.runtime import checks
 from ue_jax.runtime import cli
 from ue_jax.runtime.errors import Interrupted
+from ue_jax.runtime.errors import Stopped
 from ue_jax.runtime.errors import UEError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -60,6 +63,8 @@ def parse_flags(argv):
 def main(argv):
   del argv  # checked by parse_flags
   try:
+    # The config first: the device count below reads its batch sizes.
+    checks.check_config(_CONFIG.value)
     if not (_COORDINATOR.value or _NUM_PROCESSES.value > 1
             or _DISTRIBUTED.value):
       c = _CONFIG.value
@@ -82,9 +87,13 @@ def main(argv):
                  overwrite=_OVERWRITE.value)
   except UEError as e:
     _exit_with_error(e)
-  except Interrupted as e:
+  except (Interrupted, Stopped) as e:
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(e.exit_code)
+  except KeyboardInterrupt:  # a SIGINT before pipeline.run took it over
+    print("stopped: SIGINT received (before the first stage; nothing was "
+          "written); rerun the same command to continue", file=sys.stderr)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ from ue_jax.search import generate
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.evaluation import release
 from ue_jax.parallel import sharding
+from ue_jax.runtime import interrupt
 from ue_jax.io import workdir as workdir_lib
 
 STAGES = ("generate", "release", "evaluate", "battery")
@@ -82,9 +83,11 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
                   lambda: evaluate.load_release(train, workdir)))
   if "battery" in stages:
     battery.plan(cfg)  # learner and defense names
-    layout = getattr(train, "layout", None)
-    if layout is not None and cfg.battery.batch_size:
-      layout.check_batch_size("battery.batch_size", cfg.battery.batch_size)
+    # The battery trains its batches over the mesh: refused now, not after
+    # the earlier stages.
+    if cfg.battery.batch_size:
+      train.placement.check_batch_size("battery.batch_size",
+                                       cfg.battery.batch_size)
     # W's own release: the release stage's, or the evaluate stage's load.
     if cfg.battery.release_path or not {"release", "evaluate"} & set(stages):
       needs.append(("battery", battery.release_file(cfg, workdir),
@@ -98,26 +101,54 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   return loaded
 
 
+def kept(stage: str, cfg, workdir: str) -> str:
+  """Where a run is in `stage` and what a stop signal there leaves, for the
+  `stopped:` line (interrupt.RaiseOnSignal)."""
+  if stage == "generate":
+    return ("in the generate stage; its last checkpoint is kept in "
+            f"{os.path.join(workdir, generate.CHECKPOINTS)}")
+  if stage == "release":
+    return "in the release stage; nothing of it was written"
+  if stage == "evaluate":
+    return "in the evaluate stage; its trainings start afresh on a rerun"
+  return ("in the battery stage; its finished cells are kept in "
+          f"{battery.paths(cfg, workdir)[1]}")
+
+
 def run(cfg, workdir: str, stages=None, *, overwrite: bool = False):
   """Runs `stages` (default: `default_stages`) in order; returns the results
   dict (also DIR/results.json).
 
   With `overwrite` the workdir's earlier checkpoints and outputs are deleted
   first; without it a workdir made by another config is refused. An eps a
-  hair off k/255 is taken as k/255 (checks.snapped).
+  hair off k/255 is taken as k/255 (checks.snapped). SIGINT/SIGTERM raise
+  errors.Stopped (the generation loop: errors.Interrupted, after a
+  checkpoint).
   """
+  with interrupt.RaiseOnSignal("before the first stage; nothing was "
+                               "written") as stop:
+    return _run(cfg, workdir, stages, overwrite=overwrite, stop=stop)
+
+
+def _run(cfg, workdir: str, stages, *, overwrite: bool,
+         stop: interrupt.RaiseOnSignal):
   checks.check_config(cfg)
   cfg = checks.snapped(cfg)
   stages = default_stages(cfg) if stages is None else stages
   for stage in stages:
     if stage not in STAGES:
       checks.fail(f"unknown stage {stage!r}; choose all or one of {STAGES}")
-  workdir_lib.verify(cfg, workdir, overwrite=overwrite)
+  workdir_lib.verify(cfg, workdir, overwrite=overwrite, stages=stages)
   placement = sharding.Placement(sharding.make_mesh(cfg.mesh.data))
   train, test = load_data(cfg, placement)
   inputs = check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
+  if "generate" in stages and not overwrite:
+    generate.check_resume(workdir, devices=placement.size,
+                          processes=jax.process_count())
   # Nothing was written up to here; from here on the workdir is ours.
-  config_path = workdir_lib.claim(cfg, workdir, overwrite=overwrite)
+  config_path = workdir_lib.claim(
+      cfg, workdir, overwrite=overwrite,
+      run={"devices": placement.size, "processes": jax.process_count()})
   sharding.sync("claimed")  # the other processes wait for process 0
   log = metrics_lib.MetricLog(workdir)
   path = os.path.join(workdir, "results.json")
@@ -137,6 +168,7 @@ def run(cfg, workdir: str, stages=None, *, overwrite: bool = False):
       "config": cfg.to_dict()})
   for stage in stages:
     logging.info("=== stage: %s ===", stage)
+    stop.what = kept(stage, cfg, workdir)
     if stage == "generate":
       results.update(generate.run(cfg, train, workdir, log, test=test))
     elif stage == "release":
@@ -154,7 +186,9 @@ def run(cfg, workdir: str, stages=None, *, overwrite: bool = False):
       results.update(battery.run(cfg, train, test, workdir, log,
                                  released=released))
     artifacts.save_json(path, results)
+    workdir_lib.record_stage(cfg, workdir, stage)
     sharding.sync(f"stage {stage}")  # its files are there for all
+    stop.what = f"after the {stage} stage; its outputs are kept"
   for key in ("clean_test_accuracy", "unlearnable_test_accuracy",
               "clean_remainder_test_accuracy"):
     if key in results:

@@ -17,10 +17,10 @@ to the label; none of them trains anything.
   bounded and every filter kept before responds strongly to them (the
   matched filter b with -1 at [2, 2] gives zero on its own process).
 - LSP (Yu et al., KDD 2022): a point per image from a class cluster (class
-  centroid at a random vertex of the hypercube of side 2 * class_sep, plus
-  standard Gaussian noise), one value per `patch` x `patch` block, scaled to
-  the L2 norm eps * sqrt(H W C) (the mean square of the L-inf budget), then
-  clipped to the L-inf ball.
+  centroid at a random vertex of the hypercube of side 2 * class_sep,
+  distinct per class, plus standard Gaussian noise), one value per `patch`
+  x `patch` block, scaled to the L2 norm eps * sqrt(H W C) (the mean square
+  of the L-inf budget), then clipped to the L-inf ball.
 - OPS (Wu et al., ICLR 2023): per class one pixel position and one extreme
   value per channel (0 or 1), chosen class by class to maximize
   mean(|v - x|) / std(|v - x|) over the class's images at that pixel, a
@@ -33,6 +33,8 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from ue_jax.runtime.errors import UEError
 
 AR_WINDOW = 3
 NORMS = ("linf", "l2")
@@ -154,8 +156,11 @@ def ar_filters(key: jax.Array, num_classes: int, channels: int, *,
       kept.append(np.asarray(cands)[j])
       if len(kept) == num_classes:
         return jnp.asarray(np.stack(kept))
-  raise ValueError(f"found only {len(kept)} of {num_classes} AR filters in "
-                   f"{max_batches * batch} candidates")
+  raise UEError(f"found only {len(kept)} of {num_classes} AR filters in "
+                f"{max_batches * batch} candidates that stay bounded and "
+                "are told apart by the others' matched filters; AR noise "
+                "cannot separate this many classes at this image size, "
+                "choose another noise.kind (e.g. 'lsp')")
 
 
 def ar_noise(key: jax.Array, filters: jax.Array, labels: jax.Array, *,
@@ -169,6 +174,39 @@ def ar_noise(key: jax.Array, filters: jax.Array, labels: jax.Array, *,
 
 
 # ------------------------------------------------------------------ LSP
+def lsp_blocks(shape, patch: int) -> int:
+  """How many patch x patch blocks (cut at the border) x channels an image
+  of `shape` (H, W, C) has: the dimension of the LSP clusters."""
+  h, w, c = shape
+  return -(-h // patch) * -(-w // patch) * c
+
+
+def lsp_vertices(key: jax.Array, num_classes: int, dim: int,
+                 max_draws: int = 10_000) -> jax.Array:
+  """`num_classes` distinct random vertices of {-1, 1}^dim [K, dim]: every
+  class drawn at once, then each row that repeats an earlier one drawn
+  again (from keys folded with 1, 2, ...) until none does, so a draw without
+  repeats is the plain one. Refuses (UEError) more classes than the 2^dim
+  vertices."""
+  if dim < 63 and num_classes > 2 ** dim:
+    raise UEError(f"linearly separable patches need a distinct vertex per "
+                  f"class: {num_classes} classes, but {dim} block value(s) "
+                  f"per image give only {2 ** dim} distinct vertices; choose "
+                  "a smaller noise.lsp_patch")
+  signs = np.array(jax.random.rademacher(key, (num_classes, dim),
+                                         jnp.float32))
+  for draw in range(1, max_draws + 1):
+    _, first = np.unique(signs, axis=0, return_index=True)
+    repeats = np.setdiff1d(np.arange(num_classes), first)
+    if not len(repeats):
+      return jnp.asarray(signs)
+    signs[repeats] = np.asarray(jax.random.rademacher(
+        jax.random.fold_in(key, draw), (len(repeats), dim), jnp.float32))
+  raise UEError(f"no {num_classes} distinct LSP vertices of {dim} "
+                f"dimensions in {max_draws} draws; choose a smaller "
+                "noise.lsp_patch")
+
+
 def lsp_noise(key: jax.Array, labels: jax.Array, num_classes: int, shape, *,
               eps: float, patch: int = 8, class_sep: float = 10.0
               ) -> jax.Array:
@@ -179,9 +217,7 @@ def lsp_noise(key: jax.Array, labels: jax.Array, num_classes: int, shape, *,
   grid = (-(-h // patch), -(-w // patch), c)
   dim = int(np.prod(grid))
   vertex_key, point_key = jax.random.split(key)
-  # Distinct random hypercube vertices (+-class_sep) as class centroids.
-  signs = jax.random.rademacher(vertex_key, (num_classes, dim), jnp.float32)
-  centroids = class_sep * signs
+  centroids = class_sep * lsp_vertices(vertex_key, num_classes, dim)
   points = centroids[labels] + jax.random.normal(point_key,
                                                  (len(labels), dim))
   blocks = points.reshape(len(labels), *grid)

@@ -85,7 +85,7 @@ def recipe(cfg) -> ml_collections.ConfigDict:
   e.epochs = b.epochs or e.epochs
   e.batch_size = b.batch_size or e.batch_size
   e.lr = b.lr or e.lr
-  e.seed = b.seed
+  e.seed = b.seed or e.seed
   return out
 
 

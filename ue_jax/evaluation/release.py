@@ -127,7 +127,8 @@ def release(cfg, train, workdir: str, *, noise=None):
   eps = bound(cfg)
   placement, train = device_data.on_mesh(cfg.mesh.data, train)
   if train.base_rows is not None:
-    raise ValueError("release the whole training set, not a subset")
+    raise UEError(f"release the whole training set, not a subset of it "
+                  f"({len(train)} of its rows were given)")
   if noise is None:
     noise = load_noise(cfg, train, workdir)
   n = len(train)

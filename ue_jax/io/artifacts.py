@@ -11,7 +11,7 @@ load_noise, which checks it chunk by chunk), the release .npz as a stream
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 
 import jax
 import numpy as np
@@ -29,13 +29,20 @@ def writes_files() -> bool:
 
 def _temp_beside(path: str) -> str:
   """A new empty temporary file in `path`'s folder (made if missing), with
-  its suffix, to be renamed onto `path` when complete."""
+  its suffix, to be renamed onto `path` when complete. Its mode is the one
+  the umask gives any new file (0644 under umask 022), not mkstemp's 0600:
+  the renamed file is the artifact, a release others may need to read."""
   folder = os.path.dirname(os.path.abspath(path))
   os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-",
-                             suffix=os.path.splitext(path)[1])
-  os.close(fd)
-  return tmp
+  suffix = os.path.splitext(path)[1]
+  while True:
+    tmp = os.path.join(folder, f".tmp-{secrets.token_hex(8)}{suffix}")
+    try:
+      fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+      continue
+    os.close(fd)
+    return tmp
 
 
 def _atomic(path: str, write):

@@ -10,6 +10,7 @@ renames it when complete, so a killed run leaves either a whole checkpoint or
 a temporary folder that the next run deletes.
 """
 
+import json
 import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -62,6 +63,26 @@ def _quiet_orbax():
     logger.addFilter(_QuietOrbax())
 
 
+def peek_latest(directory: str) -> Optional[Tuple[int, Dict[str, Any]]]:
+  """(number, JSON metadata) of the latest finished checkpoint under
+  `directory`, read without Orbax and without writing anything (for checks
+  before a run claims its workdir); None when there is none or its
+  metadata is unreadable (the restore then says why)."""
+  if not os.path.isdir(directory):
+    return None
+  numbers = [int(n) for n in os.listdir(directory) if n.isdigit()]
+  if not numbers:
+    return None
+  number = max(numbers)
+  try:
+    with open(os.path.join(directory, str(number), "meta", "metadata"),
+              encoding="utf-8") as f:
+      meta = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return (number, meta) if isinstance(meta, dict) else None
+
+
 class Checkpoints:
   """A CheckpointManager for (state, meta) pairs in one directory.
 
@@ -99,6 +120,18 @@ class Checkpoints:
     raise UEError(f"non-finite {what} {where}; stopped without saving "
                   f"({kept}); lower generate.lr or noise.step_size and rerun "
                   "with --overwrite")
+
+  def meta(self, number: int) -> Dict[str, Any]:
+    """The JSON metadata of checkpoint `number`, without its arrays."""
+    try:
+      out = self._manager.restore(number, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))
+    except Exception as e:  # Orbax raises many types; all mean "unusable".
+      raise UEError(
+          f"cannot read checkpoint {number} in {self.directory} "
+          f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); rerun "
+          "with --overwrite to start afresh") from None
+    return dict(out.meta)
 
   def restore(self, state: UEState,
               number: Optional[int] = None) -> Tuple[UEState, Dict[str, Any]]:

@@ -1,9 +1,19 @@
 """Which config a workdir belongs to: DIR/config.json, checked before reuse.
 
 `verify` runs before anything is computed or written and refuses (UEError) a
-workdir made by another config unless --overwrite is given; `claim` then
-removes the old outputs (with --overwrite) and records the config. The hash is
-the sha256 of the config's canonical JSON (sorted keys, no spaces).
+workdir whose noise another config made unless --overwrite is given; `claim`
+then removes the old outputs (with --overwrite) and records the config. The
+hash is the sha256 of the config's canonical JSON (sorted keys, no spaces).
+
+Each stage's outputs depend on part of the config only (`identity`): the
+noise on everything but the name, checkpoint.*, partial.*, release.* and
+evaluate.* (the last unless the error-max pretraining uses it); the release
+also on partial.* and release.*; the evaluation also on evaluate.*. A field
+outside the noise's part may change on a workdir, so a killed generation
+resumes after checkpoint.* or evaluate.* were edited. The part a finished
+release or evaluation was made with is recorded (`record_stage`), and a run
+that would read such stale outputs, or leave them in place under the new
+config, is refused; a run that redoes the stage is not.
 """
 
 import hashlib
@@ -25,6 +35,16 @@ OUTPUTS = (CONFIG_FILE, "checkpoints", "noise.npy", "release", "figure.png",
 # battery keys each of its cells by its own settings), so a workdir accepts
 # any of their values and its record leaves them out.
 MEASUREMENT_ONLY = ("battery",)
+# Fields that change no output at all.
+OPERATIONAL = ("name", "checkpoint")
+# The stages after generation whose outputs stay in the workdir, the files
+# that show they ran, and the blocks each adds to the identity before it.
+STAGE_OUTPUTS = {"release": (os.path.join("release", "unlearnable_train.npz"),),
+                 "evaluate": ("curves.png",)}
+STAGE_BLOCKS = {"generate": (), "release": ("partial", "release"),
+                "evaluate": ("evaluate",)}
+# Which stage's outputs a stage reads from the workdir.
+READS = {"evaluate": "release", "battery": "release"}
 
 
 def canonical(cfg) -> Dict[str, Any]:
@@ -33,6 +53,17 @@ def canonical(cfg) -> Dict[str, Any]:
   config = {k: v for k, v in cfg.to_dict().items()
             if k not in MEASUREMENT_ONLY}
   return json.loads(json.dumps(config, sort_keys=True))
+
+
+def identity(config: Dict[str, Any], stage: str) -> Dict[str, Any]:
+  """The part of a canonical config that `stage`'s outputs depend on
+  (module docstring); blocks a config lacks are left out."""
+  order = tuple(STAGE_BLOCKS)
+  later = {b for s in order[order.index(stage) + 1:] for b in STAGE_BLOCKS[s]}
+  if (config.get("generate") or {}).get("pretrain_epochs"):
+    later.discard("evaluate")  # the error-max pretraining's recipe
+  return {k: v for k, v in config.items()
+          if k not in OPERATIONAL and k not in later}
 
 
 def config_hash(config: Dict[str, Any]) -> str:
@@ -63,8 +94,22 @@ def _outputs(workdir: str):
           if os.path.lexists(os.path.join(workdir, name))]
 
 
-def verify(cfg, workdir: str, *, overwrite: bool):
-  """Refuses a workdir that another config made; reads, never writes."""
+def _made_with(record, workdir: str) -> Dict[str, Dict[str, Any]]:
+  """{stage: identity it ran with} for the later stages whose outputs are
+  in the workdir; a record older than the stage entries stands for all."""
+  made = {}
+  for stage, files in STAGE_OUTPUTS.items():
+    if all(os.path.exists(os.path.join(workdir, f)) for f in files):
+      made[stage] = (record.get("stages") or {}).get(stage) or identity(
+          record["config"], stage)
+  return made
+
+
+def verify(cfg, workdir: str, *, overwrite: bool, stages=None):
+  """Refuses a workdir whose noise another config made, and (given the
+  `stages` this run runs) one whose release or evaluation another config
+  made where this run would read them or leave them in place; reads, never
+  writes."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UEError(f"--workdir {workdir} exists and is not a directory")
   if overwrite or not os.path.isdir(workdir):
@@ -82,26 +127,58 @@ def verify(cfg, workdir: str, *, overwrite: bool):
     raise UEError(f"{path} is not a ue_jax config record; use another "
                   "--workdir or pass --overwrite")
   new = canonical(cfg)
-  if record.get("sha256") != config_hash(new) or record["config"] != new:
-    diff = first_difference(record["config"], new) or "the hash differs"
+  diff = first_difference(identity(record["config"], "generate"),
+                          identity(new, "generate"))
+  if diff:
     raise UEError(f"workdir {workdir} was made by a different config "
                   f"({diff}); use another --workdir or pass --overwrite to "
                   "delete its checkpoints and outputs")
+  if stages is None:
+    return
+  for stage, made in _made_with(record, workdir).items():
+    diff = first_difference(made, identity(new, stage))
+    if diff and stage not in stages:
+      readers = [s for s in stages if READS.get(s) == stage]
+      why = (f"--stage={readers[0]} would read them" if readers else
+             "this run would leave them in place under the new config")
+      raise UEError(f"workdir {workdir} holds {stage} outputs of a different "
+                    f"config ({diff}); {why}; run --stage={stage} (or "
+                    "--stage=all) to redo them, or pass --overwrite to "
+                    "delete the outputs")
 
 
-def claim(cfg, workdir: str, *, overwrite: bool) -> str:
+def claim(cfg, workdir: str, *, overwrite: bool,
+          run: Optional[Dict[str, int]] = None) -> str:
   """Creates the workdir (after `verify`), first deleting its outputs with
-  `overwrite`, and records the config; returns the config.json path."""
+  `overwrite`, and records the config (and `run`, e.g. the device and
+  process counts of this run, as `run`); returns the config.json path."""
   if not artifacts.writes_files():  # multi-process: process 0 claims it
     return os.path.join(workdir, CONFIG_FILE)
+  path = os.path.join(workdir, CONFIG_FILE)
+  old = None if overwrite else artifacts.load_json(path)
   if overwrite:
     for name in _outputs(workdir):
-      path = os.path.join(workdir, name)
-      if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
+      output = os.path.join(workdir, name)
+      if os.path.isdir(output) and not os.path.islink(output):
+        shutil.rmtree(output)
       else:
-        os.remove(path)
+        os.remove(output)
   os.makedirs(workdir, exist_ok=True)
   config = canonical(cfg)
-  return artifacts.save_json(os.path.join(workdir, CONFIG_FILE),
-                             {"sha256": config_hash(config), "config": config})
+  record = {"sha256": config_hash(config), "config": config}
+  if old is not None:  # what the outputs already there were made with
+    record["stages"] = _made_with(old, workdir)
+  if run is not None:
+    record["run"] = dict(run)
+  return artifacts.save_json(path, record)
+
+
+def record_stage(cfg, workdir: str, stage: str):
+  """Records in config.json (after `claim`) that `stage` finished with
+  `cfg`: the identity its outputs were made with."""
+  if stage not in STAGE_OUTPUTS or not artifacts.writes_files():
+    return
+  path = os.path.join(workdir, CONFIG_FILE)
+  record = artifacts.load_json(path)
+  record.setdefault("stages", {})[stage] = identity(canonical(cfg), stage)
+  artifacts.save_json(path, record)

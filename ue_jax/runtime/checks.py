@@ -15,6 +15,7 @@ from ue_jax.core import augment
 from ue_jax.core import defenses
 from ue_jax.io import data as data_lib
 from ue_jax.core import noise as noise_lib
+from ue_jax.core import shortcuts
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import MODELS
 
@@ -284,6 +285,10 @@ def _search_rules(cfg):
 
 def check_config(cfg):
   """Every field known, present and in range; then rules across fields."""
+  if "protect" in cfg:
+    fail(f"config {cfg.name!r} has a protect block: it is the folder tool's "
+         "config; run it with python -m ue_jax.protect --input=FOLDER "
+         "--output=FOLDER")
   check_fields(cfg, SCHEMA)
   _search_rules(cfg)
   d = cfg.data
@@ -337,6 +342,13 @@ def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
   if d.train_size and d.train_size < train.num_classes:
     fail(f"data.train_size={d.train_size} is smaller than the "
          f"{train.num_classes} classes")
+  if cfg.noise.kind == "lsp":
+    dim = shortcuts.lsp_blocks(train.images.shape[1:], cfg.noise.lsp_patch)
+    if dim < 63 and train.num_classes > 2 ** dim:
+      fail(f"noise.kind='lsp' needs a distinct vertex per class: "
+           f"{train.num_classes} classes, but noise.lsp_patch="
+           f"{cfg.noise.lsp_patch} leaves {dim} block value(s) per image, "
+           f"{2 ** dim} distinct vertices; choose a smaller noise.lsp_patch")
   for field, size in (("generate.batch_size", cfg.generate.batch_size),
                       ("evaluate.batch_size", cfg.evaluate.batch_size),
                       ("battery.batch_size", cfg.battery.batch_size)):

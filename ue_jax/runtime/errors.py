@@ -15,3 +15,16 @@ class Interrupted(Exception):
   def __init__(self, message: str, *, signum: int):
     super().__init__(message)
     self.exit_code = 128 + signum
+
+
+class Stopped(BaseException):
+  """SIGINT/SIGTERM outside the generation loop (interrupt.RaiseOnSignal).
+
+  A BaseException, as KeyboardInterrupt is, so that no `except Exception`
+  takes it for an error; main.py prints the message (the stage, what it
+  kept) and exits with `exit_code`, 128 + the signal number.
+  """
+
+  def __init__(self, message: str, *, signum: int):
+    super().__init__(message)
+    self.exit_code = 128 + signum

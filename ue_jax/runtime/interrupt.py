@@ -1,5 +1,8 @@
 """Graceful stop: SIGINT and SIGTERM only raise a flag that the generation
 loop reads after each batch, so it can save a checkpoint before exiting.
+Outside that loop (the other stages, loading, compiling) they raise
+`Stopped` at once (`RaiseOnSignal`): each stage writes its files atomically
+(the battery cell by cell), so what it finished is kept.
 
 With several processes a signal may reach one of them only, while saving
 and stopping are collective: each process votes (`StopSignals.votes`) in
@@ -12,6 +15,8 @@ import threading
 from typing import Optional
 
 import numpy as np
+
+from ue_jax.runtime.errors import Stopped
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -41,6 +46,35 @@ class StopSignals:
     """This process's votes for a batch of `size` rows (sharding.VOTES):
     [save, signal number] in every row; 0 is no vote."""
     return np.tile(np.array([save, self.signum or 0], np.int32), (size, 1))
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous.clear()
+    return False
+
+
+class RaiseOnSignal:
+  """Context manager under which SIGINT/SIGTERM raise `Stopped`, its message
+  naming the signal and `what` (where the run is and what it keeps; set it
+  as the run moves on). The previous handlers come back on exit; a
+  StopSignals block inside puts its own in place for its duration. Outside
+  the main thread it does nothing."""
+
+  def __init__(self, what: str):
+    self.what = what
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    raise Stopped(f"{signal_name(signum)} received ({self.what}); rerun the "
+                  "same command to continue", signum=signum)
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():

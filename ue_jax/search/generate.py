@@ -160,6 +160,10 @@ class Position:
   elapsed: float = 0.0            # generation seconds, over all processes
   round_started: float = 0.0      # `elapsed` when this round began
   pretrain: Optional[dict] = None  # last pretraining epoch (error_max)
+  # The mesh it ran on (0: not recorded): the sums run in its order, so a
+  # search resumes bit-identically only on the same counts.
+  devices: int = 0
+  processes: int = 0
 
   def completed_rounds(self) -> int:
     return self.round if self.pos == self.noise_batches + 1 else self.round - 1
@@ -275,18 +279,55 @@ class _Saver:
         "rerun the same command to resume", signum=signum)
 
 
-def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int):
-  """The latest checkpoint's state and position, or the fresh ones."""
+def _check_mesh(at: Position, number: int, directory: str, *, devices: int,
+                processes: int):
+  """Refuses to resume a search on another device or process count (a
+  checkpoint that does not record them is taken as it is)."""
+  if not at.devices or (at.devices, at.processes) == (devices, processes):
+    return
+  raise UEError(
+      f"checkpoint {number} in {directory} was made on {at.devices} "
+      f"device(s) in {at.processes} process(es), this run has {devices} in "
+      f"{processes}; a search resumes bit-identically only on the same "
+      f"counts: rerun with --cpu_devices={at.devices} (one CPU process; "
+      f"elsewhere --config.mesh.data={at.devices} or {at.processes} "
+      "process(es)), or pass --overwrite to start afresh")
+
+
+def check_resume(workdir: str, *, devices: int, processes: int):
+  """Before the workdir is claimed: refuses (UEError) a workdir whose latest
+  checkpoint was made on other device or process counts."""
+  directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
+  found = checkpoint_lib.peek_latest(directory)
+  if found is None:
+    return
+  number, meta = found
+  try:
+    at = Position(**meta)
+  except TypeError:
+    return  # refused by _resume, with the metadata named
+  _check_mesh(at, number, directory, devices=devices, processes=processes)
+
+
+def _resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int, *,
+            devices: int, processes: int):
+  """The latest checkpoint's state and position, or the fresh ones, for a
+  search on `devices` devices in `processes` processes."""
   if ckpt.latest() is None:
-    return state, Position(noise_batches=nb)
+    return state, Position(noise_batches=nb, devices=devices,
+                           processes=processes)
   number = ckpt.latest()
-  state, meta = ckpt.restore(state, number)
+  meta = ckpt.meta(number)
   try:
     at = Position(**meta)
   except TypeError:
     raise UEError(f"checkpoint {number} in {ckpt.directory} has unknown "
                   f"metadata {sorted(meta)}; rerun with --overwrite to start "
                   "afresh") from None
+  _check_mesh(at, number, ckpt.directory, devices=devices,
+              processes=processes)
+  at.devices, at.processes = devices, processes
+  state, _ = ckpt.restore(state, number)
   if at.noise_batches != nb:
     raise UEError(f"checkpoint {number} in {ckpt.directory} was made with "
                   f"{at.noise_batches} noise batches per round, this run has "
@@ -324,7 +365,8 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
   while not at.finished(g.max_rounds):
     if at.pos == nb + 1:
       at = Position(round=at.round + 1, noise_batches=nb,
-                    round_started=saver.clock(), pretrain=at.pretrain)
+                    round_started=saver.clock(), pretrain=at.pretrain,
+                    devices=at.devices, processes=at.processes)
     if at.pos == 0:
       step = int(jax.device_get(state.step))
       if not (at.round - 1) * g.train_steps <= step <= at.round * g.train_steps:
@@ -402,7 +444,8 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
                                       max_to_keep=cfg.checkpoint.max_to_keep)
     try:
       fresh = ckpt.latest() is None
-      state, at = _resume(ckpt, state, nb)
+      state, at = _resume(ckpt, state, nb, devices=placement.size,
+                          processes=jax.process_count())
       completed = at.completed_rounds()
       log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
       saver = _Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
