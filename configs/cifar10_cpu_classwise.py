@@ -2,7 +2,7 @@
 
 Data, generator, learner and recipe as configs/cifar10_cpu_samplewise.py
 (5000 stratified training images, all 10000 test images, width-16
-ResNet-18, 20 learner epochs); the noise is one perturbation per class
+ResNet-18, 30 learner epochs); the noise is one perturbation per class
 ([10,32,32,3]) searched as the original's class-wise search: K = 1 signed
 step of 0.8/255 per example from its class noise, each class set to the
 clipped mean of its examples' results, fitted and stop-tested on a seeded

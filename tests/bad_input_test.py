@@ -421,6 +421,7 @@ class WorkdirTest(absltest.TestCase):
     cfg.checkpoint.every_batches = 3
     cfg.evaluate.epochs = 7
     cfg.partial.rate = 0.5
+    cfg.data.cache_dir = os.path.join(self.tmp, "elsewhere")
     for stages in (("generate",), ("generate", "release", "evaluate")):
       workdir_lib.verify(cfg, workdir, overwrite=False, stages=stages)
     workdir_lib.verify(cfg, workdir, overwrite=False)
@@ -448,6 +449,7 @@ class WorkdirTest(absltest.TestCase):
       stand_in_stage(old, workdir, stage)
     cfg = tiny_config(self.train, self.test)
     cfg.partial.rate = 0.5
+    cfg.data.cache_dir = os.path.join(self.tmp, "elsewhere")
     for stages in (("evaluate",), ("battery",), ("generate",)):
       with self.assertRaisesRegex(UEError, r"holds release outputs of a "
                                   r"different config \(partial.rate: 1.0 "

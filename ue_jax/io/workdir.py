@@ -35,8 +35,8 @@ OUTPUTS = (CONFIG_FILE, "checkpoints", "noise.npy", "release", "figure.png",
 # battery keys each of its cells by its own settings), so a workdir accepts
 # any of their values and its record leaves them out.
 MEASUREMENT_ONLY = ("battery",)
-# Fields that change no output at all.
-OPERATIONAL = ("name", "checkpoint")
+# Fields that change no output at all (blocks, or dotted fields).
+OPERATIONAL = ("name", "checkpoint", "data.cache_dir")
 # The stages after generation whose outputs stay in the workdir, the files
 # that show they ran, and the blocks each adds to the identity before it.
 STAGE_OUTPUTS = {"release": (os.path.join("release", "unlearnable_train.npz"),),
@@ -62,8 +62,13 @@ def identity(config: Dict[str, Any], stage: str) -> Dict[str, Any]:
   later = {b for s in order[order.index(stage) + 1:] for b in STAGE_BLOCKS[s]}
   if (config.get("generate") or {}).get("pretrain_epochs"):
     later.discard("evaluate")  # the error-max pretraining's recipe
-  return {k: v for k, v in config.items()
+  kept = {k: v for k, v in config.items()
           if k not in OPERATIONAL and k not in later}
+  for dotted in (f for f in OPERATIONAL if "." in f):
+    block, field = dotted.split(".", 1)
+    if isinstance(kept.get(block), dict) and field in kept[block]:
+      kept[block] = {k: v for k, v in kept[block].items() if k != field}
+  return kept
 
 
 def config_hash(config: Dict[str, Any]) -> str:
