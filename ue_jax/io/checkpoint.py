@@ -123,30 +123,28 @@ class Checkpoints:
 
   def meta(self, number: int) -> Dict[str, Any]:
     """The JSON metadata of checkpoint `number`, without its arrays."""
-    try:
-      out = self._manager.restore(number, args=ocp.args.Composite(
-          meta=ocp.args.JsonRestore()))
-    except Exception as e:  # Orbax raises many types; all mean "unusable".
-      raise UEError(
-          f"cannot read checkpoint {number} in {self.directory} "
-          f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); rerun "
-          "with --overwrite to start afresh") from None
+    out = self._restore(number, "read", meta=ocp.args.JsonRestore())
     return dict(out.meta)
 
   def restore(self, state: UEState,
               number: Optional[int] = None) -> Tuple[UEState, Dict[str, Any]]:
     """The checkpoint `number` (default: the latest) shaped like `state`."""
     number = self.latest() if number is None else number
+    out = self._restore(
+        number, "restore",
+        state=ocp.args.StandardRestore(abstract_state(state)),
+        meta=ocp.args.JsonRestore())
+    return out.state, dict(out.meta)
+
+  def _restore(self, number: int, verb: str, **items):
+    """Orbax's restore of `items`; any failure is one UEError line."""
     try:
-      out = self._manager.restore(number, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state(state)),
-          meta=ocp.args.JsonRestore()))
+      return self._manager.restore(number, args=ocp.args.Composite(**items))
     except Exception as e:  # Orbax raises many types; all mean "unusable".
       raise UEError(
-          f"cannot restore checkpoint {number} in {self.directory} "
+          f"cannot {verb} checkpoint {number} in {self.directory} "
           f"({type(e).__name__}: {' '.join(str(e).split())[:200]}); rerun "
           "with --overwrite to start afresh") from None
-    return out.state, dict(out.meta)
 
   def close(self):
     self._manager.wait_until_finished()

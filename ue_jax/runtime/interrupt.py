@@ -21,7 +21,30 @@ from ue_jax.runtime.errors import Stopped
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-class StopSignals:
+class _Handlers:
+  """Installs `self._handle` for SIGINT and SIGTERM inside a `with` block
+  (main thread only; elsewhere it does nothing) and puts the previous
+  handlers back on exit."""
+
+  _previous: dict
+
+  def _handle(self, signum, frame):
+    raise NotImplementedError
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+    self._previous.clear()
+    return False
+
+
+class StopSignals(_Handlers):
   """Context manager that records the first SIGINT/SIGTERM it receives.
 
   Inside the block `signum` is None until a signal arrives. The previous
@@ -47,20 +70,8 @@ class StopSignals:
     [save, signal number] in every row; 0 is no vote."""
     return np.tile(np.array([save, self.signum or 0], np.int32), (size, 1))
 
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in SIGNALS:
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
 
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    self._previous.clear()
-    return False
-
-
-class RaiseOnSignal:
+class RaiseOnSignal(_Handlers):
   """Context manager under which SIGINT/SIGTERM raise `Stopped`, its message
   naming the signal and `what` (where the run is and what it keeps; set it
   as the run moves on). The previous handlers come back on exit; a
@@ -75,18 +86,6 @@ class RaiseOnSignal:
     del frame
     raise Stopped(f"{signal_name(signum)} received ({self.what}); rerun the "
                   "same command to continue", signum=signum)
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in SIGNALS:
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-    self._previous.clear()
-    return False
 
 
 def signal_name(signum: Optional[int]) -> str:
