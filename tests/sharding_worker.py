@@ -18,7 +18,8 @@ import sys
 
 def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
               data_axis: int = 0, init: str = "uniform",
-              layout: str = "samplewise", count_compiles: bool = False):
+              layout: str = "samplewise", count_compiles: bool = False,
+              model_order: str = ""):
   """Runs `rounds` min-min rounds (M model steps, a noise sweep of the
   layout's fit set, the stop test on it) of configs/test_tiny.py on
   `helpers.synthetic(n)` with generate.build, the images on the mesh
@@ -39,6 +40,7 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
   cfg.noise.init = init  # uniform: the padding rows must not matter
   cfg.noise.layout = layout
   cfg.mesh.data = data_axis
+  cfg.generate.model_order = model_order or cfg.generate.model_order
   placement = sharding.Placement(sharding.make_mesh(cfg.mesh.data))
   train = device_data.place(helpers.synthetic(n=n), placement)
   g = cfg.generate
@@ -46,7 +48,8 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
                         seed=cfg.seed + 2)
   state, fns = generate.build(cfg, train, placement)
   model_step, noise_step, eval_step = fns
-  model_rows = train_lib.cycle_batches(n, g.batch_size)
+  model_rows = train_lib.cycle_batches(n, g.batch_size,
+                                       order=generate.model_walk(cfg, train))
   for r in range(rounds):
     for _ in range(g.train_steps):
       state, _ = model_step(state, train.batch(next(model_rows)))
