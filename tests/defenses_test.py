@@ -1,5 +1,6 @@
 """The battery's defenses: each one's math against an independent computation."""
 
+import io
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from tests import helpers
 from ue_jax.core import defended_step
 from ue_jax.core import defenses
 from ue_jax.core import noise as noise_lib
+from ue_jax.evaluation import battery
 
 
 def labelled_constants(b=8):
@@ -166,6 +168,46 @@ class PixelDefensesTest(parameterized.TestCase):
     err = lambda q: np.abs(defenses.jpeg_u8(images, quality=q).astype(int)
                            - images).mean()
     self.assertGreater(err(10), err(50))
+
+
+  def test_gray_u8_is_rounded_bt601_luma(self):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    gray = defenses.gray_u8(images)
+    chex.assert_shape(gray, (4, 8, 8, 1))
+    r, g, b = (images[..., i].astype(float) for i in range(3))
+    np.testing.assert_array_equal(
+        gray[..., 0], np.round(0.299 * r + 0.587 * g + 0.114 * b))
+    # Pillow's own conversion ("L", integer arithmetic) agrees within 1.
+    pil = np.stack([np.asarray(Image.fromarray(img).convert("L"))
+                    for img in images])
+    self.assertLessEqual(np.abs(pil.astype(int) - gray[..., 0]).max(), 1)
+    red = np.zeros((1, 1, 1, 3), np.uint8)
+    red[..., 0] = 255
+    self.assertEqual(int(defenses.gray_u8(red)[0, 0, 0, 0]), 76)  # 76.245
+
+  def test_iss_is_gray_then_pillows_jpeg(self):
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (3, 16, 16, 3), dtype=np.uint8)
+    out = defenses.iss_u8(images)
+    chex.assert_shape(out, images.shape)
+    self.assertEqual(out.dtype, np.uint8)
+    for img, got in zip(images, out):
+      buf = io.BytesIO()
+      luma = defenses.gray_u8(img[None])[0, ..., 0]
+      Image.fromarray(luma).save(buf, format="JPEG",
+                                 quality=defenses.ISS_QUALITY)
+      buf.seek(0)
+      ref = np.asarray(Image.open(buf))
+      for c in range(3):  # the same squeezed luma on every channel
+        np.testing.assert_array_equal(got[..., c], ref)
+    self.assertEqual(defenses.DATA_LEVEL["iss"], defenses.iss_u8)
+
+  def test_colour_only_defenses_are_not_applicable_on_one_channel(self):
+    for name in ("grayscale", "iss"):
+      self.assertIn("1 channel", battery.not_applicable(name, (28, 28, 1)))
+      self.assertEqual(battery.not_applicable(name, (32, 32, 3)), "")
+    self.assertEqual(battery.not_applicable("jpeg10", (28, 28, 1)), "")
 
 
 class StrongAugmentTest(absltest.TestCase):

@@ -3,9 +3,9 @@
 Images are float32 [B, H, W, C] in [0, 1]; labels are soft [B, K] (one-hot
 on input) so that mixing defenses can return mixed labels. Every batch
 defense has the signature `fn(key, x, y) -> (x, y)` and is jitted inside the
-training step (core/defended_step.py). The JPEG defense works on uint8
-images on the host with pillow (it is applied once to the training images,
-`jpeg_u8`); adversarial training and the UEraser-style defense change the
+training step (core/defended_step.py). The data-level defenses (JPEG, and
+image shortcut squeezing: grayscale then JPEG) work on uint8 images on the
+host with pillow, once on the training images (`DATA_LEVEL`); adversarial training and the UEraser-style defense change the
 step itself (defended_step.py), not only the batch.
 """
 
@@ -28,6 +28,7 @@ NOISE_STD = 0.1         # Gaussian noise std, [0, 1] units
 BLUR_SIGMA = 1.0        # Gaussian blur, 3x3 kernel
 BIT_DEPTH = 3           # bits per channel kept (2^3 = 8 levels)
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+ISS_QUALITY = 10        # image shortcut squeezing: JPEG quality after gray
 
 
 # ----------------------------------------------------------- basic ops
@@ -186,6 +187,23 @@ def jpeg_u8(images_u8: np.ndarray, *, quality: int) -> np.ndarray:
   return out
 
 
+def gray_u8(images_u8: np.ndarray) -> np.ndarray:
+  """Luma (BT.601, GRAY_WEIGHTS) of uint8 RGB images [N, H, W, 3], rounded
+  to uint8, one channel [N, H, W, 1]."""
+  luma = np.tensordot(images_u8.astype(np.float64), np.asarray(GRAY_WEIGHTS),
+                      axes=[[3], [0]])
+  return np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
+
+
+def iss_u8(images_u8: np.ndarray, *, quality: int = ISS_QUALITY
+           ) -> np.ndarray:
+  """Image shortcut squeezing's combination: the luma (`gray_u8`), then a
+  JPEG round trip of that one-channel image at `quality` (`jpeg_u8`),
+  repeated over the input's channels."""
+  squeezed = jpeg_u8(gray_u8(images_u8), quality=quality)
+  return np.repeat(squeezed, images_u8.shape[-1], axis=-1)
+
+
 # ----------------------------------------------------- UEraser-style ops
 def plasma(key, shape, *, roughness: float = 0.5):
   """A smooth random field in [-1, 1] per image [B, H, W, 1]: a sum of
@@ -305,8 +323,15 @@ BATCH: Dict[str, Transform] = {
     # Data-level and step-level defenses train with crop+flip batches.
     "jpeg10": _images_only(crop_flip),
     "jpeg50": _images_only(crop_flip),
+    "iss": _images_only(crop_flip),
     "adv_train": _images_only(crop_flip),
 }
-JPEG_QUALITY = {"jpeg10": 10, "jpeg50": 50}
+# Data-level defenses: uint8 [N, H, W, C] -> uint8, applied once on the host
+# to the training images before the (crop+flip) training.
+DATA_LEVEL: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "jpeg10": lambda images: jpeg_u8(images, quality=10),
+    "jpeg50": lambda images: jpeg_u8(images, quality=50),
+    "iss": iss_u8,
+}
 NAMES = tuple(BATCH)
-COLOUR_ONLY = ("grayscale",)
+COLOUR_ONLY = ("grayscale", "iss")

@@ -144,9 +144,10 @@ def test_subset(cfg, test):
 
 
 # ---------------------------------------------------------- one training
-def jpeg_set(ds, quality: int):
-  """`ds` with every image round-tripped through JPEG at `quality`."""
-  images = defenses.jpeg_u8(ds.host_images(), quality=quality)
+def data_level_set(ds, defense: str):
+  """`ds` with every image passed through the data-level `defense` (JPEG,
+  image shortcut squeezing) on the host."""
+  images = defenses.DATA_LEVEL[defense](ds.host_images())
   on_mesh = ds.placement.put_rows(len(ds), lambda lo, hi: images[lo:hi],
                                   ds.image_shape, np.uint8)
   return device_data.DeviceData(ds.placement, on_mesh, ds.labels,
@@ -169,8 +170,8 @@ def step_fn(cfg, defense: str, num_classes: int):
 def train_curve(cfg, ds, test, *, name: str, width: int, defense: str,
                 label: str, log=None) -> dict:
   """Trains one learner on `ds` under `defense`; its per-epoch curve."""
-  if defense in defenses.JPEG_QUALITY:
-    ds = jpeg_set(ds, defenses.JPEG_QUALITY[defense])
+  if defense in defenses.DATA_LEVEL:
+    ds = data_level_set(ds, defense)
   if log is not None:  # the epochs of an interrupted try of this training
     log.drop(lambda record: record["stage"] == label)
   t0 = time.perf_counter()
