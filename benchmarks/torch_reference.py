@@ -453,6 +453,10 @@ def main():
   p.add_argument("--train_npz", default="",
                  help="training .npz (images uint8 NHWC, labels) to use "
                  "instead of Fashion-MNIST, e.g. a decoded CIFAR-10")
+  p.add_argument("--folder", default="",
+                 help="an image-folder tree or .tar/.tar.gz of one (ue_jax's "
+                 "data.source=folder, same class order and subset), e.g. "
+                 "CIFAR-10")
   p.add_argument("--model_order", default="stored",
                  choices=("stored", "shuffled"),
                  help="the model steps' walk (ue_jax's generate.model_order, "
@@ -462,7 +466,9 @@ def main():
   import json  # pylint: disable=g-import-not-at-top
   from ue_jax.io import data as data_lib  # pylint: disable=g-import-not-at-top
   torch.set_num_threads(a.threads)
-  if a.train_npz:
+  if a.folder:
+    train, _ = data_lib.load_folder("folder", path=a.folder)
+  elif a.train_npz:
     train = data_lib.load_npz(a.train_npz, None, "npz")
   else:
     train, _ = data_lib.load("fashion_mnist", source="idx")
