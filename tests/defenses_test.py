@@ -203,6 +203,21 @@ class PixelDefensesTest(parameterized.TestCase):
         np.testing.assert_array_equal(got[..., c], ref)
     self.assertEqual(defenses.DATA_LEVEL["iss"], defenses.iss_u8)
 
+  def test_grayscale_cell_greys_colour_batches(self):
+    """The battery's grayscale transform on 3-channel batches: crop+flip,
+    then one luma value on all 3 channels of every pixel."""
+    key = jax.random.key(3)
+    x = jax.random.uniform(key, (4, 32, 32, 3))
+    y = jax.nn.one_hot(jnp.arange(4), 4)
+    out, out_y = defenses.BATCH["grayscale"](key, x, y)
+    chex.assert_shape(out, x.shape)
+    chex.assert_trees_all_equal(out_y, y)
+    chex.assert_trees_all_close(out[..., 0], out[..., 1], atol=0)
+    chex.assert_trees_all_close(out[..., 0], out[..., 2], atol=0)
+    self.assertGreater(float(jnp.std(x[..., 0] - x[..., 1])), 0.1)
+    cropped = defenses.crop_flip(key, x)
+    chex.assert_trees_all_close(out, defenses.grayscale(cropped), atol=1e-6)
+
   def test_colour_only_defenses_are_not_applicable_on_one_channel(self):
     for name in ("grayscale", "iss"):
       self.assertIn("1 channel", battery.not_applicable(name, (28, 28, 1)))
