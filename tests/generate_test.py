@@ -21,7 +21,7 @@ from ue_jax.search import baselines
 from ue_jax.search import generate
 from ue_jax.io import metrics
 from ue_jax.core import steps
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from tests import helpers
 
 

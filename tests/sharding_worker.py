@@ -29,9 +29,9 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
   from configs import test_tiny  # pylint: disable=g-import-not-at-top
   from ue_jax.parallel import device_data  # pylint: disable=g-import-not-at-top
   from ue_jax.search import generate  # pylint: disable=g-import-not-at-top
-  from ue_jax.search import layouts  # pylint: disable=g-import-not-at-top
+  from ue_jax.training import layouts  # pylint: disable=g-import-not-at-top
   from ue_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
-  from ue_jax.evaluation import train as train_lib  # pylint: disable=g-import-not-at-top
+  from ue_jax.training import train as train_lib  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
 
   compiles = _count_compiles() if count_compiles else {}

@@ -19,7 +19,7 @@ from ml_collections import config_flags
 
 from ue_jax import pipeline
 from ue_jax.parallel import sharding
-from ue_jax.runtime import checks
+from ue_jax.config import checks
 from ue_jax.runtime import cli
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import Stopped

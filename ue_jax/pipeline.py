@@ -17,7 +17,7 @@ import jax
 from absl import logging
 
 from ue_jax.io import artifacts
-from ue_jax.runtime import checks
+from ue_jax.config import checks
 from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.evaluation import battery

@@ -38,12 +38,12 @@ from ue_jax.io import image_folder as folder_lib
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.io import workdir as workdir_lib
 from ue_jax.core import noise as noise_lib
-from ue_jax.runtime import checks
+from ue_jax.config import checks
 from ue_jax.runtime import interrupt
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import UEError
 from ue_jax.search import generate
-from ue_jax.search import layouts
+from ue_jax.training import layouts
 
 WORKDIR_NAME = ".ue_jax"  # the default workdir, inside --output
 FOLDER, WRITTEN = "folder.json", "written.jsonl"

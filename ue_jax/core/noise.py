@@ -15,7 +15,7 @@ import numpy as np
 
 MAX_UNROLL = 32  # longer PGD runs unroll in chunks of this many steps
 # How a noise is indexed: one row per example (by its index) or one row per
-# class (by its label); core/steps.py and search/layouts.py read it.
+# class (by its label); core/steps.py and training/layouts.py read it.
 LAYOUTS = ("samplewise", "classwise")
 
 

@@ -22,7 +22,7 @@ from ue_jax.io import artifacts
 from ue_jax.parallel import device_data
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.evaluation import release as release_lib
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import get_model
 from ue_jax.core.state import create_state

@@ -17,11 +17,11 @@ from absl import logging
 from ue_jax.io import artifacts
 from ue_jax.io import data as data_lib
 from ue_jax.runtime import interrupt
-from ue_jax.search import layouts
+from ue_jax.training import layouts
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.core import noise as noise_lib
 from ue_jax.parallel import sharding
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.core.state import UEState
 

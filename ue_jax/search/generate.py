@@ -19,7 +19,7 @@ noise, sample-wise or class-wise (docs/method.md §2-§4).
 - random: delta ~ U(-eps, eps), no model and no search (baselines.py, as
   the error-max pretraining).
 - ar, lsp, ops: shortcut noise, no model and no search (shortcuts.py).
-`noise.layout` (layouts.py) picks the fit set and how noise is indexed:
+`noise.layout` (training/layouts.py) picks the fit set and how noise is indexed:
 sample-wise, every training example; class-wise, one noise per class, fitted
 and stop-tested on a stratified `classwise_subset` of the training set.
 
@@ -56,7 +56,7 @@ from ue_jax.io import checkpoint as checkpoint_lib
 from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.runtime import interrupt
-from ue_jax.search import layouts
+from ue_jax.training import layouts
 from ue_jax.search import shortcuts
 from ue_jax.parallel import memory
 from ue_jax.io import metrics as metrics_lib
@@ -64,7 +64,7 @@ from ue_jax.core import noise as noise_lib
 from ue_jax.core import optim
 from ue_jax.parallel import sharding
 from ue_jax.core import steps as steps_lib
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import get_model

@@ -1,6 +1,6 @@
 """Noise layouts: what differs, on the host, between sample-wise and class-wise
-noise. The generation loop (generate.py) and the jitted steps (steps.py,
-`layout=` bound at the jit boundary) are shared.
+noise. The generation loop (search/generate.py) and the jitted steps
+(core/steps.py, `layout=` bound at the jit boundary) are shared.
 
 - samplewise: noise [N,H,W,C], one row per training example (keyed by the
   example's index); fitted and stop-tested on the whole training set, its
