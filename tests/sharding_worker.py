@@ -128,8 +128,8 @@ def main():
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_num_cpu_devices", a.devices)
   if a.num_processes > 1:
-    from ue_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
-    sharding.initialize_distributed(
+    from ue_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+    distributed.initialize_distributed(
         coordinator_address=f"127.0.0.1:{a.port}",
         num_processes=a.num_processes, process_id=a.process_id)
   import numpy as np  # pylint: disable=g-import-not-at-top

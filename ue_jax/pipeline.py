@@ -25,6 +25,7 @@ from ue_jax.evaluation import evaluate
 from ue_jax.search import generate
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.evaluation import release
+from ue_jax.parallel import distributed
 from ue_jax.parallel import sharding
 from ue_jax.runtime import interrupt
 from ue_jax.io import workdir as workdir_lib
@@ -149,7 +150,7 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
   config_path = workdir_lib.claim(
       cfg, workdir, overwrite=overwrite,
       run={"devices": placement.size, "processes": jax.process_count()})
-  sharding.sync("claimed")  # the other processes wait for process 0
+  distributed.sync("claimed")  # the other processes wait for process 0
   log = metrics_lib.MetricLog(workdir)
   path = os.path.join(workdir, "results.json")
   results = artifacts.load_json(path, {})
@@ -187,7 +188,7 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
                                  released=released))
     artifacts.save_json(path, results)
     workdir_lib.record_stage(cfg, workdir, stage)
-    sharding.sync(f"stage {stage}")  # its files are there for all
+    distributed.sync(f"stage {stage}")  # its files are there for all
     stop.what = f"after the {stage} stage; its outputs are kept"
   for key in ("clean_test_accuracy", "unlearnable_test_accuracy",
               "clean_remainder_test_accuracy"):

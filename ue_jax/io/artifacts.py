@@ -2,7 +2,7 @@
 
 In a multi-process run only process 0 writes: every writer here is a no-op
 (returning the path) in the other processes, which read what process 0 wrote
-once `sharding.sync` says it is there. Large arrays are written and read a
+once `distributed.sync` says it is there. Large arrays are written and read a
 block of rows at a time: noise.npy through a memory map (NpyWriter, and
 load_noise, which checks it chunk by chunk), the release .npz as a stream
 (NpzWriter) and through a memory map of its images (load_release).
