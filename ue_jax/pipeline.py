@@ -23,6 +23,7 @@ from ue_jax.parallel import device_data
 from ue_jax.evaluation import battery
 from ue_jax.evaluation import evaluate
 from ue_jax.search import generate
+from ue_jax.search import resume
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.evaluation import release
 from ue_jax.parallel import distributed
@@ -107,7 +108,7 @@ def kept(stage: str, cfg, workdir: str) -> str:
   `stopped:` line (interrupt.RaiseOnSignal)."""
   if stage == "generate":
     return ("in the generate stage; its last checkpoint is kept in "
-            f"{os.path.join(workdir, generate.CHECKPOINTS)}")
+            f"{os.path.join(workdir, resume.CHECKPOINTS)}")
   if stage == "release":
     return "in the release stage; nothing of it was written"
   if stage == "evaluate":
@@ -144,8 +145,8 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
   train, test = load_data(cfg, placement)
   inputs = check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
   if "generate" in stages and not overwrite:
-    generate.check_resume(workdir, devices=placement.size,
-                          processes=jax.process_count())
+    resume.check_resume(workdir, devices=placement.size,
+                        processes=jax.process_count())
   # Nothing was written up to here; from here on the workdir is ours.
   config_path = workdir_lib.claim(
       cfg, workdir, overwrite=overwrite,
