@@ -67,11 +67,6 @@ def load_data(cfg, placement=None):
   return train, test
 
 
-def _inside(path: str, folder: str) -> bool:
-  path, folder = os.path.abspath(path), os.path.abspath(folder)
-  return os.path.commonpath([path, folder]) == folder
-
-
 def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   """Loads and checks what the first stage reads but this run does not
   write: the noise for release, the released images for evaluate and the
@@ -96,7 +91,7 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
                     lambda: battery.load_release(cfg, train, workdir)))
   loaded = {}
   for stage, path, load in needs:
-    if overwrite and _inside(path, workdir):
+    if overwrite and workdir_lib.inside(path, workdir):
       checks.fail(f"--overwrite would delete {path}, which --stage={stage} "
                   "reads; run the earlier stages too or drop --overwrite")
     loaded[stage] = load()

@@ -19,6 +19,18 @@ MAX_UNROLL = 32  # longer PGD runs unroll in chunks of this many steps
 LAYOUTS = ("samplewise", "classwise")
 
 
+def samplewise(layout: str) -> bool:
+  """Whether a noise of `layout` has one row per example, keyed by its index
+  (on a mesh: sharded by rows, padded to a multiple of the device count);
+  else one row per class, keyed by its label (replicated, unpadded)."""
+  return layout != "classwise"
+
+
+def noise_row(layout: str, index: int, label: int) -> int:
+  """The noise row of one example: its index (sample-wise) or its label."""
+  return index if samplewise(layout) else label
+
+
 def project(delta: jax.Array, x: jax.Array, *, eps: float) -> jax.Array:
   """Projects delta onto {d : |d| <= eps, 0 <= x + d <= 1} (idempotent)."""
   return jnp.clip(x + jnp.clip(delta, -eps, eps), 0.0, 1.0) - x

@@ -151,9 +151,7 @@ def per_class(confusion) -> list:
 
 
 def plot_curves(curves, num_classes: int):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = artifacts.pyplot()
 
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for name, history in curves.items():

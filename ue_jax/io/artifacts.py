@@ -171,6 +171,15 @@ def save_json(path: str, obj) -> str:
   return _atomic(path, write)
 
 
+def pyplot():
+  """matplotlib's pyplot on the Agg backend (files only, no display): the one
+  place that sets it up, for every figure of the package."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
 def save_figure(path: str, fig) -> str:
   """Writes `fig` as a PNG (atomically), then closes it: pyplot keeps every
   open figure alive, and a battery or a test run makes dozens."""

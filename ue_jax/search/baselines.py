@@ -85,7 +85,7 @@ def random_noise(cfg, train, workdir: str, *,
   start = time.perf_counter()
   key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
   n, *tail = layouts.noise_shape(cfg.noise.layout, train)
-  samplewise = cfg.noise.layout != "classwise"
+  samplewise = noise_lib.samplewise(cfg.noise.layout)
   draw = functools.partial(
       noise_lib.random_noise, shape=(placement.padded(n) if samplewise
                                      else n, *tail),

@@ -75,12 +75,6 @@ def adversary(cfg):
                              step_size=n.rem_step_size)
 
 
-def _samplewise(cfg) -> bool:
-  """Sample-wise noise is sharded by rows (padded to a multiple of the
-  device count); class-wise noise is replicated, unpadded."""
-  return cfg.noise.layout != "classwise"
-
-
 def build(cfg, train, placement=None):
   """The generator's state, born sharded over the mesh (sharding.py), and
   its jitted steps (model, noise, stop test) for a config and dataset (a
@@ -95,7 +89,7 @@ def build(cfg, train, placement=None):
   tx = optim.sgd(g.lr, momentum=g.momentum, weight_decay=g.weight_decay,
                  grad_clip=g.grad_clip)
   store = codec(cfg)
-  samplewise = _samplewise(cfg)
+  samplewise = noise_lib.samplewise(cfg.noise.layout)
   shape = layouts.noise_shape(cfg.noise.layout, train)
   rows = shape[0] if samplewise else 0  # class-wise: no padding, no remap
 
@@ -266,7 +260,8 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
                     at.stop["accuracy"], stop_rule(cfg)[1])
   clean_eval = placement.jit_step(
       steps_lib.eval_step, placement.state_shardings(
-          state, samplewise=_samplewise(cfg)), returns_state=False)
+          state, samplewise=noise_lib.samplewise(cfg.noise.layout)),
+      returns_state=False)
   clean_acc, _ = train_lib.sweep(clean_eval, state, train, g.eval_batch_size)
   path, max_abs = artifacts.export_noise(
       state.noise, layouts.noise_shape(cfg.noise.layout, train)[0], placement,
