@@ -69,7 +69,7 @@ from configs import common
 from ue_jax.io import data as data_lib
 from ue_jax.search import generate
 from ue_jax.io import metrics
-from ue_jax.parallel import sharding
+from ue_jax.parallel import distributed
 from ue_jax.models import get_model
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
@@ -433,7 +433,7 @@ def markdown(results):
 
 def main(argv=None):
   args = parse_args(argv)
-  sharding.use_cpu_cores(args.cpu_devices, batch_sizes=(
+  distributed.use_cpu_cores(args.cpu_devices, batch_sizes=(
       args.batch, args.full_batch, args.e2e_batch))
   if args.verbose:
     from absl import logging  # pylint: disable=g-import-not-at-top

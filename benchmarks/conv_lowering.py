@@ -219,8 +219,9 @@ def step_worker(a):
   """Model-step and PGD throughput of the whole ResNet with each lowering,
   on `a.devices` CPU devices."""
   import jax  # pylint: disable=g-import-not-at-top
+  from ue_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
   from ue_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
-  sharding.use_cpu_cores(a.devices)
+  distributed.use_cpu_cores(a.devices)
   import numpy as np  # pylint: disable=g-import-not-at-top
   from flax import linen as nn  # pylint: disable=g-import-not-at-top
   from configs import common  # pylint: disable=g-import-not-at-top

@@ -45,9 +45,9 @@ MODELS = {
 def worker(a):
   sys.path.insert(0, REPO)
   # pylint: disable=g-import-not-at-top
-  from ue_jax.parallel import sharding
+  from ue_jax.parallel import distributed
   from benchmarks.timing import call_seconds
-  sharding.use_cpu_cores(a.devices, batch_sizes=[m[3] for m in
+  distributed.use_cpu_cores(a.devices, batch_sizes=[m[3] for m in
                                                  MODELS.values()])
   import jax
   import jax.numpy as jnp

@@ -5,7 +5,7 @@ With several CPU devices in one process every step's all-reduce waits for
 all devices at a rendezvous, and XLA aborts the process when one device is
 late by more than its timeouts (by default a warning after 20 s, the abort
 40 s later: "Termination timeout ... Expected 2 threads to join the
-rendezvous, but only 1 of them arrived"). `sharding.use_cpu_cores`
+rendezvous, but only 1 of them arrived"). `distributed.use_cpu_cores`
 lengthens those timeouts for several devices; `--old-timeouts` puts XLA's
 defaults back in XLA_FLAGS (a user's value wins there), which is the
 behaviour before that change.
@@ -45,7 +45,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from ue_jax.parallel import sharding
+from ue_jax.parallel import distributed
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 # XLA's own values (xla/debug_options_flags.cc), as before use_cpu_cores set
@@ -215,9 +215,9 @@ def main():
               "xla_flags_given": env.get("XLA_FLAGS", ""),
               "compile_cache": cache,
               "timeouts_set_by_use_cpu_cores": dict(
-                  sharding.COLLECTIVE_TIMEOUTS),
+                  distributed.COLLECTIVE_TIMEOUTS),
               "load": a.load, "hang_timeout": a.hang_timeout,
-              "cores": sharding.cpu_cores()}
+              "cores": distributed.cpu_cores()}
   # SIGTERM ends this script through the `finally`s below: the burners and
   # the run in progress are killed, not left behind.
   signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))

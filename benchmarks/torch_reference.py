@@ -299,7 +299,7 @@ def release_accuracy(model, images_u8, labels, delta, *, eps, batch_size
 def cycle_batches(n: int, batch_size: int,
                   order: Optional[np.ndarray] = None) -> Iterator[np.ndarray]:
   """Endless full batches over `order` (default 0..n-1), wrapping across
-  epochs (as ue_jax.evaluation.train.cycle_batches)."""
+  epochs (as ue_jax.training.train.cycle_batches)."""
   walk = np.arange(n) if order is None else np.asarray(order, np.int64)
   buffer = np.zeros((0,), np.int64)
   while True:

@@ -11,7 +11,7 @@ from absl.testing import absltest
 
 from configs import test_tiny
 from ue_jax.io import data as data_lib
-from ue_jax.search import layouts
+from ue_jax.training import layouts
 from ue_jax.core import noise as noise_lib
 from ue_jax.evaluation import release
 from ue_jax.core import steps

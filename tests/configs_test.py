@@ -7,7 +7,7 @@ import os
 from absl.testing import absltest
 from absl.testing import parameterized
 
-from ue_jax.runtime import checks
+from ue_jax.config import checks
 from tests import helpers
 
 NAMES = sorted(os.path.basename(p)[:-3] for p in glob.glob(

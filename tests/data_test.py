@@ -9,7 +9,7 @@ import numpy as np
 from absl.testing import absltest
 
 from ue_jax.io import data
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from ue_jax.runtime.errors import UEError
 from tests import helpers
 

@@ -16,7 +16,7 @@ from ue_jax.io import artifacts
 from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.evaluation import evaluate
-from ue_jax.search import layouts
+from ue_jax.training import layouts
 from ue_jax.core import noise as noise_lib
 from ue_jax.io import npz
 from ue_jax.evaluation import release

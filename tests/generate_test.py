@@ -19,9 +19,10 @@ from ue_jax.io import checkpoint as checkpoint_lib
 from ue_jax.parallel import sharding
 from ue_jax.search import baselines
 from ue_jax.search import generate
+from ue_jax.search import resume
 from ue_jax.io import metrics
 from ue_jax.core import steps
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from tests import helpers
 
 
@@ -55,7 +56,7 @@ class GenerateTest(absltest.TestCase):
     cut = full + "_cut"
     shutil.copytree(full, cut)
     os.remove(os.path.join(cut, "noise.npy"))
-    folder = os.path.join(cut, generate.CHECKPOINTS)
+    folder = os.path.join(cut, resume.CHECKPOINTS)
     for number in os.listdir(folder):
       if number.isdigit() and int(number) > keep:
         shutil.rmtree(os.path.join(folder, number))
@@ -96,7 +97,7 @@ class GenerateTest(absltest.TestCase):
     # The frozen pretrained model: its loss on the release is higher.
     template, _ = generate.build(cfg, self.train)
     ckpt = checkpoint_lib.Checkpoints(
-        os.path.join(full, generate.CHECKPOINTS), max_to_keep=100)
+        os.path.join(full, resume.CHECKPOINTS), max_to_keep=100)
     state, meta = ckpt.restore(template, 1)
     ckpt.close()
     self.assertEqual((meta["round"], meta["pos"]), (1, 0))
@@ -135,7 +136,7 @@ class GenerateTest(absltest.TestCase):
       self.assertEqual(summary["rounds"], 0)
       self.assertLessEqual(np.abs(noise).max(), cfg.noise.eps)
       self.assertFalse(os.path.exists(os.path.join(workdir,
-                                                   generate.CHECKPOINTS)))
+                                                   resume.CHECKPOINTS)))
       again = run(cfg, self.train, workdir + "_again")  # seeded
       np.testing.assert_array_equal(noise, np.load(again["noise_path"]))
 

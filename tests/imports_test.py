@@ -1,29 +1,94 @@
-"""The package's import rule (ue_jax/__init__.py): imports point down the
-groups, never up or sideways, read from the source of every module."""
+"""The package's import rule (docs/architecture.md, "Import order"): a module
+imports only its own group and the layers below it, read from the source of
+every module; groups on one layer do not import each other."""
 
 import ast
 import configparser
 import os
+import re
 import sys
 
 from absl.testing import absltest
 
 from tests import helpers
 
-# What each group may import besides itself. search and evaluation sit side
-# by side: search trains with evaluation's one training loop (train.py), and
-# the release reads search's noise layouts (layouts.py); neither imports the
-# other's stages.
-LOWER = ("core", "models", "parallel", "io", "runtime")
-ALLOWED = {
-    "core": ("models", "runtime.errors"),
-    "models": ("core", "runtime.errors"),
-    "runtime": ("core", "models", "io"),
-    "io": ("core", "runtime"),
-    "parallel": ("core", "models", "io", "runtime"),
-    "search": LOWER + ("evaluation.train",),
-    "evaluation": LOWER + ("search.layouts",),
-}
+ENTRY = ""  # the group of the entry modules, ue_jax/*.py
+
+
+def layers(doc=os.path.join(helpers.REPO, "docs", "architecture.md")):
+  """The layers of docs/architecture.md, top first: the fenced block after
+  the heading "## Import order", one layer a line, each a tuple of groups
+  ("search/ evaluation/" -> ("search", "evaluation"); "*.py" -> ENTRY)."""
+  with open(doc, encoding="utf-8") as f:
+    text = f.read()
+  found = re.search(r"^## Import order\n.*?^```\n(.*?)^```", text,
+                    re.MULTILINE | re.DOTALL)
+  if not found:
+    raise ValueError(f"{doc}: no fenced block under '## Import order'")
+  order = []
+  for line in found.group(1).splitlines():
+    layer = []
+    for token in line.split():
+      if token == "*.py":
+        layer.append(ENTRY)
+      elif re.fullmatch(r"[a-z_]+/", token):
+        layer.append(token[:-1])
+      else:
+        raise ValueError(f"{doc}: {token!r} in the import order is neither "
+                         "a group (name/) nor *.py")
+    if layer:
+      order.append(tuple(layer))
+  return order
+
+
+def allowed_imports(order):
+  """group -> the groups it may import besides itself: those of every layer
+  below its own."""
+  allowed = {}
+  for i, layer in enumerate(order):
+    below = {g for lower in order[i + 1:] for g in lower}
+    for group in layer:
+      if group in allowed:
+        raise ValueError(f"group {group!r} is in two layers")
+      allowed[group] = below
+  return allowed
+
+
+def group_of(target, root):
+  """The group of a dotted name below ue_jax (`search.generate.run` ->
+  search; `pipeline`, a module of ue_jax/ itself, -> ENTRY)."""
+  head = target.split(".")[0]
+  return head if os.path.isdir(os.path.join(root, head)) else ENTRY
+
+
+def modules(root):
+  """(group, path) of every .py file below `root` (an ue_jax/ folder)."""
+  for folder, dirs, files in os.walk(root):
+    dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+    rel = os.path.relpath(folder, root)
+    group = ENTRY if rel == "." else rel.split(os.sep)[0]
+    for name in sorted(files):
+      if name.endswith(".py"):
+        yield group, os.path.join(folder, name)
+
+
+def upward_imports(root, order):
+  """'path imports target' for every import of a module below `root` that
+  does not point down `order`; also every group folder `order` leaves out."""
+  allowed = allowed_imports(order)
+  problems = []
+  groups = sorted(d for d in os.listdir(root)
+                  if os.path.isdir(os.path.join(root, d))
+                  and d != "__pycache__")
+  problems += [f"ue_jax/{g}/ is in no layer of the import order"
+               for g in groups if g not in allowed]
+  for group, path in modules(root):
+    for target in imports(path):
+      to = group_of(target, root)
+      if to != group and to not in allowed.get(group, ()):
+        problems.append(f"{os.path.relpath(path, os.path.dirname(root))} "
+                        f"imports {target}")
+  return problems
 
 
 def package_of(path):
@@ -66,17 +131,56 @@ class ImportRuleTest(absltest.TestCase):
 
   def test_imports_point_down(self):
     root = os.path.join(helpers.REPO, "ue_jax")
-    checked = 0
-    for group, allowed in ALLOWED.items():
-      for name in sorted(os.listdir(os.path.join(root, group))):
-        if not name.endswith(".py"):
-          continue
-        for target in imports(os.path.join(root, group, name)):
-          checked += 1
-          ok = target.split(".")[0] == group or any(
-              target == a or target.startswith(a + ".") for a in allowed)
-          self.assertTrue(ok, f"ue_jax/{group}/{name} imports {target}")
-    self.assertGreater(checked, 50)
+    order = layers()
+    self.assertEqual(order[0], (ENTRY,))
+    self.assertEqual(order[-1], ("runtime",))
+    self.assertEqual(upward_imports(root, order), [])
+    self.assertGreater(sum(len(imports(p)) for _, p in modules(root)), 100)
+
+  def test_an_upward_import_fails(self):
+    # A synthetic package: each planted import breaks the documented order
+    # (an absolute one up, a relative one up, one sideways within a layer,
+    # one into an entry module), and each is reported.
+    root = os.path.join(self.create_tempdir().full_path, "ue_jax")
+    planted = {
+        "core/x.py": "from ue_jax.search import generate\n",
+        "io/y.py": "from ..training import train\n",
+        "search/z.py": "from ue_jax.evaluation import release\n",
+        "runtime/w.py": "from ue_jax import pipeline\n",
+        "training/ok.py": ("from ue_jax.parallel import sharding\n"
+                           "from ..core import noise\n"
+                           "from . import layouts\n"),
+        "pipeline.py": "from ue_jax.search import generate\n",
+    }
+    for group in {g for layer in layers() for g in layer if g}:
+      os.makedirs(os.path.join(root, group))
+    for name, source in planted.items():
+      with open(os.path.join(root, name), "w", encoding="utf-8") as f:
+        f.write(source)
+    self.assertEqual(sorted(upward_imports(root, layers())), [
+        "ue_jax/core/x.py imports search.generate",
+        "ue_jax/io/y.py imports training.train",
+        "ue_jax/runtime/w.py imports pipeline",
+        "ue_jax/search/z.py imports evaluation.release",
+    ])
+    # A group folder the documented order does not place is reported too.
+    os.makedirs(os.path.join(root, "extra"))
+    self.assertIn("ue_jax/extra/ is in no layer of the import order",
+                  upward_imports(root, layers()))
+
+  def test_order_is_parsed_from_the_doc(self):
+    doc = self.create_tempfile(content=(
+        "# x\n\n## Import order\n\nText.\n\n```\n*.py\n"
+        "search/  evaluation/\n\ncore/\n```\n")).full_path
+    order = layers(doc)
+    self.assertEqual(order, [(ENTRY,), ("search", "evaluation"), ("core",)])
+    self.assertEqual(allowed_imports(order)["search"], {"core"})
+    self.assertEqual(allowed_imports(order)[ENTRY],
+                     {"search", "evaluation", "core"})
+    bad = self.create_tempfile(content=(
+        "## Import order\n\n```\nsearch\n```\n")).full_path
+    with self.assertRaisesRegex(ValueError, "neither a group"):
+      layers(bad)
 
   def test_a_crossing_is_seen(self):
     # The check above reads `from ue_jax.evaluation import evaluate` as

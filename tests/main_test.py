@@ -12,7 +12,7 @@ from absl.testing import absltest
 
 from tests import helpers
 from ue_jax.io import metrics
-from ue_jax.parallel import sharding
+from ue_jax.parallel import distributed
 from ue_jax.runtime import interrupt
 from ue_jax.runtime.errors import Stopped
 
@@ -41,8 +41,8 @@ class EndToEndTest(absltest.TestCase):
     self.assertEqual(results["config_name"], "test_tiny")
     # --cpu_devices=-1, the default: one CPU device per core, as far as the
     # tiny config's batch sizes (32, 32, 16, 32) allow.
-    self.assertLen(results["devices"], sharding.cpu_device_count(
-        sharding.cpu_cores(), (32, 16)))
+    self.assertLen(results["devices"], distributed.cpu_device_count(
+        distributed.cpu_cores(), (32, 16)))
     self.assertEqual(results["rounds"], 2)
     self.assertIsInstance(results["stop_reached"], bool)
     for name in ("clean", "unlearnable"):  # the last epoch's, as reported

@@ -10,7 +10,7 @@ from absl.testing import absltest
 from configs import common
 from configs import fashion_mnist_samplewise
 from configs import test_tiny
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from ue_jax.io import data as data_lib
 from ue_jax.io import metrics
 from ue_jax.search import generate

@@ -34,6 +34,7 @@ from ue_jax.io import data as data_lib
 from ue_jax.search import generate
 from ue_jax.parallel import memory
 from ue_jax.core import noise as noise_lib
+from ue_jax.parallel import distributed
 from ue_jax.parallel import sharding
 from ue_jax.core import steps
 from ue_jax.runtime.errors import UEError
@@ -373,21 +374,21 @@ class PlanAndFlagsTest(absltest.TestCase):
 
   def test_partial_multiprocess_flags_are_refused(self):
     with self.assertRaisesRegex(UEError, "need all of --coordinator_address"):
-      sharding.initialize_distributed(coordinator_address="127.0.0.1:1")
+      distributed.initialize_distributed(coordinator_address="127.0.0.1:1")
     with self.assertRaisesRegex(UEError, "must be below"):
-      sharding.initialize_distributed(coordinator_address="127.0.0.1:1",
+      distributed.initialize_distributed(coordinator_address="127.0.0.1:1",
                                       num_processes=2, process_id=2)
 
   def test_cpu_device_count_divides_every_batch_size(self):
-    self.assertEqual(sharding.cpu_device_count(2, (256, 512, 128)), 2)
-    self.assertEqual(sharding.cpu_device_count(8, (256, 96)), 8)
-    self.assertEqual(sharding.cpu_device_count(8, (256, 100)), 4)
-    self.assertEqual(sharding.cpu_device_count(96, (128, 512)), 64)
-    self.assertEqual(sharding.cpu_device_count(3, (128,)), 2)
-    self.assertEqual(sharding.cpu_device_count(4, (7,)), 1)
-    self.assertEqual(sharding.cpu_device_count(0, ()), 1)
+    self.assertEqual(distributed.cpu_device_count(2, (256, 512, 128)), 2)
+    self.assertEqual(distributed.cpu_device_count(8, (256, 96)), 8)
+    self.assertEqual(distributed.cpu_device_count(8, (256, 100)), 4)
+    self.assertEqual(distributed.cpu_device_count(96, (128, 512)), 64)
+    self.assertEqual(distributed.cpu_device_count(3, (128,)), 2)
+    self.assertEqual(distributed.cpu_device_count(4, (7,)), 1)
+    self.assertEqual(distributed.cpu_device_count(0, ()), 1)
     with self.assertRaisesRegex(UEError, "--cpu_devices=0"):
-      sharding.use_cpu_cores(0)
+      distributed.use_cpu_cores(0)
 
   def test_steps_without_state_run_one_at_a_time_on_several_devices(self):
     # Several eval calls in flight at once deadlocked XLA:CPU's in-process
@@ -435,11 +436,11 @@ class CollectiveTimeoutsTest(absltest.TestCase):
     """(returned count, XLA_FLAGS after, jax.config.update calls)."""
     env = {"XLA_FLAGS": xla_flags} if xla_flags is not None else {}
     with mock.patch.dict(os.environ, env, clear=False), \
-         mock.patch.object(sharding, "cpu_cores", return_value=cores), \
-         mock.patch.object(sharding.jax.config, "update") as update:
+         mock.patch.object(distributed, "cpu_cores", return_value=cores), \
+         mock.patch.object(distributed.jax.config, "update") as update:
       if xla_flags is None:
         os.environ.pop("XLA_FLAGS", None)
-      got = sharding.use_cpu_cores(count, batch_sizes=(256, 128))
+      got = distributed.use_cpu_cores(count, batch_sizes=(256, 128))
       return got, os.environ.get("XLA_FLAGS"), update.call_args_list
 
   def flag_values(self, xla_flags):
@@ -458,10 +459,10 @@ class CollectiveTimeoutsTest(absltest.TestCase):
       self.assertEqual(got, want)
       self.assertEqual(calls, [mock.call("jax_num_cpu_devices", want)])
       self.assertEqual(self.flag_values(flags_set),
-                       {k: str(v) for k, v in sharding.COLLECTIVE_TIMEOUTS})
+                       {k: str(v) for k, v in distributed.COLLECTIVE_TIMEOUTS})
     # Abort only after the warning and the termination timeout: longer than
     # XLA's 20 + 40 s by far, and the warning comes first.
-    values = dict(sharding.COLLECTIVE_TIMEOUTS)
+    values = dict(distributed.COLLECTIVE_TIMEOUTS)
     self.assertGreater(values["xla_cpu_collective_call_terminate_timeout_"
                               "seconds"], 40)
     self.assertLess(values["xla_cpu_collective_call_warn_stuck_timeout_"
@@ -504,8 +505,8 @@ class CollectiveTimeoutsTest(absltest.TestCase):
         import jax, jax.numpy as jnp, numpy as np
         from jax.experimental import io_callback
         from jax.sharding import NamedSharding, PartitionSpec as P
-        from ue_jax.parallel import sharding
-        print(sharding.use_cpu_cores(2), os.environ["XLA_FLAGS"])
+        from ue_jax.parallel import distributed
+        print(distributed.use_cpu_cores(2), os.environ["XLA_FLAGS"])
         mesh = jax.make_mesh((2,), ("d",))
         def late(i):
           time.sleep(2.0 * int(i))

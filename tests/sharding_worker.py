@@ -29,9 +29,9 @@ def one_round(*, n: int = 96, rounds: int = 1, storage: str = "float32",
   from configs import test_tiny  # pylint: disable=g-import-not-at-top
   from ue_jax.parallel import device_data  # pylint: disable=g-import-not-at-top
   from ue_jax.search import generate  # pylint: disable=g-import-not-at-top
-  from ue_jax.search import layouts  # pylint: disable=g-import-not-at-top
+  from ue_jax.training import layouts  # pylint: disable=g-import-not-at-top
   from ue_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
-  from ue_jax.evaluation import train as train_lib  # pylint: disable=g-import-not-at-top
+  from ue_jax.training import train as train_lib  # pylint: disable=g-import-not-at-top
   from tests import helpers  # pylint: disable=g-import-not-at-top
 
   compiles = _count_compiles() if count_compiles else {}
@@ -128,8 +128,8 @@ def main():
   import jax  # pylint: disable=g-import-not-at-top
   jax.config.update("jax_num_cpu_devices", a.devices)
   if a.num_processes > 1:
-    from ue_jax.parallel import sharding  # pylint: disable=g-import-not-at-top
-    sharding.initialize_distributed(
+    from ue_jax.parallel import distributed  # pylint: disable=g-import-not-at-top
+    distributed.initialize_distributed(
         coordinator_address=f"127.0.0.1:{a.port}",
         num_processes=a.num_processes, process_id=a.process_id)
   import numpy as np  # pylint: disable=g-import-not-at-top

@@ -14,7 +14,7 @@ from ue_jax.io import data as data_lib
 from ue_jax.core import noise as noise_lib
 from ue_jax.core import steps
 from ue_jax.parallel import sharding
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from tests import helpers
 
 EPS, ALPHA, K = 8 / 255, 0.8 / 255, 5

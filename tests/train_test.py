@@ -6,7 +6,7 @@ from absl.testing import absltest
 from unittest import mock
 
 from configs import test_tiny
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.models import get_model
 from ue_jax.core.state import create_state

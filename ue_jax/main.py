@@ -18,8 +18,8 @@ from absl import logging
 from ml_collections import config_flags
 
 from ue_jax import pipeline
-from ue_jax.parallel import sharding
-from ue_jax.runtime import checks
+from ue_jax.parallel import distributed
+from ue_jax.config import checks
 from ue_jax.runtime import cli
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import Stopped
@@ -47,7 +47,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "batch spread over them (-1, the default: one per core, or the most that "
     "divide the config's batch sizes, 1.4x faster PGD on 2 cores; 1: JAX's "
     "single device). With more than one, XLA:CPU's collective timeouts are "
-    "lengthened (sharding.COLLECTIVE_TIMEOUTS). Single-process runs only.")
+    "lengthened (distributed.COLLECTIVE_TIMEOUTS). Single-process runs only.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -68,11 +68,11 @@ def main(argv):
     if not (_COORDINATOR.value or _NUM_PROCESSES.value > 1
             or _DISTRIBUTED.value):
       c = _CONFIG.value
-      sharding.use_cpu_cores(_CPU_DEVICES.value, batch_sizes=(
+      distributed.use_cpu_cores(_CPU_DEVICES.value, batch_sizes=(
           c.generate.batch_size, c.generate.eval_batch_size,
           c.evaluate.batch_size, c.evaluate.eval_batch_size,
           c.battery.batch_size or c.evaluate.batch_size))
-    sharding.initialize_distributed(
+    distributed.initialize_distributed(
         coordinator_address=_COORDINATOR.value,
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
         auto=_DISTRIBUTED.value)

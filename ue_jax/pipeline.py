@@ -17,14 +17,16 @@ import jax
 from absl import logging
 
 from ue_jax.io import artifacts
-from ue_jax.runtime import checks
+from ue_jax.config import checks
 from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.evaluation import battery
 from ue_jax.evaluation import evaluate
 from ue_jax.search import generate
+from ue_jax.search import resume
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.evaluation import release
+from ue_jax.parallel import distributed
 from ue_jax.parallel import sharding
 from ue_jax.runtime import interrupt
 from ue_jax.io import workdir as workdir_lib
@@ -65,11 +67,6 @@ def load_data(cfg, placement=None):
   return train, test
 
 
-def _inside(path: str, folder: str) -> bool:
-  path, folder = os.path.abspath(path), os.path.abspath(folder)
-  return os.path.commonpath([path, folder]) == folder
-
-
 def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   """Loads and checks what the first stage reads but this run does not
   write: the noise for release, the released images for evaluate and the
@@ -94,7 +91,7 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
                     lambda: battery.load_release(cfg, train, workdir)))
   loaded = {}
   for stage, path, load in needs:
-    if overwrite and _inside(path, workdir):
+    if overwrite and workdir_lib.inside(path, workdir):
       checks.fail(f"--overwrite would delete {path}, which --stage={stage} "
                   "reads; run the earlier stages too or drop --overwrite")
     loaded[stage] = load()
@@ -106,7 +103,7 @@ def kept(stage: str, cfg, workdir: str) -> str:
   `stopped:` line (interrupt.RaiseOnSignal)."""
   if stage == "generate":
     return ("in the generate stage; its last checkpoint is kept in "
-            f"{os.path.join(workdir, generate.CHECKPOINTS)}")
+            f"{os.path.join(workdir, resume.CHECKPOINTS)}")
   if stage == "release":
     return "in the release stage; nothing of it was written"
   if stage == "evaluate":
@@ -143,13 +140,13 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
   train, test = load_data(cfg, placement)
   inputs = check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
   if "generate" in stages and not overwrite:
-    generate.check_resume(workdir, devices=placement.size,
-                          processes=jax.process_count())
+    resume.check_resume(workdir, devices=placement.size,
+                        processes=jax.process_count())
   # Nothing was written up to here; from here on the workdir is ours.
   config_path = workdir_lib.claim(
       cfg, workdir, overwrite=overwrite,
       run={"devices": placement.size, "processes": jax.process_count()})
-  sharding.sync("claimed")  # the other processes wait for process 0
+  distributed.sync("claimed")  # the other processes wait for process 0
   log = metrics_lib.MetricLog(workdir)
   path = os.path.join(workdir, "results.json")
   results = artifacts.load_json(path, {})
@@ -187,7 +184,7 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
                                  released=released))
     artifacts.save_json(path, results)
     workdir_lib.record_stage(cfg, workdir, stage)
-    sharding.sync(f"stage {stage}")  # its files are there for all
+    distributed.sync(f"stage {stage}")  # its files are there for all
     stop.what = f"after the {stage} stage; its outputs are kept"
   for key in ("clean_test_accuracy", "unlearnable_test_accuracy",
               "clean_remainder_test_accuracy"):

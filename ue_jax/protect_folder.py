@@ -38,12 +38,12 @@ from ue_jax.io import image_folder as folder_lib
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.io import workdir as workdir_lib
 from ue_jax.core import noise as noise_lib
-from ue_jax.runtime import checks
+from ue_jax.config import checks
 from ue_jax.runtime import interrupt
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import UEError
 from ue_jax.search import generate
-from ue_jax.search import layouts
+from ue_jax.training import layouts
 
 WORKDIR_NAME = ".ue_jax"  # the default workdir, inside --output
 FOLDER, WRITTEN = "folder.json", "written.jsonl"
@@ -59,10 +59,6 @@ def _real(path: str) -> str:
   return os.path.realpath(os.path.abspath(path))
 
 
-def _within(path: str, folder: str) -> bool:
-  return os.path.commonpath([path, folder]) == folder
-
-
 def check_paths(input_dir: str, output_dir: str, workdir: str, *,
                 labels: str = "", heldout: str = "") -> None:
   """Refuses paths that would lose or mix data; reads, never writes."""
@@ -74,15 +70,15 @@ def check_paths(input_dir: str, output_dir: str, workdir: str, *,
   if out == src:
     checks.fail(f"--output {output_dir} is the input folder; choose a new "
                 "folder (the input is never modified)")
-  if _within(out, src):
+  if workdir_lib.inside(out, src):
     checks.fail(f"--output {output_dir} lies inside --input {input_dir}; "
                 "choose a folder outside it")
-  if _within(src, out):
+  if workdir_lib.inside(src, out):
     checks.fail(f"--output {output_dir} contains --input {input_dir}; "
                 "choose a folder beside it")
   if os.path.exists(out) and not os.path.isdir(out):
     checks.fail(f"--output {output_dir} exists and is not a directory")
-  if _within(work, src) or _within(src, work):
+  if workdir_lib.inside(work, src) or workdir_lib.inside(src, work):
     checks.fail(f"--workdir {workdir} overlaps --input {input_dir}; choose "
                 "a folder outside it")
   ours = os.path.exists(os.path.join(work, workdir_lib.CONFIG_FILE))
@@ -97,7 +93,7 @@ def check_paths(input_dir: str, output_dir: str, workdir: str, *,
     held = _real(heldout)
     if not os.path.isdir(held):
       checks.fail(f"--heldout {heldout} is not a directory")
-    if _within(held, src) or _within(src, held):
+    if workdir_lib.inside(held, src) or workdir_lib.inside(src, held):
       checks.fail(f"--heldout {heldout} overlaps --input {input_dir}; the "
                   "held-out images must be others")
 
@@ -197,7 +193,7 @@ def write_all(cfg, listing, kept, facts, noise, output: str,
               workdir: str) -> Tuple[list, int, int, list]:
   """Writes (or, recorded and checked, skips) every kept file's copy;
   returns (records in order, written, skipped, changed [(path, reason)])."""
-  eps, samplewise = cfg.noise.eps, cfg.noise.layout != "classwise"
+  eps = cfg.noise.eps
   m = noise_lib.max_delta_u8(eps)
   log_path = os.path.join(workdir, WRITTEN)
   done = _records(log_path)
@@ -230,8 +226,9 @@ def write_all(cfg, listing, kept, facts, noise, output: str,
       else:
         record = None
       if record is None:
-        pixels = protect_file(picture, noise[i if samplewise else entry.label],
-                              eps=eps, method=cfg.protect.upsample)
+        row = noise_lib.noise_row(cfg.noise.layout, i, entry.label)
+        pixels = protect_file(picture, noise[row], eps=eps,
+                              method=cfg.protect.upsample)
         folder_lib.write_png(dst, folder_lib.to_image(pixels, picture.mode),
                              icc=picture.icc)
         try:
@@ -349,8 +346,8 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
     results["preview_path"] = artifacts.save_figure(
         os.path.join(workdir, PREVIEW),
         folders.preview(listing, kept, records, noise, output_dir,
-                        eps=cfg.noise.eps, samplewise=cfg.noise.layout
-                        != "classwise", method=p.upsample, rows=p.preview))
+                        eps=cfg.noise.eps, layout=cfg.noise.layout,
+                        method=p.upsample, rows=p.preview))
   artifacts.save_json(results_path, results)
   if test is not None:
     results.update(folders.compare(run_cfg, train, kept, records, test,

@@ -15,8 +15,20 @@ import numpy as np
 
 MAX_UNROLL = 32  # longer PGD runs unroll in chunks of this many steps
 # How a noise is indexed: one row per example (by its index) or one row per
-# class (by its label); core/steps.py and search/layouts.py read it.
+# class (by its label); core/steps.py and training/layouts.py read it.
 LAYOUTS = ("samplewise", "classwise")
+
+
+def samplewise(layout: str) -> bool:
+  """Whether a noise of `layout` has one row per example, keyed by its index
+  (on a mesh: sharded by rows, padded to a multiple of the device count);
+  else one row per class, keyed by its label (replicated, unpadded)."""
+  return layout != "classwise"
+
+
+def noise_row(layout: str, index: int, label: int) -> int:
+  """The noise row of one example: its index (sample-wise) or its label."""
+  return index if samplewise(layout) else label
 
 
 def project(delta: jax.Array, x: jax.Array, *, eps: float) -> jax.Array:

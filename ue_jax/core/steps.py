@@ -38,11 +38,11 @@ from ue_jax.core.state import UEState
 def noise_rows(state: UEState, batch, *, layout: str = "samplewise"):
   """The noise row of each batch row: its index (sample-wise) or its label
   (class-wise); padding rows (mask 0) get an out-of-range row."""
-  if layout == "classwise":
-    return jnp.where(batch["mask"] > 0, batch["label"], state.noise.shape[0])
-  if layout != "samplewise":
+  if layout not in noise_lib.LAYOUTS:
     raise ValueError(f"unknown noise layout {layout!r}")
-  return batch["index"]
+  if noise_lib.samplewise(layout):
+    return batch["index"]
+  return jnp.where(batch["mask"] > 0, batch["label"], state.noise.shape[0])
 
 
 def batch_noise(state: UEState, batch, *, layout: str = "samplewise",
@@ -121,9 +121,7 @@ def _eval_loss(state: UEState, labels, mask):
   """Summed cross-entropy of the frozen model (eval mode) on images."""
   def loss_fn(images):
     logits = state.apply_fn(state.variables, images, train=False)
-    per_example = optax.softmax_cross_entropy_with_integer_labels(
-        logits, labels)
-    return jnp.sum(per_example * mask)
+    return losses.summed_cross_entropy(logits, labels, mask)
   return loss_fn
 
 
@@ -156,13 +154,7 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
   delta)) only, as REM's code does)."""
   x = noise_lib.to_float(batch["image"])
   labels, mask = batch["label"], batch["mask"]
-
-  def loss_fn(images):
-    logits = state.apply_fn(state.variables, images, train=False)
-    per_example = optax.softmax_cross_entropy_with_integer_labels(
-        logits, labels)
-    return jnp.sum(per_example * mask)
-
+  loss_fn = _eval_loss(state, labels, mask)
   start = batch_noise(state, batch, layout=layout, codec=codec)
   if eot_augment == "none" and adv is None:
     delta = noise_lib.pgd(loss_fn, x, start, eps=eps, step_size=step_size,
@@ -186,11 +178,11 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
     delta = noise_lib.pgd_eot(eot_loss, x, start, key,
                               eps=eps, step_size=step_size,
                               num_steps=num_steps, maximize=maximize)
-  if layout == "classwise":
+  if noise_lib.samplewise(layout):
+    noise = scatter_rows(state.noise, batch["index"], codec.encode(delta))
+  else:
     noise = codec.encode(noise_lib.class_mean(
         codec.decode(state.noise), delta, labels, mask, eps=eps))
-  else:
-    noise = scatter_rows(state.noise, batch["index"], codec.encode(delta))
   return state.replace(noise=noise), {}
 
 
@@ -226,13 +218,13 @@ def eval_step(state: UEState, batch, *, release_eps=None,
   logits = state.apply_fn(state.variables, noise_lib.to_float(images),
                           train=False)
   mask, labels = batch["mask"], batch["label"]
-  per_example = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
   classes = logits.shape[-1]
   confusion = jnp.einsum("bi,bj->ij",
                          jax.nn.one_hot(labels, classes) * mask[:, None],
                          jax.nn.one_hot(jnp.argmax(logits, -1), classes))
   return {"correct": losses.correct(logits, labels, mask),
-          "loss": jnp.sum(per_example * mask), "count": jnp.sum(mask),
+          "loss": losses.summed_cross_entropy(logits, labels, mask),
+          "count": jnp.sum(mask),
           "confusion": confusion}
 
 

@@ -40,10 +40,8 @@ def table(summary) -> str:
 def heat_map(summary):
   """Unlearnable-trained accuracy per (learner, defense); each square also
   shows the clean-trained accuracy; n/a and untrained cells are blank."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = artifacts.pyplot()
 
   cells = summary["cells"]
   learners = list(dict.fromkeys(f"{r['learner']}:{r['width']}" for r in cells))

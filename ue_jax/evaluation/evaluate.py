@@ -22,7 +22,7 @@ from ue_jax.io import artifacts
 from ue_jax.parallel import device_data
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.evaluation import release as release_lib
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import get_model
 from ue_jax.core.state import create_state
@@ -151,9 +151,7 @@ def per_class(confusion) -> list:
 
 
 def plot_curves(curves, num_classes: int):
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = artifacts.pyplot()
 
   fig, ax = plt.subplots(figsize=(5, 3.5))
   for name, history in curves.items():

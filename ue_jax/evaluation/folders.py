@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 
+from ue_jax.core import noise as noise_lib
 from ue_jax.evaluation import evaluate
 from ue_jax.io import artifacts
 from ue_jax.io import data as data_lib
@@ -66,13 +67,11 @@ def compare(cfg, train: data_lib.Dataset, kept, records, test, output_dir: str,
 
 
 def preview(listing, kept, records, noise, output_dir: str, *, eps: float,
-            samplewise: bool, method: str, rows: int):
+            layout: str, method: str, rows: int):
   """Rows of original | noise (at the file's size, rescaled from [-eps, eps]
   to [0, 1]) | protected copy (read back from disk), for the first file of
   each class, then further files, `rows` in all; color channels only."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = artifacts.pyplot()
 
   where = {e.path: i for i, e in enumerate(kept)}
   firsts, rest, seen = [], [], set()
@@ -89,7 +88,7 @@ def preview(listing, kept, records, noise, output_dir: str, *, eps: float,
     copy = folder_lib.read(os.path.join(output_dir, record["output"]))
     width, height = original.size
     delta = folder_lib.to_native(
-        noise[row if samplewise else entry.label], width=width,
+        noise[noise_lib.noise_row(layout, row, entry.label)], width=width,
         height=height, channels=original.color.shape[-1], eps=eps,
         method=method)
     shown = (original.color, (delta / eps + 1.0) / 2.0, copy.color)

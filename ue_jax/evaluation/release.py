@@ -26,7 +26,7 @@ import numpy as np
 from ue_jax.io import artifacts
 from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
-from ue_jax.search import layouts
+from ue_jax.training import layouts
 from ue_jax.core import noise as noise_lib
 from ue_jax.runtime.errors import UEError
 
@@ -106,13 +106,13 @@ def place_noise(cfg, train: device_data.DeviceData, noise):
   rows from this process's block of `noise` only; class-wise noise[label]
   from the replicated class noise."""
   placement, n = train.placement, len(train)
-  if cfg.noise.layout == "classwise":
-    labels = placement.put_rows(n, lambda lo, hi: train.labels[lo:hi], (),
-                                np.int32)
-    return _per_example(placement.replicate(np.asarray(noise, np.float32)),
-                        labels)
-  return placement.put_rows(n, lambda lo, hi: noise[lo:hi],
-                            noise.shape[1:], np.float32)
+  if noise_lib.samplewise(cfg.noise.layout):
+    return placement.put_rows(n, lambda lo, hi: noise[lo:hi],
+                              noise.shape[1:], np.float32)
+  labels = placement.put_rows(n, lambda lo, hi: train.labels[lo:hi], (),
+                              np.int32)
+  return _per_example(placement.replicate(np.asarray(noise, np.float32)),
+                      labels)
 
 
 @jax.jit
@@ -197,9 +197,7 @@ def figure_rows(originals, noise, released, *, eps: float, row_labels=None):
   """Rows of original | noise (rescaled from [-eps, eps] to [0, 1]) |
   unlearnable image, one row per picked example (figure_picks), each row
   labelled on its left by `row_labels` (its class name) when given."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  plt = artifacts.pyplot()
 
   fig, axes = plt.subplots(len(originals), 3,
                            figsize=(4.5, 1.5 * len(originals)), squeeze=False)

@@ -149,15 +149,8 @@ def partial_table(series: Dict[tuple, List[dict]]) -> str:
   return "\n".join(lines)
 
 
-def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
 def bar_chart(rows: List[dict]):
-  plt = _pyplot()
+  plt = artifacts.pyplot()
   fig, ax = plt.subplots(figsize=(max(5.0, 1.1 * len(rows) + 1.5), 3.8))
   width = 0.27
   bars = (("clean", "trained on clean", "#9ecae1"),
@@ -188,7 +181,7 @@ def bar_chart(rows: List[dict]):
 
 
 def partial_chart(series: Dict[tuple, List[dict]], num_classes: int):
-  plt = _pyplot()
+  plt = artifacts.pyplot()
   fig, ax = plt.subplots(figsize=(5.5, 3.8))
   for (config, kind, layout), runs in series.items():
     name = config or f"{KIND_NAMES.get(kind, kind)}, {layout}"

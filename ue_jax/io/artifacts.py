@@ -2,7 +2,7 @@
 
 In a multi-process run only process 0 writes: every writer here is a no-op
 (returning the path) in the other processes, which read what process 0 wrote
-once `sharding.sync` says it is there. Large arrays are written and read a
+once `distributed.sync` says it is there. Large arrays are written and read a
 block of rows at a time: noise.npy through a memory map (NpyWriter, and
 load_noise, which checks it chunk by chunk), the release .npz as a stream
 (NpzWriter) and through a memory map of its images (load_release).
@@ -169,6 +169,15 @@ def save_json(path: str, obj) -> str:
       json.dump(obj, f, indent=2, sort_keys=True)
       f.write("\n")
   return _atomic(path, write)
+
+
+def pyplot():
+  """matplotlib's pyplot on the Agg backend (files only, no display): the one
+  place that sets it up, for every figure of the package."""
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
 
 
 def save_figure(path: str, fig) -> str:

@@ -2,7 +2,7 @@
 
 DIR/checkpoints/<n>/ holds `state`, the whole `UEState` pytree (step, params,
 batch_stats, opt_state, noise, rng), and `meta`, a JSON object that says where
-in the min-min search the state was taken (generate.py defines it).
+in the min-min search the state was taken (search/resume.py defines it).
 Checkpoints are numbered 1, 2, ... in the order they are written and the
 latest one is resumed. Nothing is pickled: arrays go through tensorstore and
 metadata through JSON. Orbax writes each checkpoint to a temporary folder and

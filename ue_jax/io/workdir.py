@@ -47,6 +47,13 @@ STAGE_BLOCKS = {"generate": (), "release": ("partial", "release"),
 READS = {"evaluate": "release", "battery": "release"}
 
 
+
+def inside(path: str, folder: str) -> bool:
+  """Whether `path` is `folder` or lies below it (as absolute paths; the
+  callers resolve links where it matters)."""
+  path, folder = os.path.abspath(path), os.path.abspath(folder)
+  return os.path.commonpath([path, folder]) == folder
+
 def canonical(cfg) -> Dict[str, Any]:
   """The config as plain JSON data (tuples become lists, as on disk),
   without the measurement-only blocks."""

@@ -25,8 +25,9 @@ from typing import Dict, Sequence
 import jax
 import jax.numpy as jnp
 
-from ue_jax.parallel import sharding
+from ue_jax.core import noise as noise_lib
 from ue_jax.models import get_model
+from ue_jax.parallel import sharding
 
 ITEMSIZE = {"float32": 4, "bfloat16": 2, "int8": 1}
 ROW_EXTRA = 12  # int32 label, int32 index, float32 mask per batch row
@@ -51,7 +52,7 @@ def plan(*, n: int, image_shape: Sequence[int], num_classes: int,
          layout: str = "samplewise", processes: int = 1) -> Dict:
   """Bytes per device (and per host, of `processes`) of generation."""
   pixels = math.prod(image_shape)
-  classwise = layout == "classwise"
+  classwise = not noise_lib.samplewise(layout)
   n_pad = -(-n // devices) * devices
   rows = num_classes if classwise else n_pad
   shard = rows if classwise else rows // devices

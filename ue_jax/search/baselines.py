@@ -17,11 +17,11 @@ from absl import logging
 from ue_jax.io import artifacts
 from ue_jax.io import data as data_lib
 from ue_jax.runtime import interrupt
-from ue_jax.search import layouts
+from ue_jax.training import layouts
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.core import noise as noise_lib
 from ue_jax.parallel import sharding
-from ue_jax.evaluation import train as train_lib
+from ue_jax.training import train as train_lib
 from ue_jax.runtime.errors import Interrupted
 from ue_jax.core.state import UEState
 
@@ -85,7 +85,7 @@ def random_noise(cfg, train, workdir: str, *,
   start = time.perf_counter()
   key = jax.random.fold_in(jax.random.key(cfg.seed), 2)
   n, *tail = layouts.noise_shape(cfg.noise.layout, train)
-  samplewise = cfg.noise.layout != "classwise"
+  samplewise = noise_lib.samplewise(cfg.noise.layout)
   draw = functools.partial(
       noise_lib.random_noise, shape=(placement.padded(n) if samplewise
                                      else n, *tail),

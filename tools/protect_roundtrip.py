@@ -9,7 +9,7 @@ of a finished `python -m ue_jax.protect` run this prints, grouped by native
 size: mean |delta| and mean |d| (in 1/255) and their correlation (1: the
 searched noise arrives whole).
 
-  python benchmarks/protect_roundtrip.py --input=runs/fm_folder/train \
+  python tools/protect_roundtrip.py --input=runs/fm_folder/train \
       --output=runs/fm_folder/protected
 """
 

@@ -1,9 +1,9 @@
 """Exports real Fashion-MNIST images to an image folder (one subfolder per
 class) at mixed sizes, the input of `python -m ue_jax.protect`.
 
-  python benchmarks/export_folder.py --out=runs/fm_folder/train --n=2000 \
+  python tools/export_folder.py --out=runs/fm_folder/train --n=2000 \
       --split=train
-  python benchmarks/export_folder.py --out=runs/fm_folder/heldout --n=1000 \
+  python tools/export_folder.py --out=runs/fm_folder/heldout --n=1000 \
       --split=test
 
 A seeded class-stratified subset of the split (io/data.py). Image i is

@@ -1,6 +1,6 @@
 """Noise layouts: what differs, on the host, between sample-wise and class-wise
-noise. The generation loop (generate.py) and the jitted steps (steps.py,
-`layout=` bound at the jit boundary) are shared.
+noise. The generation loop (search/generate.py) and the jitted steps
+(core/steps.py, `layout=` bound at the jit boundary) are shared.
 
 - samplewise: noise [N,H,W,C], one row per training example (keyed by the
   example's index); fitted and stop-tested on the whole training set, its
@@ -15,14 +15,15 @@ from typing import Iterator, Tuple
 
 import numpy as np
 
+from ue_jax.core import noise as noise_lib
 from ue_jax.io import data as data_lib
 
 
 def noise_shape(layout: str, train) -> Tuple[int, ...]:
   """For a Dataset or a device_data.DeviceData."""
-  if layout == "classwise":
-    return (train.num_classes, *train.image_shape)
-  return (len(train), *train.image_shape)
+  if noise_lib.samplewise(layout):
+    return (len(train), *train.image_shape)
+  return (train.num_classes, *train.image_shape)
 
 
 def fit_set(layout: str, train, *, fraction: float, seed: int):
@@ -31,7 +32,7 @@ def fit_set(layout: str, train, *, fraction: float, seed: int):
   all of it at 1.0); its `index` no longer matches `train`'s, which
   class-wise noise (keyed by label) never reads. A subset of a DeviceData
   is a view of its images."""
-  if layout != "classwise" or fraction >= 1.0:
+  if noise_lib.samplewise(layout) or fraction >= 1.0:
     return train
   size = max(train.num_classes, int(round(fraction * len(train))))
   return data_lib.stratified_subset(train, size, seed)
@@ -43,7 +44,7 @@ def noise_batches(layout: str, n: int, batch_size: int, *, seed: int,
   Sample-wise: in order (the original's unshuffled loader). Class-wise: in
   an order shuffled per round, seeded by (seed, round), so a resumed round
   sees the same batches; the last batch is padded, not dropped."""
-  if layout != "classwise":
+  if noise_lib.samplewise(layout):
     yield from data_lib.batches(n, batch_size)
     return
   order = np.random.default_rng([seed, 7, round_]).permutation(n)
@@ -55,4 +56,4 @@ def noise_batches(layout: str, n: int, batch_size: int, *, seed: int,
 def per_example(layout: str, noise: np.ndarray,
                 labels: np.ndarray) -> np.ndarray:
   """The noise of every example: noise[label] for class-wise noise."""
-  return noise[labels] if layout == "classwise" else noise
+  return noise if noise_lib.samplewise(layout) else noise[labels]

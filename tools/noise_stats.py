@@ -11,7 +11,7 @@ the clean images:
   perturbation and for the content: a linear learner picks up first the
   feature whose class means differ most.
 
-  python benchmarks/noise_stats.py --workdir=runs/fmnist
+  python tools/noise_stats.py --workdir=runs/fmnist
 """
 
 import json
