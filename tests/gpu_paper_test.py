@@ -1,0 +1,89 @@
+"""benchmarks/gpu_paper.sh --smoke: the full-scale GPU run's code path at
+tiny sizes on the CPU (a made-up JPEG tar read by the folder source), and
+the JSON it leaves: every stage present, throughputs > 0, accuracies in
+[0, 1]. About 2 to 2.5 minutes on 2 shared CPU cores (eleven ResNet-18
+compilations), hence marked slow."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+import pytest
+from absl.testing import absltest
+
+from tests import helpers
+
+pytestmark = pytest.mark.slow
+
+
+def _positive(value) -> bool:
+  return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+
+
+class GpuPaperSmokeTest(absltest.TestCase):
+
+  def test_smoke_run_writes_every_stage(self):
+    out = tempfile.mkdtemp(prefix="ue_jax_gpu_paper_")
+    env = dict(os.environ, PYTHON=sys.executable, OUT=out)
+    env.pop("UE_JAX_CIFAR10", None)  # the smoke run makes its own tar
+    proc = subprocess.run(
+        ["bash", os.path.join(helpers.REPO, "benchmarks", "gpu_paper.sh"),
+         "--smoke"], env=env, capture_output=True, text=True, timeout=900,
+        check=False)
+    self.assertEqual(proc.returncode, 0, proc.stdout[-3000:])
+    with open(os.path.join(out, "gpu_paper.json")) as f:
+      report = json.load(f)
+    self.assertEqual(report["mode"], "smoke")
+    stages = report["stages"]
+    self.assertEqual(list(stages), ["throughput", "generate", "evaluate"])
+
+    rates = stages["throughput"]
+    self.assertEqual([r["dtype"] for r in rates["jax"]],
+                     ["float32", "bfloat16"])
+    for row in rates["jax"]:
+      self.assertTrue(_positive(row["pgd_image_steps_per_s"]), row)
+      self.assertTrue(_positive(row["model_step_images_per_s"]), row)
+    step = rates["train_step"]
+    self.assertTrue(_positive(step["loop_images_per_s"]), step)
+    self.assertTrue(_positive(step["scan_images_per_s"]), step)
+    self.assertEqual([r["dtype"] for r in rates["torch"]],
+                     ["float32", "bfloat16"])
+    for row in rates["torch"]:  # torch is in the test environment
+      self.assertTrue(_positive(row["pgd_image_steps_per_s"]), row)
+      self.assertTrue(_positive(row["model_step_images_per_s"]), row)
+
+    gen = stages["generate"]
+    self.assertEqual((gen["train_images"], gen["test_images"]), (80, 40))
+    self.assertEqual(gen["settings"]["eps_255"], 8.0)
+    self.assertEqual(gen["compute_dtype"], "bfloat16")
+    self.assertGreater(gen["max_seconds"], 0)
+    self.assertLen(gen["round_accuracies"], gen["completed_rounds"])
+    for acc in gen["round_accuracies"] + [
+        gen["final_train_accuracy_on_release"]]:
+      self.assertBetween(acc, 0.0, 1.0)
+    self.assertTrue(_positive(gen["pgd_image_steps_per_s"]), gen)
+    self.assertLessEqual(gen["noise_max_abs"], 8 / 255 + 1e-6)
+    self.assertTrue(_positive(gen["memory"]["plan_device_bytes"]))
+
+    ev = stages["evaluate"]
+    self.assertBetween(ev["epochs"], 1, 2)
+    self.assertLen(ev["test_accuracy"], ev["epochs"])
+    for acc in ev["test_accuracy"]:
+      self.assertBetween(acc, 0.0, 1.0)
+    self.assertLess(report["wall_seconds"], 400)
+
+    with open(os.path.join(out, "metrics.jsonl")) as f:
+      records = [json.loads(line) for line in f]
+    self.assertLen([r for r in records if r["stage"] == "generate"],
+                   gen["completed_rounds"])
+    self.assertLen([r for r in records
+                    if r["stage"] == "evaluate_unlearnable"], ev["epochs"])
+    with open(os.path.join(out, "gpu_paper.log")) as f:
+      self.assertIn("gpu_paper.sh: exit 0", f.read())
+
+
+if __name__ == "__main__":
+  absltest.main()
