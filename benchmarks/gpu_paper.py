@@ -160,13 +160,13 @@ def throughput(size, dtype: str, deadline: float):
       out["jax"].append({"dtype": d, "skipped": "past the stage's share"})
       continue
     out["jax"].append(gpu_check.jax_throughput(size, getattr(jax.numpy, d)))
-  out["train_step"] = (loop_vs_scan(size, dtype) if left(deadline) > 0 else
-                       {"skipped": "past the stage's share"})
   for d in ("float32", "bfloat16"):
     if left(deadline) <= 0:
       out["torch"].append({"dtype": d, "skipped": "past the stage's share"})
       continue
     out["torch"].append(gpu_check.torch_throughput(size, d, cpu=True))
+  out["train_step"] = (loop_vs_scan(size, dtype) if left(deadline) > 0 else
+                       {"skipped": "past the stage's share"})
   return out
 
 
@@ -280,20 +280,28 @@ def _search_rate(rounds, n: int, num_steps: int):
 
 
 def evaluate_stage(cfg, released, test, log, deadline: float, size,
-                   train_step: dict, report: Report):
+                   rates: dict, report: Report):
   """Stage (c): ResNet-18 on the release, epochs from the budget left."""
   e = cfg.evaluate
+  train_step, rates_jax = rates.get("train_step", {}), rates.get("jax", [])
   steps = len(released) // e.batch_size
-  ips = train_step.get("loop_images_per_s")
+  ips, first_s = (train_step.get("loop_images_per_s"),
+                  train_step.get("first_call_seconds"))
+  estimate = "the recipe's step, measured"
+  if not ips:  # not measured: half the batch-512 model step's rate
+    rows = [r for r in rates_jax if r.get("dtype") == cfg.model.compute_dtype
+            and r.get("model_step_images_per_s")]
+    ips = rows[0]["model_step_images_per_s"] / 2 if rows else None
+    first_s, estimate = 30.0, "half the batch-512 model step's rate"
   if ips:
     # The test sweep is a forward pass: about a third of a training step.
     epoch_s = (steps * e.batch_size + len(test) / 3) / ips
-    first_s = train_step["first_call_seconds"] * 2  # train + eval compile
+    first_s *= 2  # the training and the evaluation step compile
     budget = left(deadline) - 15.0  # the report, the process's exit
     epochs = int(max(1, min(size["max_epochs"],
                             (budget - first_s) / (1.25 * epoch_s))))
   else:
-    epoch_s, first_s, epochs = None, None, 1
+    epoch_s, epochs, estimate = None, 1, "none: nothing was measured"
   e.epochs = epochs
   logging.info("evaluate: %d epoch(s) (estimated %s s each, %.0f s left)",
                epochs, None if epoch_s is None else round(epoch_s, 1),
@@ -303,7 +311,8 @@ def evaluate_stage(cfg, released, test, log, deadline: float, size,
                                  label="evaluate_unlearnable", log=log)
   report.stage("evaluate", {
       "epochs": epochs, "max_epochs": size["max_epochs"],
-      "estimated_epoch_seconds": epoch_s, "seconds": time.perf_counter() - t0,
+      "estimated_epoch_seconds": epoch_s, "estimated_from": estimate,
+      "seconds": time.perf_counter() - t0,
       "batch": e.batch_size, "augment": e.augment,
       "compute_dtype": cfg.model.compute_dtype,
       "test_accuracy": [r["test_accuracy"] for r in history],
@@ -349,8 +358,7 @@ def main(argv=None):
     cfg = paper_config(size, data=data, dtype=a.dtype, smoke=a.smoke)
     cfg, released, test = generate_stage(cfg, os.path.join(tmp, "run"), log,
                                          deadline, report)
-    evaluate_stage(cfg, released, test, log, deadline, size,
-                   rates.get("train_step", {}), report)
+    evaluate_stage(cfg, released, test, log, deadline, size, rates, report)
   return 0
 
 

@@ -52,7 +52,9 @@ if [ "$MODE" = prepare ]; then
   find .gpu_paper/py -name __pycache__ -prune -exec rm -rf {} +
   tar_src="${DATA:-$SHARED_TAR}"
   [ -f "$tar_src" ] || { echo "error: no CIFAR-10 tar at $tar_src" >&2; exit 1; }
+  rm -f .gpu_paper/cifar10-jpeg.tar.gz
   cp "$tar_src" .gpu_paper/cifar10-jpeg.tar.gz
+  chmod u+w .gpu_paper/cifar10-jpeg.tar.gz
   du -sh .gpu_paper
   exit 0
 fi
