@@ -39,6 +39,8 @@ import jax
 import numpy as np
 from absl import logging
 
+START = time.perf_counter()
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -68,8 +70,9 @@ SIZES = {
                   scan_batches=3, max_epochs=2, eval_batch=16),
 }
 SMOKE_IMAGES = {"train": 8, "test": 4}  # per class, 10 classes
-# Shares of the budget: the throughput stage stops adding parts past the
-# first; the search's cap is the second of what is left after the data.
+# Shares of the budget: the throughput stage starts no part once the first
+# share of the whole is spent; the search's cap (generate.max_seconds) is
+# the second share of what is left once the data is loaded.
 THROUGHPUT_SHARE = 0.25
 GENERATE_SHARE = 0.5
 
@@ -95,9 +98,6 @@ def _plain(value):
   if isinstance(value, np.ndarray):
     return value.tolist()
   return str(value)
-
-
-START = time.perf_counter()
 
 
 def left(deadline: float) -> float:

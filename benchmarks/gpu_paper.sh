@@ -23,9 +23,10 @@
 #   run(command="bash benchmarks/gpu_paper.sh",
 #       carry=[".gpu_paper"], timeout_s=540)
 #
-# The script stops Python at 470 s (its stages plan for 440 s) and leaves
-# every finished stage in $OUT. Data: --data=PATH or $UE_JAX_CIFAR10, else
-# .gpu_paper/cifar10-jpeg.tar.gz, else ../shared/data/cifar10-jpeg.tar.gz.
+# The script stops Python at 470 s ($GPU_PAPER_LIMIT; its stages plan for
+# $GPU_PAPER_BUDGET = 440 s) and leaves every finished stage in $OUT.
+# Data: --data=PATH or $UE_JAX_CIFAR10, else .gpu_paper/cifar10-jpeg.tar.gz,
+# else ../shared/data/cifar10-jpeg.tar.gz.
 # Python: $PYTHON (default python3; on the device it holds jax and torch).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -46,12 +47,16 @@ SHARED_TAR="../shared/data/cifar10-jpeg.tar.gz"
 
 if [ "$MODE" = prepare ]; then
   mkdir -p .gpu_paper/py
-  src="$("$PYTHON" -c 'import os, ml_collections as m; print(os.path.dirname(m.__file__))')" || exit 1
+  src="$("$PYTHON" -c 'import os, ml_collections as m
+print(os.path.dirname(m.__file__))')" || exit 1
   rm -rf .gpu_paper/py/ml_collections
   cp -r "$src" .gpu_paper/py/ml_collections
   find .gpu_paper/py -name __pycache__ -prune -exec rm -rf {} +
   tar_src="${DATA:-$SHARED_TAR}"
-  [ -f "$tar_src" ] || { echo "error: no CIFAR-10 tar at $tar_src" >&2; exit 1; }
+  if [ ! -f "$tar_src" ]; then
+    echo "error: no CIFAR-10 tar at $tar_src" >&2
+    exit 1
+  fi
   rm -f .gpu_paper/cifar10-jpeg.tar.gz
   cp "$tar_src" .gpu_paper/cifar10-jpeg.tar.gz
   chmod u+w .gpu_paper/cifar10-jpeg.tar.gz
@@ -76,8 +81,8 @@ else
       if [ -f "$cand" ]; then DATA="$cand"; break; fi
     done
   fi
-  ARGS+=(--data="$DATA" --budget_s=440)
-  LIMIT=470
+  ARGS+=(--data="$DATA" --budget_s="${GPU_PAPER_BUDGET:-440}")
+  LIMIT="${GPU_PAPER_LIMIT:-470}"
   # JAX takes 75 % of the GPU by default; leave the PyTorch twin room.
   export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}"
 fi

@@ -366,7 +366,8 @@ def over_time(max_seconds: float, clock: float, *,
     return clock >= max_seconds
   if not round_end:
     return False
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from jax.experimental import multihost_utils
   return bool(multihost_utils.broadcast_one_to_all(
       np.int32(clock >= max_seconds)))
 
