@@ -73,7 +73,7 @@ SMOKE_IMAGES = {"train": 8, "test": 4}  # per class, 10 classes
 # Shares of the budget: the throughput stage starts no part once the first
 # share of the whole is spent; the search's cap (generate.max_seconds) is
 # the second share of what is left once the data is loaded.
-THROUGHPUT_SHARE = 0.25
+THROUGHPUT_SHARE = 0.3
 GENERATE_SHARE = 0.5
 
 
@@ -279,6 +279,22 @@ def _search_rate(rounds, n: int, num_steps: int):
                                           1e-9)
 
 
+def plan_epochs(seconds_left: float, *, train_images: int,
+                test_images: int, images_per_s, first_call_s: float,
+                max_epochs: int, margin: float = 1.25, reserve: float = 15.0):
+  """(epochs, estimated seconds per epoch) that fit `seconds_left`: each
+  epoch trains `train_images` at `images_per_s` and sweeps `test_images`
+  (a forward pass: about a third of a training step's cost), both steps
+  compile once (`first_call_s` each), `reserve` seconds are kept for the
+  report and the exit, and every epoch is taken `margin` times longer.
+  At least 1 and at most `max_epochs`; 1 when nothing was measured."""
+  if not images_per_s:
+    return 1, None
+  epoch_s = (train_images + test_images / 3) / images_per_s
+  fit = (seconds_left - reserve - 2 * first_call_s) / (margin * epoch_s)
+  return int(max(1, min(max_epochs, fit))), epoch_s
+
+
 def evaluate_stage(cfg, released, test, log, deadline: float, size,
                    rates: dict, report: Report):
   """Stage (c): ResNet-18 on the release, epochs from the budget left."""
@@ -293,15 +309,12 @@ def evaluate_stage(cfg, released, test, log, deadline: float, size,
             and r.get("model_step_images_per_s")]
     ips = rows[0]["model_step_images_per_s"] / 2 if rows else None
     first_s, estimate = 30.0, "half the batch-512 model step's rate"
-  if ips:
-    # The test sweep is a forward pass: about a third of a training step.
-    epoch_s = (steps * e.batch_size + len(test) / 3) / ips
-    first_s *= 2  # the training and the evaluation step compile
-    budget = left(deadline) - 15.0  # the report, the process's exit
-    epochs = int(max(1, min(size["max_epochs"],
-                            (budget - first_s) / (1.25 * epoch_s))))
-  else:
-    epoch_s, epochs, estimate = None, 1, "none: nothing was measured"
+  epochs, epoch_s = plan_epochs(
+      left(deadline), train_images=steps * e.batch_size,
+      test_images=len(test), images_per_s=ips, first_call_s=first_s,
+      max_epochs=size["max_epochs"])
+  if epoch_s is None:
+    estimate = "none: nothing was measured"
   e.epochs = epochs
   logging.info("evaluate: %d epoch(s) (estimated %s s each, %.0f s left)",
                epochs, None if epoch_s is None else round(epoch_s, 1),

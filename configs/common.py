@@ -33,9 +33,10 @@ def base() -> ml_collections.ConfigDict:
   c.model.name = "resnet18"   # resnet18 | small_cnn | small_cnn_avg
   c.model.width = 64          # first-stage channels; 64 = the paper's ResNet-18
   # The dtype the generator's and learners' layers compute in: float32 |
-  # bfloat16 (convolutions and matmuls in bf16, about 2x the PGD throughput
-  # on a GPU; parameters, optimizer state, BatchNorm statistics, logits,
-  # losses and the noise stay float32; docs/performance.md).
+  # bfloat16 (convolutions and matmuls in bf16, for GPUs and TPUs, where
+  # bf16 matrix work is about twice as fast; parameters, optimizer state,
+  # BatchNorm statistics, logits, losses and the noise stay float32; its
+  # measured agreement with float32: docs/performance.md).
   c.model.compute_dtype = "float32"
 
   c.noise = ml_collections.ConfigDict()

@@ -1,30 +1,56 @@
 """benchmarks/gpu_paper.sh --smoke: the full-scale GPU run's code path at
 tiny sizes on the CPU (a made-up JPEG tar read by the folder source), and
 the JSON it leaves: every stage present, throughputs > 0, accuracies in
-[0, 1]. About 2 to 2.5 minutes on 2 shared CPU cores (eleven ResNet-18
-compilations), hence marked slow."""
+[0, 1]. About 2 to 3 minutes on 2 shared CPU cores (eleven ResNet-18
+compilations), hence marked slow; the budget arithmetic is tested apart,
+in milliseconds."""
 
+import functools
 import json
 import math
 import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 from absl.testing import absltest
 
+from benchmarks import gpu_paper
 from tests import helpers
-
-pytestmark = pytest.mark.slow
 
 
 def _positive(value) -> bool:
   return isinstance(value, (int, float)) and math.isfinite(value) and value > 0
 
 
+class BudgetTest(absltest.TestCase):
+
+  def test_epochs_fit_the_time_left(self):
+    plan = functools.partial(gpu_paper.plan_epochs, train_images=49920,
+                             test_images=10000, first_call_s=10.0,
+                             max_epochs=30)
+    # 10000 images/s: 5.33 s an epoch, 6.67 s with the margin.
+    epochs, epoch_s = plan(150.0, images_per_s=10000.0)
+    self.assertAlmostEqual(epoch_s, (49920 + 10000 / 3) / 10000)
+    self.assertEqual(epochs, int((150 - 15 - 20) / (1.25 * epoch_s)))
+    self.assertEqual(plan(1e6, images_per_s=10000.0)[0], 30)
+    self.assertEqual(plan(10.0, images_per_s=10000.0)[0], 1)
+    self.assertEqual(plan(150.0, images_per_s=None), (1, None))
+
+  def test_no_throughput_part_starts_past_its_share(self):
+    size = gpu_paper.SIZES["smoke"]
+    out = gpu_paper.throughput(size, "float32", time.perf_counter() - 1)
+    self.assertEqual([r["dtype"] for r in out["jax"] + out["torch"]],
+                     ["float32", "bfloat16"] * 2)
+    for row in out["jax"] + out["torch"] + [out["train_step"]]:
+      self.assertIn("skipped", row)
+
+
 class GpuPaperSmokeTest(absltest.TestCase):
 
+  @pytest.mark.slow
   def test_smoke_run_writes_every_stage(self):
     out = tempfile.mkdtemp(prefix="ue_jax_gpu_paper_")
     env = dict(os.environ, PYTHON=sys.executable, OUT=out)
