@@ -152,21 +152,31 @@ def loop_vs_scan(size, dtype: str):
           "scan_speedup": t_loop / t_scan}
 
 
+def _part(fn, *args, **kwargs) -> dict:
+  """fn's result, or the error it raised (the next parts still run)."""
+  try:
+    return fn(*args, **kwargs)
+  except Exception as e:  # pylint: disable=broad-except
+    logging.exception("throughput part %s failed", fn.__name__)
+    return {"error": f"{type(e).__name__}: {e}"[:2000]}
+
+
 def throughput(size, dtype: str, deadline: float):
-  """Stage (a); parts past the deadline are recorded as skipped."""
+  """Stage (a); a part that would start past the deadline is recorded as
+  skipped, one that fails with its error."""
   out = {"jax": [], "torch": []}
+  late = {"skipped": "past the stage's share"}
   for d in ("float32", "bfloat16"):
-    if left(deadline) <= 0:
-      out["jax"].append({"dtype": d, "skipped": "past the stage's share"})
-      continue
-    out["jax"].append(gpu_check.jax_throughput(size, getattr(jax.numpy, d)))
+    out["jax"].append(
+        dict(late, dtype=d) if left(deadline) <= 0 else
+        {"dtype": d, **_part(gpu_check.jax_throughput, size,
+                             getattr(jax.numpy, d))})
   for d in ("float32", "bfloat16"):
-    if left(deadline) <= 0:
-      out["torch"].append({"dtype": d, "skipped": "past the stage's share"})
-      continue
-    out["torch"].append(gpu_check.torch_throughput(size, d, cpu=True))
-  out["train_step"] = (loop_vs_scan(size, dtype) if left(deadline) > 0 else
-                       {"skipped": "past the stage's share"})
+    out["torch"].append(
+        dict(late, dtype=d) if left(deadline) <= 0 else
+        {"dtype": d, **_part(gpu_check.torch_throughput, size, d, cpu=True)})
+  out["train_step"] = (dict(late) if left(deadline) <= 0 else
+                       _part(loop_vs_scan, size, dtype))
   return out
 
 

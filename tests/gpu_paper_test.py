@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import pytest
 from absl.testing import absltest
@@ -46,6 +47,22 @@ class BudgetTest(absltest.TestCase):
                      ["float32", "bfloat16"] * 2)
     for row in out["jax"] + out["torch"] + [out["train_step"]]:
       self.assertIn("skipped", row)
+
+
+  def test_a_failing_part_is_recorded_and_the_others_run(self):
+    def broken(*args, **kwargs):
+      del args, kwargs
+      raise RuntimeError("no such device")
+    size = gpu_paper.SIZES["smoke"]
+    with mock.patch.object(gpu_paper.gpu_check, "jax_throughput", broken), \
+        mock.patch.object(gpu_paper.gpu_check, "torch_throughput", broken), \
+        mock.patch.object(gpu_paper, "loop_vs_scan", broken), \
+        self.assertLogs(level="ERROR"):
+      out = gpu_paper.throughput(size, "float32", time.perf_counter() + 60)
+    self.assertEqual([r["dtype"] for r in out["jax"] + out["torch"]],
+                     ["float32", "bfloat16"] * 2)
+    for row in out["jax"] + out["torch"] + [out["train_step"]]:
+      self.assertEqual(row["error"], "RuntimeError: no such device")
 
 
 class GpuPaperSmokeTest(absltest.TestCase):
