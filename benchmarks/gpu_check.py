@@ -12,10 +12,10 @@ recorded with the reason, not skipped silently.
 """
 
 import argparse
+import contextlib
 import functools
 import json
 import os
-import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import timing
 from configs import cifar10_samplewise
 from ue_jax import pipeline
 from ue_jax.core import optim
@@ -39,16 +40,6 @@ SIZES = {  # width, batch, PGD steps, round images, repeats
     "full": dict(width=64, batch=512, steps=20, images=10240, repeats=5),
     "smoke": dict(width=4, batch=16, steps=2, images=64, repeats=2),
 }
-
-
-def _median_seconds(fn, repeats):
-  jax.block_until_ready(fn())  # compile and warm up
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
 
 
 def peak_bytes():
@@ -74,8 +65,10 @@ def jax_throughput(size, dtype):
       steps.noise_step, eps=8 / 255, step_size=0.8 / 255,
       num_steps=size["steps"]))
   model_fn = jax.jit(steps.model_step)
-  t_pgd = _median_seconds(lambda: noise_fn(state, batch), size["repeats"])
-  t_model = _median_seconds(lambda: model_fn(state, batch), size["repeats"])
+  t_pgd = timing.median_seconds(noise_fn, state, batch,
+                                repeats=size["repeats"])
+  t_model = timing.median_seconds(model_fn, state, batch,
+                                  repeats=size["repeats"])
   return {"dtype": jnp.dtype(dtype).name, "width": size["width"],
           "batch": size["batch"], "pgd_steps": size["steps"],
           "pgd_image_steps_per_s": size["batch"] * size["steps"] / t_pgd,
@@ -108,16 +101,21 @@ def one_round(size, folder):
           "peak_bytes_in_use": peak_bytes()}
 
 
-def torch_throughput(size):
-  """The PyTorch twin's PGD and model step on CUDA, or why not."""
+def torch_throughput(size, dtype="float32", *, cpu=False):
+  """The PyTorch twin's PGD and model step on CUDA (on the CPU with `cpu`
+  where CUDA is absent), computing in `dtype` (bfloat16: under autocast,
+  float32 weights), each timed to the device's end; or why not."""
   try:
     import torch
     from benchmarks import torch_reference as ref
   except ImportError as e:
     return {"skipped": f"torch not importable: {e}"}
-  if not torch.cuda.is_available():
+  if torch.cuda.is_available():
+    dev = torch.device("cuda")
+  elif cpu:
+    dev = torch.device("cpu")
+  else:
     return {"skipped": "torch has no CUDA device here"}
-  dev = torch.device("cuda")
   torch.manual_seed(0)
   model = ref.get_model("resnet18", in_channels=3, num_classes=10,
                         width=size["width"]).to(dev)
@@ -125,18 +123,34 @@ def torch_throughput(size):
   x = torch.rand(size["batch"], 3, 32, 32, device=dev)
   y = torch.randint(0, 10, (size["batch"],), device=dev)
 
-  def synced(fn):
-    def run(*a, **k):
-      out = fn(*a, **k)
+  def sync():
+    if dev.type == "cuda":
       torch.cuda.synchronize()
-      return out
-    return run
-  pgd = synced(ref.pgd_throughput)(model, x, y, num_steps=size["steps"],
-                                   repeats=size["repeats"])
-  step = synced(ref.model_step_throughput)(model, opt, x, y,
-                                           repeats=size["repeats"])
-  return {"torch": torch.__version__, "device": torch.cuda.get_device_name(),
-          "pgd_image_steps_per_s": pgd, "model_step_images_per_s": step}
+
+  def compute():
+    if dtype == "bfloat16":
+      return torch.autocast(dev.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+  def pgd():
+    with compute(), ref.frozen(model):
+      ref.min_min_pgd(model, x, y, torch.zeros_like(x), eps=8 / 255,
+                      step_size=0.8 / 255, num_steps=size["steps"])
+    sync()
+
+  def step():
+    with compute():
+      ref.model_step(model, opt, x, y)
+    sync()
+  t_pgd = timing.median_seconds(pgd, repeats=size["repeats"])
+  t_step = timing.median_seconds(step, repeats=size["repeats"])
+  return {"torch": torch.__version__, "dtype": dtype,
+          "device": (torch.cuda.get_device_name() if dev.type == "cuda"
+                     else "cpu"),
+          "width": size["width"], "batch": size["batch"],
+          "pgd_steps": size["steps"],
+          "pgd_image_steps_per_s": size["batch"] * size["steps"] / t_pgd,
+          "model_step_images_per_s": size["batch"] / t_step}
 
 
 def main():

@@ -32,6 +32,12 @@ def base() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "resnet18"   # resnet18 | small_cnn | small_cnn_avg
   c.model.width = 64          # first-stage channels; 64 = the paper's ResNet-18
+  # The dtype the generator's and learners' layers compute in: float32 |
+  # bfloat16 (convolutions and matmuls in bf16, for GPUs and TPUs, where
+  # bf16 matrix work is about twice as fast; parameters, optimizer state,
+  # BatchNorm statistics, logits, losses and the noise stay float32; its
+  # measured agreement with float32: docs/performance.md).
+  c.model.compute_dtype = "float32"
 
   c.noise = ml_collections.ConfigDict()
   c.noise.kind = "error_min"  # error_min | error_max | random (the original's
@@ -94,6 +100,11 @@ def base() -> ml_collections.ConfigDict:
   c.generate.min_rounds = 1        # search at least this long (paper: 1)
   c.generate.augment = "none"      # model steps only (paper: none); PGD never
   c.generate.max_rounds = 50       # hard cap; reaching it is reported
+  # Wall-clock cap on the search, in seconds of generation (over resumes);
+  # 0 = none. Checked before every batch (with several processes: at round
+  # ends); reaching it saves a checkpoint, scores and releases the noise as
+  # it is (summary: capped); a rerun with a larger cap resumes from there.
+  c.generate.max_seconds = 0.0
   # Class-wise noise is fitted and stop-tested on a seeded class-stratified
   # subset of this fraction (the original's universal_train_portion; 1.0 =
   # the whole set); the model steps always walk the whole training set.

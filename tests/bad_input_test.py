@@ -72,6 +72,11 @@ CASES = (
          "generate.lr must lie in (0, 100], got 0.0"),
     Case("keep_no_checkpoint", ["--config.checkpoint.max_to_keep=0"],
          "checkpoint.max_to_keep must lie in [1, 1000], got 0"),
+    Case("unknown_compute_dtype", ["--config.model.compute_dtype=float16"],
+         "model.compute_dtype must be one of 'float32', 'bfloat16', got "
+         "'float16'"),
+    Case("negative_time_cap", ["--config.generate.max_seconds=-1.0"],
+         "generate.max_seconds must lie in [0, 1000000000.0], got -1.0"),
     Case("unknown_noise_kind", ["--config.noise.kind=min-min"],
          "unknown noise kind 'min-min' (noise.kind); choose one of "
          "'error_min', 'error_max', 'random', 'ar', 'lsp', 'ops'"),

@@ -17,6 +17,7 @@ from ue_jax.io import data as data_lib
 from ue_jax.core import noise as noise_lib
 from ue_jax.core import shortcuts
 from ue_jax.runtime.errors import UEError
+from ue_jax.models import MODEL_DTYPES
 from ue_jax.models import MODELS
 
 NOISE_KINDS = ("error_min", "error_max", "random", "ar", "lsp", "ops")
@@ -146,6 +147,7 @@ SCHEMA: Dict[str, Rule] = {
     "data.test_size": number(0, BIG, integer=True),
     "model.name": choice(*sorted(MODELS), noun="model"),
     "model.width": number(1, 4096, integer=True),
+    "model.compute_dtype": choice(*MODEL_DTYPES),
     "noise.eps": number(0, 1, lo_open=True),
     "noise.step_size": number(0, 1, lo_open=True),
     "noise.num_steps": number(1, 10_000, integer=True),
@@ -173,6 +175,7 @@ SCHEMA: Dict[str, Rule] = {
     "generate.min_rounds": number(1, 100_000, integer=True),
     "generate.augment": choice(*augment.KINDS),
     "generate.max_rounds": number(1, 100_000, integer=True),
+    "generate.max_seconds": number(0, 1e9),
     "generate.classwise_subset": number(0, 1, lo_open=True),
     "generate.error_max_stop_accuracy": number(0, 1),
     "generate.pretrain_epochs": number(0, 10_000, integer=True),

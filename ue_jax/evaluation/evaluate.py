@@ -40,7 +40,8 @@ def train_model(cfg, train, test, *, label: str, log=None, groups=None,
   e = cfg.evaluate
   name, width = learner or (e.model or cfg.model.name,
                             e.width or cfg.model.width)
-  model = get_model(name, num_classes=train.num_classes, width=width)
+  model = get_model(name, num_classes=train.num_classes, width=width,
+                    dtype=cfg.model.compute_dtype)
   placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   groups = {k: device_data.place(v, placement)
             for k, v in (groups or {}).items()}

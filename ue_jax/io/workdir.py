@@ -6,8 +6,10 @@ then removes the old outputs (with --overwrite) and records the config. The
 hash is the sha256 of the config's canonical JSON (sorted keys, no spaces).
 
 Each stage's outputs depend on part of the config only (`identity`): the
-noise on everything but the name, checkpoint.*, partial.*, release.* and
-evaluate.* (the last unless the error-max pretraining uses it); the release
+noise on everything but the name, checkpoint.*, data.cache_dir,
+generate.max_seconds (a capped search resumes under another cap), partial.*,
+release.* and evaluate.* (the last unless the error-max pretraining uses
+it); the release
 also on partial.* and release.*; the evaluation also on evaluate.*. A field
 outside the noise's part may change on a workdir, so a killed generation
 resumes after checkpoint.* or evaluate.* were edited. The part a finished
@@ -36,7 +38,9 @@ OUTPUTS = (CONFIG_FILE, "checkpoints", "noise.npy", "release", "figure.png",
 # any of their values and its record leaves them out.
 MEASUREMENT_ONLY = ("battery",)
 # Fields that change no output at all (blocks, or dotted fields).
-OPERATIONAL = ("name", "checkpoint", "data.cache_dir")
+# generate.max_seconds only stops the search early, at a checkpoint from
+# which a rerun with a larger cap resumes.
+OPERATIONAL = ("name", "checkpoint", "data.cache_dir", "generate.max_seconds")
 # The stages after generation whose outputs stay in the workdir, the files
 # that show they ran, and the blocks each adds to the identity before it.
 STAGE_OUTPUTS = {"release": (os.path.join("release", "unlearnable_train.npz"),),

@@ -34,6 +34,7 @@ to either. The training images are on the mesh too, sharded by rows like
 the noise (device_data.py); the host feeds row numbers.
 """
 
+import dataclasses
 import os
 
 import jax
@@ -85,7 +86,7 @@ def build(cfg, train, placement=None):
   for field in ("batch_size", "eval_batch_size"):
     placement.check_batch_size(f"generate.{field}", g[field])
   model = get_model(cfg.model.name, num_classes=train.num_classes,
-                    width=cfg.model.width)
+                    width=cfg.model.width, dtype=cfg.model.compute_dtype)
   tx = optim.sgd(g.lr, momentum=g.momentum, weight_decay=g.weight_decay,
                  grad_clip=g.grad_clip)
   store = codec(cfg)
@@ -147,17 +148,53 @@ def model_walk(cfg, train):
   return order
 
 
+def over_time(max_seconds: float, clock: float, *,
+              round_end: bool = False) -> bool:
+  """Whether a search capped at `max_seconds` of generation (0: no cap)
+  stops now, `clock` seconds in. With one process it is asked before every
+  batch; with several, only at round ends (`round_end`), where process 0's
+  answer is shared (each process reads its own clock, and a checkpoint is
+  collective)."""
+  if not max_seconds:
+    return False
+  if jax.process_count() == 1:
+    return clock >= max_seconds
+  if not round_end:
+    return False
+  # pylint: disable-next=g-import-not-at-top
+  from jax.experimental import multihost_utils
+  return bool(multihost_utils.broadcast_one_to_all(
+      np.int32(clock >= max_seconds)))
+
+
 def _search(cfg, train: device_data.DeviceData, fit, state, fns,
             log: metrics_lib.MetricLog, saver: resume_lib.Saver,
             at: resume_lib.Position):
-  """Runs rounds from position `at` until the stop rule or the cap; model
-  steps walk `train`, noise steps and the stop test the fit set `fit`."""
+  """Runs rounds from position `at` until the stop rule, `max_rounds` or
+  `generate.max_seconds` of generation; model steps walk `train`, noise
+  steps and the stop test the fit set `fit`. Returns (state, at, capped):
+  `capped` when the time cap ended it, after a checkpoint of the position
+  it stopped at (a rerun with a larger cap resumes from there)."""
   g, n, n_fit = cfg.generate, len(train), len(fit)
   model_step, noise_step, eval_step = fns
   reached, stop_words = stop_rule(cfg)
   nb = at.noise_batches
   order = model_walk(cfg, train)
+
+  def capped(round_end=False):
+    if not over_time(g.max_seconds, saver.clock(), round_end=round_end):
+      return False
+    if saver.dirty or saver.last_number is None:
+      saver.save(state, at)
+    logging.warning("generate.max_seconds=%g reached (%s, %.1f s of "
+                    "generation); checkpoint %s in %s", g.max_seconds,
+                    at.describe(), saver.clock(), saver.last_number,
+                    saver.ckpt.directory)
+    return True
+
   while not at.finished(g.max_rounds):
+    if capped(round_end=at.pos == nb + 1):
+      return state, at, True
     if at.pos == nb + 1:
       at = resume_lib.Position(
           round=at.round + 1, noise_batches=nb, round_started=saver.clock(),
@@ -171,6 +208,8 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
       model_rows = train_lib.cycle_batches(n, g.batch_size, start=step,
                                            order=order)
       for _ in range(at.round * g.train_steps - step):
+        if capped():
+          return state, at, True
         state, m = model_step(state, saver.add_votes(
             train.batch(next(model_rows))))
         at.model_loss = m["loss"]
@@ -189,6 +228,8 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
         round_=at.round)):
       if k < at.pos:
         continue
+      if capped():
+        return state, at, True
       state, m = noise_step(state, saver.add_votes(fit.batch(rows)))
       at.pos = k + 1
       progress.update(int(np.sum(rows < n_fit)), state.noise)
@@ -212,7 +253,7 @@ def _search(cfg, train: device_data.DeviceData, fit, state, fns,
                  now - at.round_started)
     saver.save(state, at)  # the end of every round is saved
     saver.flush(state, at)
-  return state, at
+  return state, at, False
 
 
 def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
@@ -251,10 +292,21 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
             cfg, state, train, train if test is None else test, log, signals,
             placement=placement)
         saver.save(state, at)  # a resumed run starts after the pretraining
-      state, at = _search(cfg, train, fit, state, fns, log, saver, at)
+      state, at, capped = _search(cfg, train, fit, state, fns, log, saver,
+                                  at)
+      if capped and at.pos != nb + 1:  # mid-round: score the noise as it is
+        acc, loss = train_lib.sweep(fns[2], state, fit, g.eval_batch_size)
+        at = dataclasses.replace(at, stop={"accuracy": acc, "loss": loss,
+                                           "reached": False})
     finally:
       ckpt.close()
-  if not at.stop["reached"]:
+  if capped:
+    logging.warning("generation capped by generate.max_seconds=%g after %d "
+                    "complete round(s) (accuracy %.4f on the released fit "
+                    "set, %s); the noise is released as it is",
+                    g.max_seconds, at.completed_rounds(),
+                    at.stop["accuracy"], stop_rule(cfg)[1])
+  elif not at.stop["reached"]:
     logging.warning("stop rule not reached after %d rounds (accuracy %.4f, "
                     "%s); the noise is released anyway", at.round,
                     at.stop["accuracy"], stop_rule(cfg)[1])
@@ -267,6 +319,7 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
       state.noise, layouts.noise_shape(cfg.noise.layout, train)[0], placement,
       os.path.join(workdir, "noise.npy"), decode=codec(cfg).decode)
   summary = {"rounds": at.round, "stop_reached": at.stop["reached"],
+             "completed_rounds": at.completed_rounds(), "capped": capped,
              "generation_seconds": at.elapsed,
              "final_train_accuracy_on_release": at.stop["accuracy"],
              "generator_clean_train_accuracy": clean_acc,
