@@ -444,6 +444,30 @@ class WorkdirTest(absltest.TestCase):
       workdir_lib.verify(pretrained, other, overwrite=False,
                          stages=("generate",))
 
+  def test_a_record_older_than_a_field_reads_as_its_old_value(self):
+    """A workdir recorded before model.compute_dtype and
+    generate.model_order existed was made in float32 with the stored walk:
+    it resumes under those values and is refused under another walk."""
+    workdir = os.path.join(self.tmp, "old")
+    cfg = tiny_config(self.train, self.test)
+    cfg.generate.model_order = "stored"
+    path = workdir_lib.claim(cfg, workdir, overwrite=False)
+    record = read_json(path)
+    del record["config"]["model"]["compute_dtype"]
+    del record["config"]["generate"]["model_order"]
+    with open(path, "w") as f:
+      json.dump(record, f)
+    workdir_lib.verify(cfg, workdir, overwrite=False)
+    cfg.generate.model_order = "shuffled"
+    with self.assertRaisesRegex(UEError, r"generate.model_order: 'stored' "
+                                r"there, 'shuffled' now"):
+      workdir_lib.verify(cfg, workdir, overwrite=False)
+    cfg.generate.model_order = "stored"
+    cfg.model.compute_dtype = "bfloat16"
+    with self.assertRaisesRegex(UEError, r"model.compute_dtype: 'float32' "
+                                r"there, 'bfloat16' now"):
+      workdir_lib.verify(cfg, workdir, overwrite=False)
+
   def test_stale_outputs_are_redone_or_refused(self):
     """A later stage's outputs made with other values of its fields are
     accepted when this run redoes that stage, refused when it would read

@@ -9,7 +9,8 @@ Each stage's outputs depend on part of the config only (`identity`): the
 noise on everything but the name, checkpoint.*, data.cache_dir,
 generate.max_seconds (a capped search resumes under another cap), partial.*,
 release.* and evaluate.* (the last unless the error-max pretraining uses
-it); the release
+it); a record made before a field existed reads as that field's value of
+then (`ADDED_FIELDS`); the release
 also on partial.* and release.*; the evaluation also on evaluate.*. A field
 outside the noise's part may change on a workdir, so a killed generation
 resumes after checkpoint.* or evaluate.* were edited. The part a finished
@@ -41,6 +42,11 @@ MEASUREMENT_ONLY = ("battery",)
 # generate.max_seconds only stops the search early, at a checkpoint from
 # which a rerun with a larger cap resumes.
 OPERATIONAL = ("name", "checkpoint", "data.cache_dir", "generate.max_seconds")
+# Fields added to the config after workdirs were first recorded, with the
+# value that reproduces what a record without them was made with: such a
+# record reads as if it had that value, so it still resumes.
+ADDED_FIELDS = {"model.compute_dtype": "float32",
+                "generate.model_order": "stored"}
 # The stages after generation whose outputs stay in the workdir, the files
 # that show they ran, and the blocks each adds to the identity before it.
 STAGE_OUTPUTS = {"release": (os.path.join("release", "unlearnable_train.npz"),),
@@ -75,6 +81,10 @@ def identity(config: Dict[str, Any], stage: str) -> Dict[str, Any]:
     later.discard("evaluate")  # the error-max pretraining's recipe
   kept = {k: v for k, v in config.items()
           if k not in OPERATIONAL and k not in later}
+  for dotted, value in ADDED_FIELDS.items():
+    block, field = dotted.split(".", 1)
+    if isinstance(kept.get(block), dict) and field not in kept[block]:
+      kept[block] = {**kept[block], field: value}
   for dotted in (f for f in OPERATIONAL if "." in f):
     block, field = dotted.split(".", 1)
     if isinstance(kept.get(block), dict) and field in kept[block]:
