@@ -390,10 +390,10 @@ class PlanAndFlagsTest(absltest.TestCase):
     with self.assertRaisesRegex(UEError, "--cpu_devices=0"):
       distributed.use_cpu_cores(0)
 
-  def test_steps_without_state_run_one_at_a_time_on_several_devices(self):
+  def test_steps_run_one_at_a_time_on_several_devices(self):
     # Several eval calls in flight at once deadlocked XLA:CPU's in-process
-    # all-reduce with 2 devices on 2 cores; steps that return the state are
-    # ordered by it, the others wait for their previous call.
+    # all-reduce with 2 devices on 2 cores; every step waits for its
+    # previous call there.
     placement = sharding.Placement(sharding.make_mesh(1))
     fn = lambda state, batch: {"sum": jnp.sum(batch["image"])}
     self.assertFalse(placement.jit_step(fn, placement.replicated,
@@ -403,6 +403,19 @@ class PlanAndFlagsTest(absltest.TestCase):
                                     returns_state=False).serial)
     self.assertFalse(placement.jit_step(lambda s, b: (s, {}),
                                         placement.replicated).serial)
+    # On several CPU devices every call waits for its own output (one
+    # device may start the next call while another still runs the last);
+    # on one device or an accelerator the calls queue.
+    self.assertTrue(placement.jit_step(lambda s, b: (s, {}),
+                                       placement.replicated).wait)
+    self.assertTrue(placement.jit_step(fn, placement.replicated,
+                                       returns_state=False).wait)
+    placement.platform = "gpu"
+    self.assertFalse(placement.jit_step(lambda s, b: (s, {}),
+                                        placement.replicated).wait)
+    placement.size, placement.platform = 1, "cpu"
+    self.assertFalse(placement.jit_step(fn, placement.replicated,
+                                        returns_state=False).wait)
 
   def test_step_lower_is_the_program_a_call_runs(self):
     # The benchmarks take FLOPs and memory from Step.lower: the same program,

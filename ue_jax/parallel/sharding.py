@@ -83,13 +83,23 @@ class Step:
   of them on one device's worker threads, each blocked in its all-reduce
   waiting for the other device, which gets no thread: a deadlock that
   aborted runs with 2 devices on 2 cores (docs/performance.md).
+
+  With `wait` (several CPU devices), every call waits for its own output
+  before it returns, so no two calls of any steps overlap: the state orders
+  the calls of the steps that return it, but one device may start the next
+  call while another still runs the last, and two learner runs with 2
+  devices on 2 loaded cores aborted in such a step's all-gather. It costs a
+  host round trip per step, small against a CPU step; accelerators keep
+  their queue. (The wait is on the fresh output: a kept reference to a
+  state would be donated by the next step that takes it.)
   """
 
   def __init__(self, placement: "Placement", jitted, *, rows: int,
-               rows_pad: int, serial: bool = False, full: bool = False):
+               rows_pad: int, serial: bool = False, wait: bool = False,
+               full: bool = False):
     self.placement, self.jitted = placement, jitted
     self.rows, self.rows_pad = rows, rows_pad
-    self.serial, self.full, self._last = serial, full, None
+    self.serial, self.wait, self.full, self._last = serial, wait, full, None
 
   def _put(self, batch):
     if self.full and not np.all(np.asarray(batch["mask"]) > 0):
@@ -104,7 +114,9 @@ class Step:
     if self._last is not None:
       jax.block_until_ready(self._last)
     out = self.jitted(state, batch)
-    if self.serial:
+    if self.wait:
+      jax.block_until_ready(out)
+    elif self.serial:
       self._last = out
     return out
 
@@ -120,6 +132,7 @@ class Placement:
   def __init__(self, mesh: jax.sharding.Mesh):
     self.mesh = mesh
     self.size = mesh.shape[DATA]
+    self.platform = mesh.devices.flat[0].platform
     self.rows = NamedSharding(mesh, P(DATA))   # batches, sample-wise noise
     self.replicated = NamedSharding(mesh, P())
 
@@ -227,6 +240,7 @@ class Placement:
                      donate_argnums=0 if (donate and returns_state) else ())
     return Step(self, jitted, rows=rows, rows_pad=self.padded(rows),
                 serial=self.size > 1 and not returns_state,
+                wait=self.size > 1 and self.platform == "cpu",
                 full=full_batches)
 
   # --------------------------------------------------------------- export
