@@ -94,9 +94,18 @@ class GpuPaperSmokeTest(absltest.TestCase):
     self.assertTrue(_positive(step["scan_images_per_s"]), step)
     self.assertEqual([r["dtype"] for r in rates["torch"]],
                      ["float32", "bfloat16"])
-    for row in rates["torch"]:  # torch is in the test environment
-      self.assertTrue(_positive(row["pgd_image_steps_per_s"]), row)
-      self.assertTrue(_positive(row["model_step_images_per_s"]), row)
+    try:
+      import torch  # pylint: disable=g-import-not-at-top,unused-import
+      has_torch = True
+    except ImportError:
+      has_torch = False
+    for row in rates["torch"]:  # CI's environment has no torch
+      if has_torch:
+        self.assertTrue(_positive(row["pgd_image_steps_per_s"]), row)
+        self.assertTrue(_positive(row["model_step_images_per_s"]), row)
+      else:  # recorded as failed, and the later stages still ran
+        self.assertIn("torch", row.get("error", "") + row.get("skipped", ""),
+                      row)
 
     gen = stages["generate"]
     self.assertEqual((gen["train_images"], gen["test_images"]), (80, 40))
