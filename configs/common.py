@@ -60,6 +60,9 @@ def base() -> ml_collections.ConfigDict:
   c.noise.ar_l2_eps = 0.0
   c.noise.ar_crop = 4
   c.noise.lsp_patch = 8       # kind=lsp only: block size of the patches
+  # kind=lsp only: L2 norm of each image's noise (0 = eps * sqrt(H W C), the
+  # LSP code's rule), then clipped to eps.
+  c.noise.lsp_l2_eps = 0.0
   # error_min / error_max: the PGD loss is averaged over this many random
   # draws of `eot_augment` per step (expectation over transformations);
   # eot_augment "none" with 1 sample is the paper's PGD.

@@ -123,6 +123,22 @@ class LSPTest(absltest.TestCase):
     np.testing.assert_array_equal(signs[1], signs[4])
     self.assertTrue(np.any(signs[0] != signs[1]))
 
+  def test_l2_budget(self):
+    # With a wide clip, l2_eps sets the norm of every image exactly (the
+    # published "LSP, L2 = 1" setting).
+    labels = jnp.array([0, 1, 2, 0, 1, 2])
+    d = shortcuts.lsp_noise(jax.random.key(1), labels, 3, (8, 8, 3),
+                            eps=1.0, patch=4, l2_eps=1.0)
+    norms = jnp.sqrt(jnp.sum(d.reshape(6, -1) ** 2, axis=1))
+    chex.assert_trees_all_close(norms, jnp.ones(6), rtol=1e-5)
+    # l2_eps = 0 is eps * sqrt(H W C); l2_eps only rescales the direction.
+    d0 = shortcuts.lsp_noise(jax.random.key(1), labels, 3, (8, 8, 3),
+                             eps=0.1, patch=4)
+    d1 = shortcuts.lsp_noise(jax.random.key(1), labels, 3, (8, 8, 3),
+                             eps=0.1, patch=4, l2_eps=0.1 * np.sqrt(192))
+    chex.assert_trees_all_close(d0, d1, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(jnp.clip(d * 0.1 * np.sqrt(192), -0.1, 0.1),
+                                d0, rtol=1e-4, atol=1e-6)
 
   def test_class_centroids_are_distinct_vertices(self):
     # 2 x 2 blocks of one channel: 4 dimensions, 16 vertices. 16 classes

@@ -158,6 +158,7 @@ SCHEMA: Dict[str, Rule] = {
     "noise.kind": choice(*NOISE_KINDS, noun="noise kind"),
     "noise.ar_norm": choice("linf", "l2"),
     "noise.ar_l2_eps": number(0, 1e6),
+    "noise.lsp_l2_eps": number(0, 1e6),
     "noise.ar_crop": number(2, 1024, integer=True),
     "noise.lsp_patch": number(1, 1 << 16, integer=True),
     "noise.eot_augment": choice(*augment.KINDS),

@@ -208,11 +208,12 @@ def lsp_vertices(key: jax.Array, num_classes: int, dim: int,
 
 
 def lsp_noise(key: jax.Array, labels: jax.Array, num_classes: int, shape, *,
-              eps: float, patch: int = 8, class_sep: float = 10.0
-              ) -> jax.Array:
+              eps: float, patch: int = 8, class_sep: float = 10.0,
+              l2_eps: float = 0.0) -> jax.Array:
   """LSP noise [N, H, W, C] for `shape` = (H, W, C): per image a point of
   its class's cluster, one value per patch x patch block (cut at the
-  border), scaled to L2 norm eps * sqrt(H W C), clipped to [-eps, eps]."""
+  border), scaled to L2 norm `l2_eps` (0: eps * sqrt(H W C)), clipped to
+  [-eps, eps]."""
   h, w, c = shape
   grid = (-(-h // patch), -(-w // patch), c)
   dim = int(np.prod(grid))
@@ -222,7 +223,7 @@ def lsp_noise(key: jax.Array, labels: jax.Array, num_classes: int, shape, *,
                                                  (len(labels), dim))
   blocks = points.reshape(len(labels), *grid)
   full = jnp.repeat(jnp.repeat(blocks, patch, 1), patch, 2)[:, :h, :w, :]
-  return scale(full, eps=eps, norm="l2")
+  return scale(full, eps=eps, norm="l2", l2_eps=l2_eps)
 
 
 # ------------------------------------------------------------------ OPS

@@ -46,7 +46,8 @@ OPERATIONAL = ("name", "checkpoint", "data.cache_dir", "generate.max_seconds")
 # value that reproduces what a record without them was made with: such a
 # record reads as if it had that value, so it still resumes.
 ADDED_FIELDS = {"model.compute_dtype": "float32",
-                "generate.model_order": "stored"}
+                "generate.model_order": "stored",
+                "noise.lsp_l2_eps": 0.0}
 # The stages after generation whose outputs stay in the workdir, the files
 # that show they ran, and the blocks each adds to the identity before it.
 STAGE_OUTPUTS = {"release": (os.path.join("release", "unlearnable_train.npz"),),

@@ -57,7 +57,8 @@ def make_noise(cfg, train) -> tuple:
     extra = {"ar_filters": np.asarray(filters).tolist()}
   elif n.kind == "lsp":
     noise = shortcuts.lsp_noise(key, labels, train.num_classes, (h, w, c),
-                                eps=n.eps, patch=n.lsp_patch)
+                                eps=n.eps, patch=n.lsp_patch,
+                                l2_eps=n.lsp_l2_eps)
     extra = {}
   elif n.kind == "ops":
     images = jnp.asarray(_host_images(train), jnp.float32) / 255.0
