@@ -6,18 +6,12 @@ process (core/shortcuts.py), scaled to the L2 norm 3.5 (about twice
 eps * sqrt(28 * 28)) and clipped to the L-inf ball of 16/255. Same data,
 learner and recipe as configs/fashion_mnist_samplewise.py, so the rows
 compare directly; the learner is not trained on the clean images here (the
-quick start's clean-trained accuracy, 0.868, is that of this recipe).
+quick start's clean-trained row is this recipe's).
 
   python -m ue_jax.main --config=configs/fashion_mnist_ar.py \
       --workdir=runs/fm_ar
 
-Measured with these values (2 CPU cores shared with other jobs,
-docs/methods.md; the run was named fashion_mnist_strongest): generation
-33 s; mean |pixel change| 9.3/255, max 16/255; unlearnable-trained
-clean-test accuracy 0.500 after 20 epochs (0.423 at its lowest, epoch 9).
-That is weaker than the quick start's error-minimizing noise (0.450 in
-configs/fashion_mnist_samplewise.py) and does not make the data
-unlearnable.
+Measured figures: docs/methods.md ("Every method, measured the same way").
 """
 
 from configs import fashion_mnist_samplewise

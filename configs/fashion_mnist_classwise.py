@@ -12,9 +12,7 @@ on the subset's released images, at most 40 rounds.
   python -m ue_jax.main --config=configs/fashion_mnist_classwise.py \
       --workdir=runs/fm_classwise
 
-Measured (2 CPU cores, docs/experiments.md): 5 rounds
-(stop reached), clean-trained 0.868, unlearnable-trained 0.340 (0.302 with
---config.generate.min_rounds=20, 20 rounds).
+Measured figures: docs/experiments.md.
 """
 
 from configs import common

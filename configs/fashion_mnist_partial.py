@@ -28,10 +28,7 @@ evaluation also reports test accuracy on the protected classes and on the
 others). Or one self-contained run per rate, generating its own noise:
 --config.partial.rate=0.4 with the default --stage=all.
 
-Measured (2 CPU cores, docs/experiments.md, with --config.evaluate.epochs=8
---config.data.test_size=2000): trained on the release 0.811 / 0.818 / 0.807 /
-0.791 / 0.772 / 0.488 at rates 0 / 0.2 / 0.4 / 0.6 / 0.8 / 1.0; clean remainder
-only 0.811 / 0.791 / 0.766 / 0.756 / 0.700.
+Measured figures: docs/experiments.md.
 """
 
 from configs import fashion_mnist_samplewise

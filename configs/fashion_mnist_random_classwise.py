@@ -10,8 +10,7 @@ says early stopping defeats it).
   python -m ue_jax.main --config=configs/fashion_mnist_random_classwise.py \
       --workdir=runs/fm_random_classwise
 
-Measured (2 CPU cores, docs/experiments.md): clean-trained
-0.868, trained on the random class-wise release 0.513.
+Measured figures: docs/experiments.md.
 """
 
 from configs import fashion_mnist_samplewise

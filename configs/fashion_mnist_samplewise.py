@@ -8,12 +8,8 @@ installed (the IDX files in /usr/share/datasets/fashion-mnist).
 
 Generator and learner: the CIFAR ResNet-18 at width 16 (channels
 16/32/64/128) on a seeded class-stratified subset of 4000 images; eps = 16/255.
-Measured on 2 CPU cores (docs/experiments.md), one XLA device per core (the
-default): 4 rounds (stop rule reached), 346 s of generation on a Zen 4 host,
-16.5 minutes in all with the install; clean-trained test accuracy 0.876,
-unlearnable-trained 0.421. With --cpu_devices=1: 3 rounds, 196 s on a Zen 5
-host; 0.868 and 0.450 (why one-channel data resists this method:
-docs/experiments.md).
+Measured figures: README.md and docs/experiments.md (rounds, time,
+accuracies, and why one-channel data resists this method).
 """
 
 from configs import common

@@ -16,16 +16,7 @@ picture averages part of the noise away, which the larger budget leaves room
 for. The change is visible on flat areas; --config.noise.eps=0.0313725 (8/255,
 the paper's) is the quieter choice and was not measured here.
 
-Measured (2 CPU cores shared with other runs, so the time is inflated):
-2000 Fashion-MNIST images exported at 28x28, 56x56, 42x30 and 20x20 (gray,
-PNG and JPEG) into class folders, protected with this config unchanged and
---heldout=1000 others: 3 rounds (stop rule reached), 50 min for the whole
-command; a fresh width-16 ResNet-18 (20 epochs) reading the files at 32x32
-scores 0.499 on the held-out images when trained on the protected folder,
-0.794 when trained on the original one (docs/protect.md has the commands).
-That figure was measured with --config.generate.model_order=stored, which
-walks the class folders one class after another in the model steps; the
-default (shuffled) was not measured on this folder.
+Measured figures: docs/protect.md (a Fashion-MNIST folder) and README.md.
 """
 
 import ml_collections
