@@ -13,7 +13,6 @@ recorded with the reason, not skipped silently.
 
 import argparse
 import contextlib
-import functools
 import json
 import os
 import sys
@@ -27,14 +26,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(
     __file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import throughput
 from benchmarks import timing
 from configs import cifar10_samplewise
 from ue_jax import pipeline
-from ue_jax.core import optim
-from ue_jax.core import steps
-from ue_jax.core.state import create_state
-from ue_jax.io import data as data_lib
-from ue_jax.models.resnet import ResNet
 
 SIZES = {  # width, batch, PGD steps, round images, repeats
     "full": dict(width=64, batch=512, steps=20, images=10240, repeats=5),
@@ -50,29 +45,14 @@ def peak_bytes():
 
 
 def jax_throughput(size, dtype):
-  """PGD image*steps/s and model-step images/s of ResNet-18 at 32x32x3."""
-  shape = (32, 32, 3)
-  rng = np.random.default_rng(0)
-  ds = data_lib.make_dataset(
-      rng.integers(0, 256, (size["batch"], *shape), dtype=np.uint8),
-      rng.integers(0, 10, size["batch"]), 10)
-  model = ResNet(10, width=size["width"], dtype=dtype)
-  tx = optim.sgd(0.1, momentum=0.9, weight_decay=5e-4, grad_clip=5.0)
-  state = create_state(model, tx, seed=0, image_shape=shape,
-                       noise_shape=ds.images.shape)
-  batch = data_lib.gather(ds, np.arange(size["batch"]))
-  noise_fn = jax.jit(functools.partial(
-      steps.noise_step, eps=8 / 255, step_size=0.8 / 255,
-      num_steps=size["steps"]))
-  model_fn = jax.jit(steps.model_step)
-  t_pgd = timing.median_seconds(noise_fn, state, batch,
-                                repeats=size["repeats"])
-  t_model = timing.median_seconds(model_fn, state, batch,
-                                  repeats=size["repeats"])
-  return {"dtype": jnp.dtype(dtype).name, "width": size["width"],
-          "batch": size["batch"], "pgd_steps": size["steps"],
-          "pgd_image_steps_per_s": size["batch"] * size["steps"] / t_pgd,
-          "model_step_images_per_s": size["batch"] / t_model}
+  """PGD image*steps/s and model-step images/s of ResNet-18 at 32x32x3,
+  computing in `dtype` (benchmarks/throughput.py's row: the steps as a run
+  builds them, timed with benchmarks/timing.py)."""
+  spec = throughput.Spec("resnet18", size["width"], (32, 32, 3),
+                         size["batch"], size["steps"],
+                         dtype=jnp.dtype(dtype).name)
+  return throughput.measure(spec, parts=("pgd", "model_step"),
+                            repeats=size["repeats"])
 
 
 def one_round(size, folder):
