@@ -468,6 +468,24 @@ class WorkdirTest(absltest.TestCase):
                                 r"there, 'bfloat16' now"):
       workdir_lib.verify(cfg, workdir, overwrite=False)
 
+  def test_a_stage_record_older_than_a_field_reads_as_its_old_value(self):
+    """A release recorded before noise.lsp_l2_eps existed was made with
+    its old value (0): a battery reads it under 0, and not under 1."""
+    workdir = os.path.join(self.tmp, "old_stage")
+    cfg = tiny_config(self.train, self.test)
+    stand_in_stage(cfg, workdir, "release")
+    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
+    record = read_json(path)
+    del record["config"]["noise"]["lsp_l2_eps"]
+    del record["stages"]["release"]["noise"]["lsp_l2_eps"]
+    with open(path, "w") as f:
+      json.dump(record, f)
+    workdir_lib.verify(cfg, workdir, overwrite=False, stages=("battery",))
+    cfg.noise.lsp_l2_eps = 1.0
+    with self.assertRaisesRegex(UEError, r"noise.lsp_l2_eps: 0.0 there, "
+                                r"1.0 now"):
+      workdir_lib.verify(cfg, workdir, overwrite=False, stages=("battery",))
+
   def test_stale_outputs_are_redone_or_refused(self):
     """A later stage's outputs made with other values of its fields are
     accepted when this run redoes that stage, refused when it would read

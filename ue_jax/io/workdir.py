@@ -73,6 +73,16 @@ def canonical(cfg) -> Dict[str, Any]:
   return json.loads(json.dumps(config, sort_keys=True))
 
 
+def _with_added(config: Dict[str, Any]) -> Dict[str, Any]:
+  """`config` with the ADDED_FIELDS its blocks lack, at their old values."""
+  kept = dict(config)
+  for dotted, value in ADDED_FIELDS.items():
+    block, field = dotted.split(".", 1)
+    if isinstance(kept.get(block), dict) and field not in kept[block]:
+      kept[block] = {**kept[block], field: value}
+  return kept
+
+
 def identity(config: Dict[str, Any], stage: str) -> Dict[str, Any]:
   """The part of a canonical config that `stage`'s outputs depend on
   (module docstring); blocks a config lacks are left out."""
@@ -80,12 +90,8 @@ def identity(config: Dict[str, Any], stage: str) -> Dict[str, Any]:
   later = {b for s in order[order.index(stage) + 1:] for b in STAGE_BLOCKS[s]}
   if (config.get("generate") or {}).get("pretrain_epochs"):
     later.discard("evaluate")  # the error-max pretraining's recipe
-  kept = {k: v for k, v in config.items()
-          if k not in OPERATIONAL and k not in later}
-  for dotted, value in ADDED_FIELDS.items():
-    block, field = dotted.split(".", 1)
-    if isinstance(kept.get(block), dict) and field not in kept[block]:
-      kept[block] = {**kept[block], field: value}
+  kept = _with_added({k: v for k, v in config.items()
+                      if k not in OPERATIONAL and k not in later})
   for dotted in (f for f in OPERATIONAL if "." in f):
     block, field = dotted.split(".", 1)
     if isinstance(kept.get(block), dict) and field in kept[block]:
@@ -127,8 +133,9 @@ def _made_with(record, workdir: str) -> Dict[str, Dict[str, Any]]:
   made = {}
   for stage, files in STAGE_OUTPUTS.items():
     if all(os.path.exists(os.path.join(workdir, f)) for f in files):
-      made[stage] = (record.get("stages") or {}).get(stage) or identity(
-          record["config"], stage)
+      stored = (record.get("stages") or {}).get(stage)
+      made[stage] = (_with_added(stored) if stored else
+                     identity(record["config"], stage))
   return made
 
 
