@@ -20,12 +20,13 @@ class FashionMnistTest(absltest.TestCase):
 
   def test_unlearnable_release_is_not_learnable(self):
     workdir = tempfile.mkdtemp(prefix="ue_jax_fmnist_")
-    # The quick start's data and recipe with the small CNN (width 32) as
-    # generator and learner, to keep the test short. Measured with these
-    # settings on 2 idle cores, one device: 6 rounds (stop reached), 201 s of
-    # generation, 4 min 24 s in all; clean 0.8135, unlearnable 0.424.
+    # The quick start's recipe on 2000 training and 2000 test images with
+    # the small CNN (width 32) as generator and learner, to keep the test
+    # short. Measured with these settings (2 devices, cores shared with the
+    # CIFAR-10 slow test, 4 min 10 s): 7 rounds (stop reached), clean
+    # 0.777, unlearnable 0.208 (standard error about 0.009).
     proc = helpers.run_main(
-        workdir, "--config.data.train_size=4000",
+        workdir, "--config.data.train_size=2000",
         "--config.data.test_size=2000", "--config.evaluate.epochs=8",
         "--config.model.name=small_cnn", "--config.model.width=32",
         config="configs/fashion_mnist_samplewise.py", timeout=1800)
@@ -34,7 +35,7 @@ class FashionMnistTest(absltest.TestCase):
       r = json.load(f)
     clean, unlearnable = r["clean_test_accuracy"], r["unlearnable_test_accuracy"]
     self.assertTrue(r["stop_reached"])
-    self.assertGreaterEqual(clean, 0.75)
+    self.assertGreaterEqual(clean, 0.72)
     self.assertLessEqual(unlearnable, 0.60)
     self.assertGreaterEqual(clean - unlearnable, 0.20)
     self.assertEqual(r["release_max_pixel_change"], 16)  # eps = 16/255
