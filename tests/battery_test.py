@@ -183,5 +183,54 @@ class ResumeTest(absltest.TestCase):
         battery.load_release(cfg, train, tmp)
 
 
+class CacheKeyTest(absltest.TestCase):
+  """What the cell and clean-side cache keys hold: the compute dtype (a
+  bfloat16 learner is another training), not where the data is cached."""
+
+  def _run(self, cfg, train, test, workdir):
+    trainer = Counting(fake=True)
+    battery.run(cfg, train, test, workdir, trainer=trainer)
+    return sorted(trainer.calls)
+
+  def test_compute_dtype_and_cache_dir(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      train = helpers.synthetic(64, size=8, classes=4, seed=0)
+      test = helpers.synthetic(32, size=8, classes=4, seed=1)
+      cfg = tiny_cfg(tmp, defenses=("none",))
+      write_release(os.path.join(tmp, "release", "unlearnable_train.npz"),
+                    train, shift=30)
+      both = ["battery_clean_small_cnn_avg:2/none",
+              "battery_unlearnable_small_cnn_avg:2/none"]
+      self.assertEqual(self._run(cfg, train, test, tmp), both)
+      # Where the decoded arrays are cached changes nothing computed.
+      cfg.data.cache_dir = os.path.join(tmp, "elsewhere")
+      cfg.data.download = True
+      self.assertEqual(self._run(cfg, train, test, tmp), [])
+      # Another compute dtype trains both sides again, and the float32
+      # results stay cached beside the bfloat16 ones.
+      cfg.model.compute_dtype = "bfloat16"
+      self.assertEqual(self._run(cfg, train, test, tmp), both)
+      self.assertEqual(self._run(cfg, train, test, tmp), [])
+      cfg.model.compute_dtype = "float32"
+      self.assertEqual(self._run(cfg, train, test, tmp), [])
+      # What the data is still counts: another subset size is another key.
+      cfg.data.train_size = 64
+      self.assertEqual(self._run(cfg, train, test, tmp), both)
+
+  def test_keys(self):
+    train = helpers.synthetic(16, size=8, classes=4, seed=0)
+    test = helpers.synthetic(8, size=8, classes=4, seed=1)
+    cfg = tiny_cfg("/tmp")
+    key = battery.recipe_key(cfg, "small_cnn_avg", 2, "none")
+    dkey = battery.data_key(cfg, train, test)
+    cfg.data.cache_dir = "none"
+    self.assertEqual(battery.data_key(cfg, train, test), dkey)
+    cfg.data.name = "other"
+    self.assertNotEqual(battery.data_key(cfg, train, test), dkey)
+    cfg.model.compute_dtype = "bfloat16"
+    self.assertNotEqual(battery.recipe_key(cfg, "small_cnn_avg", 2, "none"),
+                        key)
+
+
 if __name__ == "__main__":
   absltest.main()

@@ -6,9 +6,10 @@ images and, with the same learner, defense, seed and recipe, on the clean
 images; clean test accuracy is recorded per epoch for both (the evaluation
 stage's loop, evaluate.train_model, with the defense's step). Clean-trained
 results do not depend on the release and are cached by a key of learner,
-defense, recipe, seed and data, so a battery of another release of the same
-data reuses them. Each finished cell is written atomically as it completes
-(DIR/battery/cells/KEY.json); a rerun trains only the cells that are missing.
+defense, recipe, compute dtype, seed and data, so a battery of another
+release of the same data reuses them. Each finished cell is written
+atomically as it completes (DIR/battery/cells/KEY.json); a rerun trains only
+the cells that are missing.
 """
 
 import functools
@@ -35,6 +36,9 @@ from ue_jax.runtime.errors import UEError
 
 CELLS = ("star", "cross")
 FOLDER = "battery"
+# Fields of the data block that say where or how the data is fetched, never
+# what it is: left out of the data key, so editing them keeps the cache.
+DATA_KEY_IGNORED = ("cache_dir", "download")
 
 
 # ------------------------------------------------------------ the plan
@@ -104,6 +108,7 @@ def recipe_key(cfg, name: str, width: int, defense: str) -> dict:
   """Everything a trained cell depends on besides its images."""
   e = recipe(cfg).evaluate
   key = {"learner": name, "width": width, "defense": defense,
+         "compute_dtype": cfg.model.compute_dtype,
          "recipe": {k: e[k] for k in ("epochs", "batch_size",
                                       "eval_batch_size", "lr", "momentum",
                                       "weight_decay", "grad_clip", "seed")}}
@@ -115,9 +120,11 @@ def recipe_key(cfg, name: str, width: int, defense: str) -> dict:
 
 
 def data_key(cfg, train, test) -> str:
-  """The clean data's identity: the data block, seed and every example's
-  label and source index (train and test)."""
-  h = hashlib.sha256(json.dumps(cfg.data.to_dict(), sort_keys=True).encode())
+  """The clean data's identity: the data block (less DATA_KEY_IGNORED),
+  seed and every example's label and source index (train and test)."""
+  block = {k: v for k, v in cfg.data.to_dict().items()
+           if k not in DATA_KEY_IGNORED}
+  h = hashlib.sha256(json.dumps(block, sort_keys=True).encode())
   h.update(str((cfg.seed, train.image_shape, train.num_classes)).encode())
   for ds in (train, test):
     h.update(np.ascontiguousarray(ds.labels, np.int64).tobytes())
