@@ -10,7 +10,6 @@ renames it when complete, so a killed run leaves either a whole checkpoint or
 a temporary folder that the next run deletes.
 """
 
-import json
 import logging
 import os
 from typing import Any, Dict, List, Optional, Tuple
@@ -65,22 +64,33 @@ def _quiet_orbax():
 
 def peek_latest(directory: str) -> Optional[Tuple[int, Dict[str, Any]]]:
   """(number, JSON metadata) of the latest finished checkpoint under
-  `directory`, read without Orbax and without writing anything (for checks
-  before a run claims its workdir); None when there is none or its
-  metadata is unreadable (the restore then says why)."""
+  `directory`, as the Checkpoints of a run would resume it, read without
+  writing anything (for checks before a run claims its workdir); None when
+  there is none or its metadata is unreadable (the restore then says why).
+
+  It goes through Orbax's public API (a CheckpointManager that creates no
+  folder, cleans nothing up and saves no root metadata, so it neither
+  writes nor waits on other processes), never through Orbax's file layout.
+  """
   if not os.path.isdir(directory):
     return None
-  numbers = [int(n) for n in os.listdir(directory) if n.isdigit()]
-  if not numbers:
-    return None
-  number = max(numbers)
+  _quiet_orbax()
+  manager = ocp.CheckpointManager(
+      os.path.abspath(directory), options=ocp.CheckpointManagerOptions(
+          create=False, cleanup_tmp_directories=False,
+          save_root_metadata=False, max_to_keep=None,
+          enable_async_checkpointing=False))
   try:
-    with open(os.path.join(directory, str(number), "meta", "metadata"),
-              encoding="utf-8") as f:
-      meta = json.load(f)
-  except (OSError, ValueError):
+    number = manager.latest_step()
+    if number is None:
+      return None
+    meta = manager.restore(number, args=ocp.args.Composite(
+        meta=ocp.args.JsonRestore())).meta
+  except Exception:  # Orbax raises many types; all mean "unreadable".
     return None
-  return (number, meta) if isinstance(meta, dict) else None
+  finally:
+    manager.close()
+  return (number, dict(meta)) if isinstance(meta, dict) else None
 
 
 class Checkpoints:
