@@ -4,6 +4,11 @@
 workdir whose noise another config made unless --overwrite is given; `claim`
 then removes the old outputs (with --overwrite) and records the config. The
 hash is the sha256 of the config's canonical JSON (sorted keys, no spaces).
+--overwrite acts only on a ue_jax workdir (its config.json is a record
+`claim` wrote) or an empty one, and deletes only what ue_jax writes there
+(`OUTPUTS`, and inside their folders the names of `OWNED`); any other
+non-empty folder is refused, and another file inside an output folder is
+kept with the folder that holds it.
 
 Each stage's outputs depend on part of the config only (`identity`): the
 noise on everything but the name, checkpoint.*, data.cache_dir,
@@ -22,6 +27,7 @@ config, is refused; a run that redoes the stage is not.
 import hashlib
 import json
 import os
+import re
 import shutil
 from typing import Any, Dict, Optional
 
@@ -32,6 +38,17 @@ CONFIG_FILE = "config.json"
 # Everything a run writes into its workdir; --overwrite deletes these only.
 OUTPUTS = (CONFIG_FILE, "checkpoints", "noise.npy", "release", "figure.png",
            "curves.png", "results.json", "metrics.jsonl", "battery")
+# What ue_jax writes inside the folders of OUTPUTS (by the folder's path in
+# the workdir: full-match patterns of entry names; an entry that is itself a
+# folder here is cleared the same way, else removed whole): --overwrite
+# deletes these and keeps every other entry, and the folders that hold one.
+OWNED = {"checkpoints": (r"\d+", r"\d+\.orbax-checkpoint-tmp.*"),  # Orbax
+         "release": (r"unlearnable_train\.npz",),
+         "battery": (r"battery\.(json|md|png)", "cells", "clean"),
+         "battery/cells": (r"[0-9a-f]{16}\.json",),
+         "battery/clean": (r"[0-9a-f]{16}\.json",)}
+# The temporary files of artifacts' atomic writes (a killed run's leftovers).
+TEMPORARY = r"\.tmp-[0-9a-f]{16}(\.\w+)?"
 
 
 # Config blocks that do not change what generate/release/evaluate write (the
@@ -139,27 +156,54 @@ def _made_with(record, workdir: str) -> Dict[str, Dict[str, Any]]:
   return made
 
 
+def is_record(record) -> bool:
+  """Whether a loaded config.json is a record `claim` wrote."""
+  return (isinstance(record, dict) and isinstance(record.get("config"), dict)
+          and isinstance(record.get("sha256"), str))
+
+
+def _check_overwritable(workdir: str):
+  """Refuses --overwrite on a non-empty folder that is not a ue_jax
+  workdir: it would delete files that ue_jax never wrote."""
+  if not os.path.isdir(workdir) or not os.listdir(workdir):
+    return
+  path = os.path.join(workdir, CONFIG_FILE)
+  if os.path.isfile(path) and is_record(artifacts.load_json(path)):
+    return
+  names = sorted(os.listdir(workdir))
+  shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more"
+                                  if len(names) > 5 else "")
+  raise UEError(f"--workdir {workdir} is not a ue_jax workdir (it holds "
+                f"{shown} but no ue_jax record {CONFIG_FILE}); --overwrite "
+                "deletes outputs only in a ue_jax workdir, so nothing was "
+                "deleted; give a new or empty --workdir")
+
+
 def verify(cfg, workdir: str, *, overwrite: bool, stages=None):
   """Refuses a workdir whose noise another config made, and (given the
   `stages` this run runs) one whose release or evaluation another config
-  made where this run would read them or leave them in place; reads, never
-  writes."""
+  made where this run would read them or leave them in place; with
+  `overwrite`, a non-empty folder that is not a ue_jax workdir. Reads,
+  never writes."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise UEError(f"--workdir {workdir} exists and is not a directory")
-  if overwrite or not os.path.isdir(workdir):
+  if overwrite:
+    _check_overwritable(workdir)
+    return
+  if not os.path.isdir(workdir):
     return
   path = os.path.join(workdir, CONFIG_FILE)
   if not os.path.exists(path):
     found = _outputs(workdir)
     if found:
       raise UEError(f"workdir {workdir} holds {', '.join(found)} but no "
-                    f"{CONFIG_FILE}, so its config is unknown; use another "
-                    "--workdir or pass --overwrite to delete them")
+                    f"{CONFIG_FILE}, so ue_jax did not make it (or its "
+                    "record is lost); give a new or empty --workdir")
     return
   record = artifacts.load_json(path)
-  if not isinstance(record, dict) or "config" not in record:
-    raise UEError(f"{path} is not a ue_jax config record; use another "
-                  "--workdir or pass --overwrite")
+  if not is_record(record):
+    raise UEError(f"{path} is not a ue_jax config record, so {workdir} is "
+                  "not a ue_jax workdir; give a new or empty --workdir")
   new = canonical(cfg)
   diff = first_difference(identity(record["config"], "generate"),
                           identity(new, "generate"))
@@ -181,6 +225,53 @@ def verify(cfg, workdir: str, *, overwrite: bool, stages=None):
                     "delete the outputs")
 
 
+def _remove(path: str):
+  """Removes a file or link, or a whole folder."""
+  if os.path.isdir(path) and not os.path.islink(path):
+    shutil.rmtree(path)
+  else:
+    os.remove(path)
+
+
+def _clear(workdir: str, folder: str):
+  """Deletes ue_jax's entries (`OWNED`, temporaries) of the output
+  `folder` (its path in `workdir`), then the folder itself if that left it
+  empty; a link in its place is removed, never followed."""
+  path = os.path.join(workdir, folder)
+  if os.path.islink(path) or not os.path.isdir(path):
+    os.remove(path)
+    return
+  ours = re.compile("|".join(f"(?:{p})" for p in OWNED[folder]
+                             + (TEMPORARY,)))
+  for name in os.listdir(path):
+    inner = f"{folder}/{name}"
+    if inner in OWNED and not os.path.islink(os.path.join(path, name)):
+      _clear(workdir, inner)
+    elif ours.fullmatch(name):
+      _remove(os.path.join(path, name))
+  if not os.listdir(path):
+    os.rmdir(path)
+
+
+def delete_outputs(workdir: str):
+  """Deletes what ue_jax writes in `workdir` (--overwrite): the `OUTPUTS`,
+  of their folders only the `OWNED` entries, and the temporaries of its
+  atomic writes; every other file stays. The record goes last, so an
+  interrupted deletion leaves a ue_jax workdir that --overwrite accepts."""
+  if not os.path.isdir(workdir):
+    return
+  temporaries = [n for n in os.listdir(workdir) if re.fullmatch(TEMPORARY, n)]
+  for name in sorted(_outputs(workdir) + temporaries,
+                     key=lambda name: name == CONFIG_FILE):
+    output = os.path.join(workdir, name)
+    if name in OWNED:
+      _clear(workdir, name)
+    elif name in temporaries:
+      _remove(output)
+    elif os.path.islink(output) or not os.path.isdir(output):
+      os.remove(output)
+
+
 def claim(cfg, workdir: str, *, overwrite: bool,
           run: Optional[Dict[str, int]] = None) -> str:
   """Creates the workdir (after `verify`), first deleting its outputs with
@@ -191,12 +282,8 @@ def claim(cfg, workdir: str, *, overwrite: bool,
   path = os.path.join(workdir, CONFIG_FILE)
   old = None if overwrite else artifacts.load_json(path)
   if overwrite:
-    for name in _outputs(workdir):
-      output = os.path.join(workdir, name)
-      if os.path.isdir(output) and not os.path.islink(output):
-        shutil.rmtree(output)
-      else:
-        os.remove(output)
+    _check_overwritable(workdir)
+    delete_outputs(workdir)
   os.makedirs(workdir, exist_ok=True)
   config = canonical(cfg)
   record = {"sha256": config_hash(config), "config": config}

@@ -1,0 +1,203 @@
+"""What --overwrite may delete, and what results.json may hold.
+
+--overwrite deletes only inside a ue_jax workdir (a config.json record that
+workdir.claim wrote) or an empty one, and only what ue_jax writes there: a
+folder of someone else's files given as --workdir is refused with one line
+and left byte for byte as it was.
+"""
+
+import hashlib
+import json
+import os
+import subprocess
+
+import numpy as np
+from absl.testing import absltest
+
+from configs import test_tiny
+from tests import helpers
+from ue_jax import pipeline
+from ue_jax.io import workdir as workdir_lib
+from ue_jax.runtime.errors import UEError
+
+# A user's folder: notes, a file named like a checkpoint, their own results.
+PLANTED = {os.path.join("release", "notes.txt"): b"release notes\n",
+           os.path.join("checkpoints", "important.bin"): bytes(range(256)),
+           "results.json": b'{"my": "own numbers"}\n'}
+
+
+def tiny_config(train, test, **noise):
+  cfg = test_tiny.get_config()
+  cfg.data.train_path, cfg.data.test_path = train, test
+  cfg.noise.update(noise)
+  return cfg
+
+
+def plant(folder, files):
+  for name, data in files.items():
+    path = os.path.join(folder, name)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+      f.write(data)
+
+
+def tree(folder):
+  """{relative path: sha256} of every file under `folder`, and the folders
+  as None."""
+  out = {}
+  for root, dirs, files in os.walk(folder):
+    for name in dirs:
+      out[os.path.relpath(os.path.join(root, name), folder)] = None
+    for name in files:
+      with open(os.path.join(root, name), "rb") as f:
+        out[os.path.relpath(os.path.join(root, name), folder)] = (
+            hashlib.sha256(f.read()).hexdigest())
+  return out
+
+
+def read_json(path):
+  with open(path, encoding="utf-8") as f:
+    return json.load(f)
+
+
+class OverwriteTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.tmp = self.create_tempdir().full_path
+    self.train, self.test = helpers.write_npz(self.tmp)
+    self.cfg = tiny_config(self.train, self.test)
+
+  def assert_planted(self, folder, files=None):
+    for name, data in (files or PLANTED).items():
+      with open(os.path.join(folder, name), "rb") as f:
+        self.assertEqual(f.read(), data, name)
+
+  def test_a_folder_of_other_files_is_refused(self):
+    """--overwrite on a user's folder: refused before anything is
+    deleted or written, through pipeline.run and through claim itself."""
+    mine = os.path.join(self.tmp, "mine")
+    plant(mine, PLANTED)
+    before = tree(mine)
+    message = (r"is not a ue_jax workdir \(it holds checkpoints, release, "
+               r"results.json but no ue_jax record config.json\); "
+               r"--overwrite deletes outputs only in a ue_jax workdir")
+    with self.assertRaisesRegex(UEError, message):
+      pipeline.run(self.cfg, mine, overwrite=True)
+    with self.assertRaisesRegex(UEError, message):
+      workdir_lib.claim(self.cfg, mine, overwrite=True)
+    self.assertEqual(tree(mine), before)
+    self.assert_planted(mine)
+
+  def test_a_config_json_that_is_no_record_is_refused(self):
+    """A user's own config.json does not make a ue_jax workdir, with the
+    flag or without it."""
+    mine = os.path.join(self.tmp, "theirs")
+    files = {**PLANTED, "config.json": b'{"config": "mine"}\n'}
+    plant(mine, files)
+    before = tree(mine)
+    with self.assertRaisesRegex(UEError, "is not a ue_jax workdir"):
+      workdir_lib.verify(self.cfg, mine, overwrite=True)
+    with self.assertRaisesRegex(UEError, "is not a ue_jax config record"):
+      workdir_lib.verify(self.cfg, mine, overwrite=False)
+    with self.assertRaisesRegex(UEError, "is not a ue_jax workdir"):
+      workdir_lib.claim(self.cfg, mine, overwrite=True)
+    self.assertEqual(tree(mine), before)
+
+  def test_an_empty_or_missing_folder_is_fine(self):
+    for name in ("empty", "missing"):
+      folder = os.path.join(self.tmp, name)
+      if name == "empty":
+        os.makedirs(folder)
+      workdir_lib.verify(self.cfg, folder, overwrite=True)
+      path = workdir_lib.claim(self.cfg, folder, overwrite=True)
+      self.assertTrue(workdir_lib.is_record(read_json(path)))
+
+  def test_overwrite_deletes_only_what_ue_jax_writes(self):
+    """In a ue_jax workdir: every output (and ue_jax's entries of the
+    output folders, temporaries included) goes; the user's files there,
+    and the folders that hold them, stay."""
+    work = os.path.join(self.tmp, "w")
+    old = tiny_config(self.train, self.test, eps=16 / 255)
+    workdir_lib.claim(old, work, overwrite=False)
+    ours = {name: b"ue_jax\n" for name in (
+        "noise.npy", "figure.png", "curves.png", "results.json",
+        "metrics.jsonl", ".tmp-0123456789abcdef.json",
+        os.path.join("checkpoints", "3", "state", "data"),
+        os.path.join("checkpoints", "4.orbax-checkpoint-tmp-17", "x"),
+        os.path.join("release", "unlearnable_train.npz"),
+        os.path.join("release", ".tmp-00000000000000ff.npz"),
+        os.path.join("battery", "battery.json"),
+        os.path.join("battery", "battery.md"),
+        os.path.join("battery", "cells", "0123456789abcdef.json"),
+        os.path.join("battery", "clean", "fedcba9876543210.json"))}
+    plant(work, ours)
+    users = {"notes.txt": b"mine\n",
+             os.path.join("release", "notes.txt"): b"release notes\n",
+             os.path.join("checkpoints", "important.bin"): b"\x00\x01",
+             os.path.join("battery", "cells", "by_hand.md"): b"mine\n"}
+    plant(work, users)
+    workdir_lib.verify(self.cfg, work, overwrite=True)
+    workdir_lib.claim(self.cfg, work, overwrite=True)
+    self.assert_planted(work, users)
+    left = tree(work)
+    self.assertEqual(
+        sorted(left),
+        sorted(["config.json", "release", "checkpoints", "battery",
+                os.path.join("battery", "cells"), *users]))
+    record = read_json(os.path.join(work, "config.json"))
+    self.assertEqual(record["sha256"], workdir_lib.config_hash(
+        workdir_lib.canonical(self.cfg)))
+    self.assertNotIn("stages", record)
+
+  def test_overwrite_of_a_real_workdir_runs_afresh(self):
+    """A generate+release run, a user's file beside its outputs, then the
+    same workdir under another eps with --overwrite: the new noise is
+    searched (not resumed) and released; the user's file stays."""
+    work = os.path.join(self.tmp, "real")
+    old = tiny_config(self.train, self.test, eps=16 / 255)
+    first = pipeline.run(old, work, ("generate", "release"))
+    self.assertEqual(first["epsilon_255"], 16)
+    plant(work, {"notes.txt": b"mine\n"})
+    with self.assertRaisesRegex(UEError, "made by a different config"):
+      pipeline.run(self.cfg, work, ("generate", "release"))
+    second = pipeline.run(self.cfg, work, ("generate", "release"),
+                          overwrite=True)
+    self.assertEqual(second["epsilon_255"], 8)
+    self.assertEqual(second["rounds"], 2)
+    self.assertLessEqual(second["release_max_pixel_change"], 8)
+    noise = np.load(os.path.join(work, "noise.npy"))
+    self.assertLessEqual(float(np.abs(noise).max()), 8 / 255 + 1e-6)
+    # Two rounds, searched afresh: two checkpoints, not four.
+    self.assertEqual(sorted(os.listdir(os.path.join(work, "checkpoints"))),
+                     ["1", "2"])
+    self.assert_planted(work, {"notes.txt": b"mine\n"})
+    self.assertEqual(read_json(os.path.join(work, "config.json"))["sha256"],
+                     workdir_lib.config_hash(workdir_lib.canonical(self.cfg)))
+
+  def test_the_command_line_refuses_with_one_line(self):
+    mine = os.path.join(self.tmp, "cli")
+    plant(mine, PLANTED)
+    before = tree(mine)
+    proc = subprocess.run(
+        helpers.main_command(mine, f"--config.data.train_path={self.train}",
+                             f"--config.data.test_path={self.test}",
+                             "--overwrite"),
+        cwd=helpers.REPO, capture_output=True, text=True, timeout=300,
+        check=False)
+    self.assertEqual(proc.returncode, 2, proc.stderr[-2000:])
+    self.assertNotIn("Traceback", proc.stderr)
+    errors = [l for l in proc.stderr.splitlines() if l.startswith("error")]
+    self.assertLen(errors, 1)
+    self.assertEqual(proc.stderr.strip().splitlines()[-1], errors[0])
+    self.assertEqual(
+        errors[0], f"error: --workdir {mine} is not a ue_jax workdir (it "
+        "holds checkpoints, release, results.json but no ue_jax record "
+        "config.json); --overwrite deletes outputs only in a ue_jax workdir, "
+        "so nothing was deleted; give a new or empty --workdir")
+    self.assertEqual(tree(mine), before)
+    self.assert_planted(mine)
+
+
+if __name__ == "__main__":
+  absltest.main()
