@@ -26,7 +26,8 @@ from ue_jax.runtime.errors import Stopped
 from ue_jax.runtime.errors import UEError
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (configs/*.py).", lock_config=True)
+    "config", None, f"Experiment config file. {cli.CONFIG_HELP}",
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _STAGE = flags.DEFINE_enum("stage", "all", ("all",) + pipeline.STAGES,
                            "Which stage to run.")

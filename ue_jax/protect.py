@@ -16,7 +16,6 @@ read (named on stderr, the others protected); 2 bad input, nothing written;
 130/143 stopped by SIGINT/SIGTERM, rerun to continue.
 """
 
-import os
 import sys
 
 import jax
@@ -30,12 +29,9 @@ from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import UEError
 from ue_jax import protect_folder as protect
 
-_DEFAULT_CONFIG = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-    "protect.py")
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Config file (default: configs/protect.py).",
-    lock_config=True)
+    "config", None, f"Config file. {cli.CONFIG_HELP} Default: the "
+    "installed configs/protect.py.", lock_config=True)
 _INPUT = flags.DEFINE_string("input", None, "Folder of images to protect.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for the copies.")
 _LABELS = flags.DEFINE_string(
@@ -78,11 +74,17 @@ def main(argv):
 
 
 def parse_flags(argv):
-  """cli.parse_flags, with configs/protect.py when --config is not given
-  (named here, not as the flag's default, which ml_collections would load
-  and override at import, outside the one-line error handling)."""
+  """cli.parse_flags, with the installed configs/protect.py when --config is
+  not given (named here, not as the flag's default, which ml_collections
+  would load and override at import, outside the one-line error
+  handling)."""
   if not any(a.split("=")[0] in ("--config", "-config") for a in argv[1:]):
-    argv = [argv[0], f"--config={_DEFAULT_CONFIG}", *argv[1:]]
+    default = cli.shipped_config("protect")
+    if not default:
+      cli.exit_with_error("cannot load --config: configs/protect.py is not "
+                          "installed with ue_jax; reinstall it (pip install "
+                          ".) or give --config")
+    argv = [argv[0], f"--config={default}", *argv[1:]]
   return cli.parse_flags(argv, _CONFIG)
 
 
