@@ -1,9 +1,12 @@
 """The installed command line: both entry points run from any directory
-(the configs ship with the package as the `configs` package), and how
---config finds a config."""
+(the configs ship with the package as the `configs` package), how --config
+finds a config, and the install facts that README.md, setup.cfg,
+requirements.txt and .ci/run state."""
 
+import configparser
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -122,6 +125,33 @@ class ConfigLookupTest(absltest.TestCase):
       f.write("def get_config():\n  return None\n")
     self.assertEqual(cli.resolve_config("configs/test_tiny.py"),
                      "configs/test_tiny.py")
+
+
+def read(*path):
+  with open(os.path.join(helpers.REPO, *path), encoding="utf-8") as f:
+    return f.read()
+
+
+class InstallFactsTest(absltest.TestCase):
+
+  def setUp(self):
+    super().setUp()
+    self.setup = configparser.ConfigParser()
+    self.setup.read(os.path.join(helpers.REPO, "setup.cfg"))
+
+  def test_one_python_floor_everywhere(self):
+    floor = re.fullmatch(r">=(3\.\d+)",
+                         self.setup["options"]["python_requires"].strip())
+    self.assertIsNotNone(floor)
+    # jax 0.10 and flax 0.12, install_requires' floors, need Python 3.11.
+    self.assertGreaterEqual(tuple(map(int, floor.group(1).split("."))),
+                            (3, 11))
+    self.assertEqual(re.findall(r"Python (3\.\d+) or newer",
+                                read("README.md")), [floor.group(1)])
+    self.assertEqual(re.findall(r"Python >= (3\.\d+)", read(".ci", "run")),
+                     [floor.group(1)])
+    self.assertNotRegex(read("README.md") + read(".ci", "run"),
+                        r"Python (>= )?3\.(10|[0-9])\b")
 
 
 if __name__ == "__main__":
