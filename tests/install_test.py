@@ -153,6 +153,27 @@ class InstallFactsTest(absltest.TestCase):
     self.assertNotRegex(read("README.md") + read(".ci", "run"),
                         r"Python (>= )?3\.(10|[0-9])\b")
 
+  def test_requirements_hold_what_the_readme_test_command_runs(self):
+    command = next(line for line in read("README.md").splitlines()
+                   if "-m pytest" in line)
+    extras = re.search(r"-e '\.\[([a-z,]+)\]'", command).group(1).split(",")
+    declared = self.setup["options.extras_require"]
+    for extra in extras:
+      self.assertIn(extra, declared)
+    needed = {"pytest"} | ({"pytest-xdist"} if re.search(r" -n \d", command)
+                           else set())
+    listed = {re.split(r"[<>=\[ ]", line)[0].lower()
+              for line in read("requirements.txt").splitlines()
+              if line.strip() and not line.startswith("#")}
+    test_extra = {re.split(r"[<>=\[ ]", line)[0].lower()
+                  for line in declared["test"].split() if line}
+    self.assertLessEqual(needed, listed)
+    self.assertLessEqual(needed, test_extra)
+    # requirements.txt is install_requires plus the test extra.
+    core = {re.split(r"[<>=\[ ]", line)[0].lower()
+            for line in self.setup["options"]["install_requires"].split()}
+    self.assertEqual(listed, core | test_extra)
+
 
 if __name__ == "__main__":
   absltest.main()
