@@ -174,6 +174,31 @@ class InstallFactsTest(absltest.TestCase):
             for line in self.setup["options"]["install_requires"].split()}
     self.assertEqual(listed, core | test_extra)
 
+  def test_ci_finds_cifar10_beside_the_checkout_only(self):
+    """.ci/run's CIFAR-10 lookup, run in a scratch checkout: the copy in
+    ../shared/data is taken; without it none is (no machine's own path)."""
+    script = read(".ci", "run")
+    block = re.search(r"^# The real CIFAR-10.*?^fi$", script,
+                      re.MULTILINE | re.DOTALL).group(0)
+    root = self.create_tempdir().full_path
+    checkout = os.path.join(root, "checkout")
+    os.makedirs(checkout)
+    env = {k: v for k, v in os.environ.items() if k != "UE_JAX_CIFAR10"}
+
+    def found():
+      return subprocess.run(
+          ["bash", "-c", f"set -euo pipefail\n{block}\n"
+           "echo \"${UE_JAX_CIFAR10:-none}\""], cwd=checkout, env=env,
+          capture_output=True, text=True, check=True).stdout.strip()
+
+    self.assertEqual(found(), "none")
+    data = os.path.join(root, "shared", "data")
+    os.makedirs(data)
+    with open(os.path.join(data, "cifar10-jpeg.tar.gz"), "wb") as f:
+      f.write(b"")
+    self.assertEqual(found(), os.path.join(os.path.realpath(data),
+                                           "cifar10-jpeg.tar.gz"))
+
 
 if __name__ == "__main__":
   absltest.main()
