@@ -130,7 +130,7 @@ def measure(spec: Spec, *, parts=tuple(PARTS), repeats: int = 3) -> dict:
   images = len(batches) * spec.batch
   row = dict(dataclasses.asdict(spec), shape=list(spec.shape), images=images,
              calls=len(batches), pgd_steps=spec.steps,
-             unroll=noise_lib.MAX_UNROLL > 1,
+             unroll=noise_lib.unroll_length(spec.steps) > 1,
              devices=jax.device_count(), platform=jax.default_backend(),
              noise_rows_per_device=shard.shape[0],
              noise_bytes_per_device=shard.nbytes,
@@ -336,7 +336,8 @@ def parse(argv=None):
   p.add_argument("--storage", default="float32", help="noise.storage")
   p.add_argument("--dtype", default="float32", help="model.compute_dtype")
   p.add_argument("--unroll", type=flag, default=True,
-                 help="False: PGD as a rolled lax.scan")
+                 help="False: PGD as a rolled lax.scan (True unrolls it "
+                 "on CPU only; elsewhere it is always rolled)")
   p.add_argument("--repeats", type=int, default=3)
   p.add_argument("--out", default="", help="JSON file (default: "
                  "runs/throughput.json, runs/roofline.json)")

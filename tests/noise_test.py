@@ -1,5 +1,7 @@
 """The noise math: projection, PGD sign convention, release bounds."""
 
+from unittest import mock
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -50,6 +52,69 @@ class ProjectTest(chex.TestCase):
     d = noise_lib.pgd(loss, x, jnp.zeros_like(x), eps=0.05, step_size=0.02,
                       num_steps=40)
     chex.assert_trees_all_close(d, jnp.full((3,), -0.05), atol=1e-7)
+
+class UnrollTest(parameterized.TestCase):
+  """PGD's scan is unrolled for CPU only: for another platform the program
+  holds one rolled loop with one copy of the step, and both programs give
+  the same noise."""
+
+  def setUp(self):
+    super().setUp()
+    k1, k2 = jax.random.split(jax.random.key(0))
+    self.x = jax.random.uniform(k1, (4, 6, 6, 2))
+    w = jax.random.normal(k2, (6 * 6 * 2, 3))
+    self.loss = lambda im: jnp.sum(jnp.tanh(im.reshape(4, -1) @ w) ** 2)
+    self.eot_loss = lambda im, key: self.loss(
+        im + 0.01 * jax.random.normal(key, im.shape))
+
+  def program(self, eot: bool, platform, num_steps=7):
+    if eot:
+      fn = lambda x, d: noise_lib.pgd_eot(
+          self.eot_loss, x, d, jax.random.key(3), eps=0.1, step_size=0.02,
+          num_steps=num_steps, platform=platform)
+    else:
+      fn = lambda x, d: noise_lib.pgd(
+          self.loss, x, d, eps=0.1, step_size=0.02, num_steps=num_steps,
+          platform=platform)
+    return jax.jit(fn), (self.x, jnp.zeros_like(self.x))
+
+  def step_copies(self, eot: bool, platform):
+    """(the unroll of the jaxpr's scan, sign ops (one per copy of the PGD
+    step) in the program XLA compiled, while loops in the lowered program)."""
+    fn, args = self.program(eot, platform)
+    (scan,) = [e for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns[0].params[
+        "jaxpr"].eqns if e.primitive.name == "scan"]
+    lowered = fn.lower(*args)
+    return (scan.params["unroll"],
+            lowered.compile().as_text().count(" sign("),
+            lowered.as_text().count("stablehlo.while"))
+
+  @parameterized.parameters(False, True)
+  def test_rolled_off_cpu_unrolled_on_cpu(self, eot):
+    # EOT's random draws bring two loops of their own (threefry).
+    extra = 2 if eot else 0
+    self.assertEqual(self.step_copies(eot, "gpu"), (1, 1, 1 + extra))
+    self.assertEqual(self.step_copies(eot, "tpu"), (1, 1, 1 + extra))
+    self.assertEqual(self.step_copies(eot, "cpu"), (7, 7, extra))
+
+  @parameterized.parameters(False, True)
+  def test_same_noise_either_way(self, eot):
+    fn_cpu, args = self.program(eot, "cpu")
+    fn_gpu, _ = self.program(eot, "gpu")
+    rolled, unrolled = fn_gpu(*args), fn_cpu(*args)
+    self.assertGreater(float(jnp.max(jnp.abs(rolled))), 0.05)  # it moved
+    chex.assert_trees_all_equal(rolled, unrolled)
+
+  def test_length_and_default_platform(self):
+    self.assertEqual(noise_lib.unroll_length(7, "cpu"), 7)
+    self.assertEqual(noise_lib.unroll_length(200, "cpu"),
+                     noise_lib.MAX_UNROLL)
+    self.assertEqual(noise_lib.unroll_length(200, "gpu"), 1)
+    # No platform: JAX's default backend when the step is traced.
+    with mock.patch.object(jax, "default_backend", return_value="gpu"):
+      self.assertEqual(noise_lib.unroll_length(20), 1)
+    with mock.patch.object(jax, "default_backend", return_value="cpu"):
+      self.assertEqual(noise_lib.unroll_length(20), 20)
 
 
 class ReleaseTest(parameterized.TestCase):

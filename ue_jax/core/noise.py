@@ -6,14 +6,14 @@ perturbation delta (not x + delta), in the same [0, 1] units.
 """
 
 import dataclasses
-from typing import Callable
+from typing import Callable, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 
-MAX_UNROLL = 32  # longer PGD runs unroll in chunks of this many steps
+MAX_UNROLL = 32  # on CPU, longer PGD runs unroll in chunks of this many
 # How a noise is indexed: one row per example (by its index) or one row per
 # class (by its label); core/steps.py and training/layouts.py read it.
 LAYOUTS = ("samplewise", "classwise")
@@ -41,14 +41,30 @@ def perturb(x: jax.Array, delta: jax.Array) -> jax.Array:
   return jnp.clip(x + delta, 0.0, 1.0)
 
 
+def unroll_length(num_steps: int, platform: Optional[str] = None) -> int:
+  """PGD steps per iteration of its lax.scan: all of them (in chunks of
+  MAX_UNROLL) on CPU, 1 (a rolled loop) on any other platform.
+
+  XLA:CPU runs convolutions inside a rolled while-loop about 7x slower
+  (measured: 217 vs 1664 image-steps/s, width-16 ResNet, batch 128), so
+  there the steps are copied into the program; elsewhere the copies only
+  lengthen compilation (REM inside EOT would hold hundreds). `platform` is
+  the one the step runs on ("cpu", "gpu", "tpu"); None takes JAX's default
+  backend when the step is traced."""
+  platform = platform or jax.default_backend()
+  return min(num_steps, MAX_UNROLL) if platform == "cpu" else 1
+
+
 def pgd(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
         delta: jax.Array, *, eps: float, step_size: float, num_steps: int,
-        maximize: bool = False) -> jax.Array:
+        maximize: bool = False, platform: Optional[str] = None) -> jax.Array:
   """`num_steps` signed-gradient steps on delta from a warm start.
 
   `loss_fn(images) -> scalar` must be a sum (or mean) of per-example losses,
   so each example's input gradient depends on that example only. Descent
   (error-minimizing) by default; `maximize=True` gives error-maximizing noise.
+  The loop is unrolled on CPU only (`unroll_length`; `platform`: the one the
+  step runs on, None = JAX's default backend).
   """
   sign = 1.0 if maximize else -1.0
   grad_fn = jax.grad(loss_fn)
@@ -57,20 +73,20 @@ def pgd(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
     g = grad_fn(perturb(x, d))
     return project(d + sign * step_size * jnp.sign(g), x, eps=eps), None
 
-  # Unrolled: XLA:CPU runs convolutions inside a rolled while-loop about 7x
-  # slower (measured: 217 vs 1664 image-steps/s, width-16 ResNet, batch 128).
   delta, _ = jax.lax.scan(body, project(delta, x, eps=eps), None,
-                          length=num_steps, unroll=min(num_steps, MAX_UNROLL))
+                          length=num_steps,
+                          unroll=unroll_length(num_steps, platform))
   return delta
 
 
 def pgd_eot(loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
             x: jax.Array, delta: jax.Array, key: jax.Array, *, eps: float,
-            step_size: float, num_steps: int,
-            maximize: bool = False) -> jax.Array:
+            step_size: float, num_steps: int, maximize: bool = False,
+            platform: Optional[str] = None) -> jax.Array:
   """`pgd` on a random objective: step t follows the gradient of
   `loss_fn(images, fold_in(key, t))` (e.g. the loss averaged over random
-  augmentations drawn from that key: expectation over transformations)."""
+  augmentations drawn from that key: expectation over transformations).
+  Unrolled on CPU only, as `pgd`."""
   sign = 1.0 if maximize else -1.0
   grad_fn = jax.grad(loss_fn)
 
@@ -80,7 +96,7 @@ def pgd_eot(loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
 
   delta, _ = jax.lax.scan(body, project(delta, x, eps=eps),
                           jnp.arange(num_steps),
-                          unroll=min(num_steps, MAX_UNROLL))
+                          unroll=unroll_length(num_steps, platform))
   return delta
 
 
