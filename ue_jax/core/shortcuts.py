@@ -37,7 +37,6 @@ import numpy as np
 from ue_jax.runtime.errors import UEError
 
 AR_WINDOW = 3
-NORMS = ("linf", "l2")
 
 
 # ------------------------------------------------------------------- AR

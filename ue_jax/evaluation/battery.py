@@ -34,7 +34,6 @@ from ue_jax.models import MODELS
 from ue_jax.parallel import device_data
 from ue_jax.runtime.errors import UEError
 
-CELLS = ("star", "cross")
 FOLDER = "battery"
 # Fields of the data block that say where or how the data is fetched, never
 # what it is: left out of the data key, so editing them keeps the cache.

@@ -112,10 +112,6 @@ def export_noise(noise, n: int, placement, path: str, *,
   return path, max_abs
 
 
-def save_npz(path: str, **arrays) -> str:
-  return _atomic(path, lambda tmp: np.savez(tmp, **arrays))
-
-
 class NpzWriter:
   """Writes an .npz member by member, an array's rows in chunks
   (npz.StreamWriter: the bytes np.savez writes), renamed into place when

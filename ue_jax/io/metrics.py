@@ -101,7 +101,3 @@ class Progress:
                    self.done, self.total, self.unit, rate * self.scale,
                    self.unit if self.scale == 1 else self.unit + "·steps",
                    format_seconds(elapsed), format_seconds(eta))
-
-  @property
-  def seconds(self) -> float:
-    return time.perf_counter() - self.start
