@@ -11,8 +11,11 @@ PyTree = Any
 
 
 class UEState(struct.PyTreeNode):
-  """Everything generation updates. `noise` is delta in [0,1] units, float32,
-  [N,H,W,C] (sample-wise) or None for plain training (evaluation)."""
+  """Everything generation updates. `noise` is delta as noise.storage holds
+  it (noise.Codec): float32, bfloat16, or int8 integer steps of eps/127,
+  [0,1] units once decoded; [N,H,W,C] sample-wise (N padded to a multiple
+  of the device count) or [classes,H,W,C] class-wise; None for plain
+  training (evaluation)."""
   step: jax.Array
   params: PyTree
   batch_stats: PyTree
@@ -29,7 +32,9 @@ class UEState(struct.PyTreeNode):
 
 def create_state(model, tx, *, seed: int, image_shape: Sequence[int],
                  noise_shape: Optional[Sequence[int]] = None) -> UEState:
-  """Initialises params (from `seed`), optimizer state and zero noise."""
+  """Initialises params (from `seed`), optimizer state and, given
+  `noise_shape`, float32 zero noise (else None; generate.build sets the
+  stored noise itself)."""
   key = jax.random.key(seed)
   init_key, state_key = jax.random.split(key)
 

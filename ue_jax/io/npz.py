@@ -1,13 +1,16 @@
 """.npz archives a row at a time: memory-mapped reading and streamed writing.
 
 `np.savez` stores each array as an uncompressed (ZIP_STORED) `.npy` member,
-so a member's rows lie contiguously in the file: `member` maps one without
+so a member's data lies contiguously in the file: `member` maps one without
 reading it (rows are read when indexed), and `StreamWriter` writes one from
-chunks of rows. Its output is what `np.savez` writes for the same arrays (the
-same zip layout, members, .npy headers and bytes; only the zip timestamps
-differ, as between two `np.savez` calls), so `np.load` reads it as before.
-Compressed members (`np.savez_compressed`) cannot be mapped: `member`
-returns None for them and callers read them whole.
+chunks of rows. It always writes C order (`fortran_order: False`, rows one
+after another). For C-ordered arrays its output is what `np.savez` writes
+(the same zip layout, members, .npy headers and bytes; only the zip
+timestamps can differ, as between two `np.savez` calls); a Fortran-ordered
+array, which `np.savez` stores in Fortran order, is stored in C order
+instead: other header and bytes, the same array to `np.load`. Compressed
+members (`np.savez_compressed`) cannot be mapped: `member` returns None for
+them and callers read them whole.
 """
 
 import struct
@@ -55,10 +58,11 @@ def member(path: str, key: str) -> Optional[np.ndarray]:
 
 
 class StreamWriter:
-  """Writes an .npz member by member, as `np.savez(path, **arrays)` would:
-  `add(key, array)` for a whole array, or `begin(key, shape, dtype)`, then
-  `write(rows)` in order until the rows are complete. Use as a context
-  manager on an open binary file or a path."""
+  """Writes an .npz member by member, as `np.savez(path, **arrays)` would
+  (every member in C order): `add(key, array)` for a whole array, or
+  `begin(key, shape, dtype)`, then `write(rows)` in order until the rows
+  are complete. Use as a context manager on an open binary file or a
+  path."""
 
   def __init__(self, file):
     self.file = file
