@@ -17,8 +17,8 @@ resnet18_w64 (the paper's ResNet-18, 32x32x3; throughput only, at batch 32
 and the paper's K = 20: about 4 s per call on 2 cores. At K = 2 ue_jax's
 fixed cost per call, the noise gather/scatter and the cross-device sums,
 weighs 15 % more, so short runs understate it).
-ue_jax runs as `python -m ue_jax.main` does: on one XLA CPU device per core,
-the batch split over them (`--cpu-devices=1`: JAX's single CPU device).
+ue_jax runs as `python -m ue_jax.main` does: on JAX's single CPU device
+(`--cpu-devices=-1`: one XLA CPU device per core, the batch split over them).
 Throughput ratios are ours/torch, wall-time ratios torch/ours, so > 1 always
 means ue_jax is faster. ue_jax's wall time includes XLA compilation (the first
 round); the compile time is also measured ahead of time and subtracted in
@@ -110,10 +110,10 @@ def parse_args(argv=None):
   p.add_argument("--e2e-stop", type=float, default=0.99)
   p.add_argument("--e2e-max-rounds", type=int, default=8)
   p.add_argument("--threads", type=int, default=2, help="torch threads")
-  p.add_argument("--cpu-devices", type=int, default=-1,
-                 help="XLA CPU devices for ue_jax (-1: one per core, as "
-                 "python -m ue_jax.main by default; 1: one device on all "
-                 "cores)")
+  p.add_argument("--cpu-devices", type=int, default=1,
+                 help="XLA CPU devices for ue_jax (1: one device on all "
+                 "cores, as python -m ue_jax.main by default; -1: one per "
+                 "core)")
   p.add_argument("--save-noise", default="",
                  help="folder: write each side's end-to-end noise there "
                  "(<model>_<side>.npy, float32 NHWC)")

@@ -213,6 +213,17 @@ CASES = (
          ["--cpu_devices=2", "--config.battery.batch_size=15"],
          "battery.batch_size=15 must be a multiple of the 2 devices",
          stage="battery"),
+    # Refused before the search, not when the evaluate stage starts.
+    Case("evaluate_batch_over_devices",
+         ["--cpu_devices=2", "--config.evaluate.batch_size=15"],
+         "evaluate.batch_size=15 must be a multiple of the 2 devices",
+         stage="all"),
+    Case("evaluate_eval_batch_over_devices_on_generate",
+         ["--cpu_devices=2", "--config.noise.kind=error_max",
+          "--config.generate.pretrain_epochs=1",
+          "--config.evaluate.eval_batch_size=15"],
+         "evaluate.eval_batch_size=15 must be a multiple of the 2 devices",
+         stage="generate"),
     Case("battery_before_release", [], "no released dataset at",
          stage="battery"),
     Case("battery_release_rows",
@@ -544,7 +555,7 @@ class WorkdirTest(absltest.TestCase):
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
     self.assertCountEqual(os.listdir(used),
                           ["config.json", "notes.txt", "release", "figure.png",
-                           "results.json"])
+                           "results.json", "results"])
     cfg = tiny_config(fixtures["train"], fixtures["test"])
     cfg.release.noise_path = noise
     self.assertEqual(read_json(os.path.join(used, "config.json"))["sha256"],

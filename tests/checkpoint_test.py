@@ -9,6 +9,7 @@ first one compiles.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -170,16 +171,21 @@ class FaultInjectionTest(absltest.TestCase):
     self.resume_to_the_end(workdir)
 
 
-  def test_resume_on_another_device_count_is_refused(self):
-    # The reference search ran on the default count (one device per core);
-    # its checkpoints name that count, and a rerun on another one is
-    # refused with one line that says how to resume, leaving them alone.
+  def test_unfinished_search_on_another_device_count_is_refused(self):
+    # A copy of the reference without its last checkpoint: the latest is
+    # mid-round (before round 3's stop test). Its checkpoints name the
+    # count they were made on, and a rerun on another one is refused with
+    # one line that says how to resume, leaving them alone.
     reference = os.path.join(self.tmp, "reference")
+    workdir = os.path.join(self.tmp, "unfinished_other_count")
+    shutil.copytree(reference, workdir)
+    shutil.rmtree(os.path.join(workdir, "checkpoints",
+                               str(ROUNDS * PER_ROUND)))
     with open(os.path.join(reference, "results.json"), encoding="utf-8") as f:
       count = len(json.load(f)["devices"])
     other = 1 if count > 1 else 2
-    before = checkpoint_numbers(reference)
-    proc = helpers.run_main(reference, *self.overrides,
+    before = checkpoint_numbers(workdir)
+    proc = helpers.run_main(workdir, *self.overrides,
                             f"--cpu_devices={other}", stage="generate",
                             env=self.env, timeout=300)
     self.assertEqual(proc.returncode, 2, proc.stderr[-3000:])
@@ -188,14 +194,35 @@ class FaultInjectionTest(absltest.TestCase):
     self.assertRegex(last, rf"^error: checkpoint {before[-1]} in .* was made "
                      rf"on {count} device\(s\) in 1 process\(es\), this run "
                      rf"has {other} .*--cpu_devices={count}")
-    self.assertEqual(checkpoint_numbers(reference), before)
-    with open(os.path.join(reference, "checkpoints", str(before[-1]), "meta",
+    self.assertEqual(checkpoint_numbers(workdir), before)
+    with open(os.path.join(workdir, "checkpoints", str(before[-1]), "meta",
                            "metadata"), encoding="utf-8") as f:
       meta = json.load(f)
     self.assertEqual((meta["devices"], meta["processes"]), (count, 1))
-    with open(os.path.join(reference, "config.json"), encoding="utf-8") as f:
+    with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
       self.assertEqual(json.load(f)["run"],
                        {"devices": count, "processes": 1})
+
+  def test_finished_search_reruns_on_another_device_count(self):
+    # The reference's search finished: a rerun on another count (the
+    # fallback after a multi-device stall) is accepted, computes no step
+    # and exports the same noise bit for bit.
+    reference = os.path.join(self.tmp, "reference")
+    workdir = os.path.join(self.tmp, "finished_other_count")
+    shutil.copytree(reference, workdir)
+    os.remove(os.path.join(workdir, "noise.npy"))
+    with open(os.path.join(reference, "results.json"), encoding="utf-8") as f:
+      count = len(json.load(f)["devices"])
+    other = 1 if count > 1 else 2
+    proc = helpers.run_main(workdir, *self.overrides,
+                            f"--cpu_devices={other}", stage="generate",
+                            env=self.env, timeout=300)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertEqual(checkpoint_numbers(workdir),
+                     checkpoint_numbers(reference))
+    np.testing.assert_array_equal(
+        np.load(os.path.join(workdir, "noise.npy")),
+        np.load(os.path.join(reference, "noise.npy")))
 
   def test_diverging_run_stops_with_one_line(self):
     workdir = os.path.join(self.tmp, "diverged")

@@ -1,4 +1,5 @@
-"""ue_jax.parallel.collectives: unordered pairs of collectives in HLO."""
+"""ue_jax.parallel.collectives: the collectives of compiled programs, and
+the default CPU path's programs, which hold none."""
 
 import json
 import os
@@ -7,14 +8,10 @@ import sys
 import tempfile
 import textwrap
 
-import chex
 import jax
-import jax.numpy as jnp
-import numpy as np
 from absl.testing import absltest
 
 from tests import helpers
-from ue_jax.core import ordering
 from ue_jax.parallel import collectives
 
 # Two all-reduces of independent operands (a pair in either order), then an
@@ -45,7 +42,6 @@ _COMPILED = textwrap.dedent("""
     import jax, jax.numpy as jnp
     jax.config.update("jax_num_cpu_devices", 2)
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-    from ue_jax.core import ordering
     from ue_jax.parallel import collectives
     mesh = Mesh(jax.devices(), ("d",))
     rows, rep = NamedSharding(mesh, P("d")), NamedSharding(mesh, P())
@@ -54,16 +50,10 @@ _COMPILED = textwrap.dedent("""
     gather = lambda v: jax.lax.with_sharding_constraint(v, rep)
     both = jax.jit(lambda a, b: gather(a * 2).sum() + gather(b + 1).sum())
     chain = jax.jit(lambda a, b: jnp.tanh(b * jnp.tanh(a).sum()).sum())
-    def tied_fn(a, b):  # the same two gathers, the second after the first
-      ga = ordering.gather_rows(a * 2)
-      return ga.sum() + ordering.gather_rows(
-          ordering.after(ga, b + 1)).sum()
-    tied = jax.jit(collectives.in_mesh(tied_fn, mesh))
     hlo = {name: f.lower(a, b).compile().as_text()
-           for name, f in (("both", both), ("chain", chain), ("tied", tied))}
+           for name, f in (("both", both), ("chain", chain))}
     print(json.dumps({"chain_all_reduces": hlo["chain"].count(" all-reduce("),
-                      "tied_all_gathers": hlo["tied"].count(" all-gather("),
-                      "same_value": float(both(a, b)) == float(tied(a, b)),
+                      "found": {k: collectives.find(v) for k, v in hlo.items()},
                       **{k: collectives.unordered(v) for k, v in hlo.items()}}))
     """)
 
@@ -99,63 +89,41 @@ class UnorderedTest(absltest.TestCase):
     self.assertIn("all-gather", got["both"][0][1])
     self.assertEqual(got["chain"], [])
     self.assertGreaterEqual(got["chain_all_reduces"], 2)
-    # `after` puts the second gather behind the first: still two
-    # all-gathers, now a chain, and the same value.
-    self.assertEqual(got["tied"], [])
-    self.assertEqual(got["tied_all_gathers"], 2)
-    self.assertTrue(got["same_value"])
+    # `find` sees the same collectives.
+    self.assertEqual(got["found"]["both"], ["all-gather", "all-gather"])
+    self.assertGreaterEqual(len(got["found"]["chain"]), 2)
 
-  def test_every_step_of_the_pipeline_is_one_chain(self):
-    """benchmarks/collective_order.py on 2 CPU devices: the generator's
-    steps (sample-wise, class-wise, error-maximizing, EOT, REM), the
-    learner's and every battery defense's hold collectives, none of them in
-    an unordered pair."""
+  def test_find_in_a_handwritten_module(self):
+    # Three collectives; the -done half of the async pair is not one more,
+    # and an opcode named inside metadata is not one.
+    self.assertEqual(collectives.find(_HLO),
+                     ["all-reduce", "all-reduce", "all-gather"])
+
+
+class DefaultPathTest(absltest.TestCase):
+
+  def test_every_step_on_one_device_has_no_collective(self):
+    """benchmarks/collective_order.py on one CPU device (ue_jax.main's
+    default): the generator's steps (sample-wise, class-wise,
+    error-maximizing, EOT, REM), the learner's and every battery defense's
+    compile to programs with no collective, so no rendezvous can wait."""
     with tempfile.TemporaryDirectory() as tmp:
       out = os.path.join(tmp, "order.json")
       proc = subprocess.run(
-          [sys.executable, "benchmarks/collective_order.py", "--devices=2",
+          [sys.executable, "benchmarks/collective_order.py", "--devices=1",
            f"--out={out}"], cwd=helpers.REPO, capture_output=True, text=True,
           timeout=900, check=False, env=dict(os.environ, XLA_FLAGS=""))
       self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
       with open(out) as f:
-        rows = json.load(f)["rows"]
-    names = [r["program"] for r in rows]
+        got = json.load(f)
+    self.assertEqual(got["devices"], 1)
+    names = [r["program"] for r in got["rows"]]
     for want in ("generate/samplewise/noise", "generate/eot/noise",
                  "generate/rem/model", "battery/mixup", "battery/cutmix",
                  "battery/ueraser", "learner/crop_flip"):
       self.assertIn(want, names)
-    for r in rows:
-      self.assertGreaterEqual(r["collectives"], 1, r)
-      self.assertEqual(r["unordered_pairs"], 0, r)
-
-
-class AfterTest(absltest.TestCase):
-  """`after` and `gather_rows` change no value (one device, no mesh)."""
-
-  def test_values_are_unchanged_bit_for_bit(self):
-    first = {
-        "f32": jnp.array([[np.nan, -0.0], [np.inf, 1.5], [-np.inf, 0.0]],
-                         jnp.float32),
-        "u8": jnp.array([[255], [0], [7]], jnp.uint8),
-        "i32": jnp.array([-2**31, -1, 2**31 - 1], jnp.int32),
-        "bf16": jnp.array([[np.nan], [-0.0], [3.0]], jnp.bfloat16),
-    }
-    value = {"x": jnp.array([[np.nan, -0.0, 1.0], [np.inf, 0.0, -1.0],
-                             [-np.inf, 2.0, -0.0]], jnp.float32),
-             "i": jnp.array([2**31 - 1, -2**31, 0], jnp.int32),
-             "u": jnp.array([[0, 255], [1, 2], [3, 4]], jnp.uint8)}
-    for name, f in first.items():
-      with self.subTest(first=name):
-        got = jax.jit(ordering.after)(f, value)
-        for key in value:
-          self.assertEqual(got[key].dtype, value[key].dtype)
-          np.testing.assert_array_equal(
-              np.asarray(got[key]).view(np.uint8),
-              np.asarray(value[key]).view(np.uint8))
-
-  def test_gather_rows_outside_a_mesh_is_the_identity(self):
-    x = jnp.arange(12.0).reshape(4, 3)
-    chex.assert_trees_all_equal(jax.jit(ordering.gather_rows)(x), x)
+    for r in got["rows"]:
+      self.assertEqual(r["collectives"], 0, r)
 
 
 if __name__ == "__main__":

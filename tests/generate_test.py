@@ -2,6 +2,7 @@
 mid-run checkpoint gives the same noise bit for bit, error-maximizing noise
 raises the loss of its fixed pretrained model, random noise needs no model."""
 
+import functools
 import os
 import shutil
 import tempfile
@@ -102,7 +103,8 @@ class GenerateTest(absltest.TestCase):
     ckpt.close()
     self.assertEqual((meta["round"], meta["pos"]), (1, 0))
     self.assertEqual(float(np.abs(state.noise).max()), 0.0)
-    eval_fn = steps.jit_eval(release_eps=cfg.noise.eps)
+    eval_fn = jax.jit(functools.partial(steps.eval_step,
+                                        release_eps=cfg.noise.eps))
     _, clean_loss = train_lib.sweep(eval_fn, state, self.train, 32)
     state = state.replace(noise=np.load(os.path.join(full, "noise.npy")))
     _, noisy_loss = train_lib.sweep(eval_fn, state, self.train, 32)

@@ -39,10 +39,8 @@ class EndToEndTest(absltest.TestCase):
                 "release_path", "figure_path", "curves_path"):
       self.assertIn(key, results)
     self.assertEqual(results["config_name"], "test_tiny")
-    # --cpu_devices=-1, the default: one CPU device per core, as far as the
-    # tiny config's batch sizes (32, 32, 16, 32) allow.
-    self.assertLen(results["devices"], distributed.cpu_device_count(
-        distributed.cpu_cores(), (32, 16)))
+    # --cpu_devices=1, the default: JAX's single CPU device.
+    self.assertLen(results["devices"], 1)
     self.assertEqual(results["rounds"], 2)
     self.assertIsInstance(results["stop_reached"], bool)
     for name in ("clean", "unlearnable"):  # the last epoch's, as reported
@@ -94,14 +92,16 @@ class EndToEndTest(absltest.TestCase):
     self.assertEqual(change.max(), 8)
     self.assertIn("noise.eps=0.0313725 is taken as 8/255", proc.stderr)
 
-  def test_one_device_on_request(self):
-    # --cpu_devices=1: JAX's single CPU device; the noise shape is the same.
-    workdir = os.path.join(self.tmp, "one_device")
-    proc = helpers.run_main(workdir, *self.data, "--cpu_devices=1",
+  def test_one_device_per_core_on_request(self):
+    # --cpu_devices=-1: one CPU device per core, as far as the tiny config's
+    # batch sizes (32, 32, 16, 32) allow; the noise shape is the same.
+    workdir = os.path.join(self.tmp, "per_core")
+    proc = helpers.run_main(workdir, *self.data, "--cpu_devices=-1",
                     "--config.generate.max_rounds=1", stage="generate")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "results.json")) as f:
-      self.assertLen(json.load(f)["devices"], 1)
+      self.assertLen(json.load(f)["devices"], distributed.cpu_device_count(
+          distributed.cpu_cores(), (32, 16)))
     self.assertEqual(np.load(os.path.join(workdir, "noise.npy")).shape,
                      (96, 12, 12, 1))
 

@@ -44,11 +44,13 @@ _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Multi-process with the settings JAX detects "
     "(TPU pod, Slurm); the three flags above override them.")
 _CPU_DEVICES = flags.DEFINE_integer(
-    "cpu_devices", -1, "On a CPU: how many XLA devices to split it into, the "
-    "batch spread over them (-1, the default: one per core, or the most that "
-    "divide the config's batch sizes, 1.4x faster PGD on 2 cores; 1: JAX's "
-    "single device). With more than one, XLA:CPU's collective timeouts are "
-    "lengthened (distributed.COLLECTIVE_TIMEOUTS). Single-process runs only.")
+    "cpu_devices", 1, "On a CPU: how many XLA devices to split it into, the "
+    "batch spread over them. 1, the default: JAX's single device, whose "
+    "programs hold no collective and so cannot deadlock. -1: one per core "
+    "(or the most that divide the config's batch sizes), 1.4x faster PGD on "
+    "2 cores, for benchmarks and sharding tests: XLA:CPU's in-process "
+    "collectives can then abort a run (docs/architecture.md). "
+    "Single-process runs only.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 

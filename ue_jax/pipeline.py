@@ -67,6 +67,30 @@ def load_data(cfg, placement=None):
   return train, test
 
 
+def batch_sizes(cfg, stages):
+  """{config field: size} of every batch the `stages` put on the mesh."""
+  g, e = cfg.generate, cfg.evaluate
+  sizes = {}
+  if "generate" in stages:
+    sizes.update({"generate.batch_size": g.batch_size,
+                  "generate.eval_batch_size": g.eval_batch_size})
+  if ("evaluate" in stages or "battery" in stages
+      or ("generate" in stages and g.get("pretrain_epochs"))):
+    sizes.update({"evaluate.batch_size": e.batch_size,
+                  "evaluate.eval_batch_size": e.eval_batch_size})
+  if "battery" in stages and cfg.battery.batch_size:
+    sizes["battery.batch_size"] = cfg.battery.batch_size
+  return sizes
+
+
+def check_batch_sizes(cfg, placement, stages):
+  """Refuses, before any data is read, a batch size of `stages` that the
+  mesh cannot split evenly (each would otherwise be refused only when its
+  stage starts, hours into a run)."""
+  for field, size in batch_sizes(cfg, stages).items():
+    placement.check_batch_size(field, size)
+
+
 def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
   """Loads and checks what the first stage reads but this run does not
   write: the noise for release, the released images for evaluate and the
@@ -80,11 +104,6 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
                   lambda: evaluate.load_release(train, workdir)))
   if "battery" in stages:
     battery.plan(cfg)  # learner and defense names
-    # The battery trains its batches over the mesh: refused now, not after
-    # the earlier stages.
-    if cfg.battery.batch_size:
-      train.placement.check_batch_size("battery.batch_size",
-                                       cfg.battery.batch_size)
     # W's own release: the release stage's, or the evaluate stage's load.
     if cfg.battery.release_path or not {"release", "evaluate"} & set(stages):
       needs.append(("battery", battery.release_file(cfg, workdir),
@@ -137,11 +156,13 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
       checks.fail(f"unknown stage {stage!r}; choose all or one of {STAGES}")
   workdir_lib.verify(cfg, workdir, overwrite=overwrite, stages=stages)
   placement = sharding.Placement(sharding.make_mesh(cfg.mesh.data))
+  check_batch_sizes(cfg, placement, stages)
   train, test = load_data(cfg, placement)
   inputs = check_inputs(cfg, train, workdir, stages, overwrite=overwrite)
   if "generate" in stages and not overwrite:
     resume.check_resume(workdir, devices=placement.size,
-                        processes=jax.process_count())
+                        processes=jax.process_count(),
+                        max_rounds=cfg.generate.max_rounds)
   # Nothing was written up to here; from here on the workdir is ours.
   config_path = workdir_lib.claim(
       cfg, workdir, overwrite=overwrite,

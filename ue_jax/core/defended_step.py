@@ -45,9 +45,7 @@ def defended_step(state: UEState, batch, *, transform, num_classes: int,
   xs, ys = jax.vmap(lambda k: transform(k, x, y))(keys[:copies])
   # Example-major rows (example i's copies at rows i * copies + c), so
   # that the batch keeps its row sharding: copy-major rows would need the
-  # whole batch on every device (all-gathers), and two independent
-  # all-gathers in one program can deadlock XLA:CPU's in-process
-  # collectives (docs/performance.md).
+  # whole batch on every device.
   b = x.shape[0]
   xs = jnp.swapaxes(xs, 0, 1).reshape(b * copies, *x.shape[1:])
   ys = jnp.swapaxes(ys, 0, 1).reshape(b * copies, num_classes)

@@ -17,7 +17,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from ue_jax.core import augment as augment_lib
-from ue_jax.core import ordering
 
 Transform = Callable[[jax.Array, jax.Array, jax.Array], tuple]
 
@@ -74,18 +73,7 @@ def mix_weights(key, batch: int, *, alpha: float = MIX_ALPHA):
 def mixup_with(x, y, lam, perm):
   """lam * (x, y) + (1 - lam) * (x, y)[perm]: images and labels get the
   same weights."""
-  partner, y_partner = _partners(x, y, perm)
-  return (ordering.after(y_partner, lam * x + (1 - lam) * partner),
-          lam * y + (1 - lam) * y_partner)
-
-
-def _partners(x, y, perm):
-  """(x[perm], y[perm]), the second taken after the first; the caller ties
-  what it computes from x to y[perm]. On a mesh each take is a collective,
-  which would otherwise run in either order with the other and with the
-  model's (core/ordering.py)."""
-  partner = x[perm]
-  return partner, ordering.after(partner, y)[perm]
+  return lam * x + (1 - lam) * x[perm], lam * y + (1 - lam) * y[perm]
 
 
 def mixup(key, x, y, *, alpha: float = MIX_ALPHA):
@@ -116,9 +104,8 @@ def cutmix_with(x, y, perm, box):
   cols = (jnp.arange(w) >= left) & (jnp.arange(w) < left + bw)
   inside = (rows[:, None] & cols[None, :])[None, :, :, None]
   area = (bh * bw).astype(jnp.float32) / (h * w)
-  partner, y_partner = _partners(x, y, perm)
-  return (ordering.after(y_partner, jnp.where(inside, partner, x)),
-          (1 - area) * y + area * y_partner)
+  return (jnp.where(inside, x[perm], x),
+          (1 - area) * y + area * y[perm])
 
 
 def cutmix(key, x, y, *, alpha: float = MIX_ALPHA):

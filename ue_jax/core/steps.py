@@ -31,7 +31,6 @@ import optax
 from ue_jax.core import augment as augment_lib
 from ue_jax.core import losses
 from ue_jax.core import noise as noise_lib
-from ue_jax.core import ordering
 from ue_jax.core.state import UEState
 
 
@@ -172,9 +171,7 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
       keys = jax.random.split(key, eot_samples)
       return jnp.mean(jax.vmap(lambda k: one_draw(images, k))(keys))
 
-    # The key reads the batch's first row; tied to the noise rows, so that
-    # its collective comes after theirs (core/ordering.py).
-    key = eot_key(state, {"index": ordering.after(start, batch["index"])})
+    key = eot_key(state, batch)
     delta = noise_lib.pgd_eot(eot_loss, x, start, key,
                               eps=eps, step_size=step_size,
                               num_steps=num_steps, maximize=maximize)
@@ -188,13 +185,7 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
 
 def scatter_rows(table: jax.Array, index: jax.Array,
                  rows: jax.Array) -> jax.Array:
-  """table with rows[i] at row index[i] (out-of-range indices dropped).
-  On a mesh, the indices and then the rows are gathered whole to every
-  device, one after the other and after everything that computed `rows`,
-  and each device writes the rows it holds: left to the partitioner, the
-  two gathers would run in either order (core/ordering.py)."""
-  index = ordering.gather_rows(ordering.after(rows, index))
-  rows = ordering.gather_rows(ordering.after(index, rows))
+  """table with rows[i] at row index[i] (out-of-range indices dropped)."""
   return table.at[index].set(rows, mode="drop")
 
 
@@ -251,10 +242,3 @@ def bound_steps(*, eps: float, step_size: float, num_steps: int,
                         paper_release=paper_release, layout=layout,
                         codec=codec),
   )
-
-
-def jit_eval(*, release_eps=None, paper_release: bool = False,
-             layout: str = "samplewise"):
-  """`eval_step` jitted; on clean images unless `release_eps` is given."""
-  return jax.jit(functools.partial(eval_step, release_eps=release_eps,
-                                   paper_release=paper_release, layout=layout))

@@ -1,25 +1,22 @@
-"""Which collectives of a compiled program may run in either order.
+"""The collectives of a compiled program, and which of them may run in
+either order.
 
 XLA:CPU runs the devices of one process on a shared thread pool and each
 collective waits at a rendezvous for every device. If a program holds two
-collectives neither of which depends on the other (and XLA did not combine
-them), the devices may reach them in different orders, each waiting at the
-other one: a deadlock, which XLA ends with "Termination timeout for all
-reduce/all gather" (docs/performance.md has a ten-line reproduction). A
-program whose collectives form one chain of data dependencies cannot do
-that. `unordered` finds the pairs that break the chain in compiled HLO text
-(`jax.jit(f).lower(...).compile().as_text()`); tests/collectives_test.py
-checks every step of the pipeline with it.
-
-The steps put their collectives on one chain with `core/ordering.py`
-(`after`, `gather_rows`); `in_mesh` traces a step with its mesh as the
-current one, which `gather_rows` needs.
+collectives neither of which depends on the other, the devices may reach
+them in different orders, each waiting at the other one: a deadlock, which
+XLA ends with "Termination timeout for all reduce/all gather". A program
+with no collective cannot do that, and on one device XLA emits none: that
+is why the CPU default is one device (docs/architecture.md).
+`find` lists the collectives of compiled HLO text
+(`jax.jit(f).lower(...).compile().as_text()`); `unordered` the pairs that
+do not form one chain of data dependencies (benchmarks/collective_order.py
+reports both for every step of the pipeline).
 """
 
 import re
 from typing import Dict, List, Set, Tuple
 
-import jax
 
 KINDS = ("all-reduce", "all-gather", "all-to-all", "collective-permute",
          "reduce-scatter", "collective-broadcast")
@@ -27,6 +24,19 @@ KINDS = ("all-reduce", "all-gather", "all-to-all", "collective-permute",
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*)$")
 _OPCODE = re.compile(r"(?:^|[\s}\]])([a-z][a-z0-9\-]*)\(")
 _OPERAND = re.compile(r"%([\w.\-]+)")
+
+
+def find(hlo: str) -> List[str]:
+  """The kind (KINDS) of every collective instruction of compiled HLO text,
+  in order (an async pair counts once, by its -start)."""
+  found = []
+  for lines in _computations(hlo).values():
+    for line in lines:
+      parsed = _parse(line)
+      op = parsed[1].removesuffix("-start") if parsed else ""
+      if op in KINDS:
+        found.append(op)
+  return found
 
 
 def _computations(hlo: str) -> Dict[str, List[str]]:
@@ -92,13 +102,3 @@ def unordered(hlo: str) -> List[Tuple[str, str, str]]:
         if a not in upstream[b] and b not in upstream[a]:
           pairs.append((comp, a, b))
   return pairs
-
-
-def in_mesh(fn, mesh: jax.sharding.Mesh):
-  """`fn`, traced with `mesh` as the current (abstract) mesh, so that
-  `core.ordering.gather_rows` inside it knows the devices. Keeps `fn`'s name."""
-  def traced(*args):
-    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
-      return fn(*args)
-  traced.__name__ = getattr(fn, "__name__", "step")
-  return traced

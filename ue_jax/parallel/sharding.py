@@ -48,8 +48,6 @@ from jax.sharding import AxisType
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from ue_jax.core import ordering
-from ue_jax.parallel import collectives
 from ue_jax.runtime.errors import UEError
 
 DATA = "data"
@@ -233,8 +231,7 @@ class Placement:
     refused."""
     out = ((state_shardings, self.replicated) if returns_state
            else self.replicated)
-    jitted = jax.jit(collectives.in_mesh(agree(gather_images(fn)),
-                                         self.mesh),
+    jitted = jax.jit(agree(gather_images(fn)),
                      in_shardings=(state_shardings, self.rows),
                      out_shardings=out,
                      donate_argnums=0 if (donate and returns_state) else ())
@@ -295,17 +292,13 @@ def gather_images(fn):
   the row numbers are gathered, each device takes the rows it holds and one
   batch of images is reduced; the dataset never moves (checked in
   tests/sharding_test.py). One program per step, not a gather program
-  beside it: two programs with collectives in flight at once can deadlock
-  XLA:CPU (see `Step`). The rest of the batch is tied to the gathered
-  images (`ordering.after`), so that what `fn` gathers by the batch's
-  index or label (its noise rows) is gathered after them, not in either
-  order. Keeps `fn`'s name (for logs and compile counts)."""
+  beside it. Keeps `fn`'s name (for logs and compile counts)."""
   def step(state, batch):
     if IMAGES in batch:
       batch = dict(batch)
       images, rows = batch.pop(IMAGES), batch.pop(ROWS)
       image = jnp.take(images, rows, axis=0, mode="clip")
-      batch = {**ordering.after(image, batch), "image": image}
+      batch = {**batch, "image": image}
     return fn(state, batch)
   step.__name__ = getattr(fn, "__name__", None) or getattr(
       getattr(fn, "func", None), "__name__", "step")

@@ -282,7 +282,8 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
     try:
       fresh = ckpt.latest() is None
       state, at = resume_lib.resume(ckpt, state, nb, devices=placement.size,
-                                    processes=jax.process_count())
+                                    processes=jax.process_count(),
+                                    max_rounds=g.max_rounds)
       completed = at.completed_rounds()
       log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
       saver = resume_lib.Saver(ckpt, cfg.checkpoint, signals, at.elapsed)

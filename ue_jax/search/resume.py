@@ -162,10 +162,17 @@ class Saver:
 
 
 def _check_mesh(at: Position, number: int, directory: str, *, devices: int,
-                processes: int):
-  """Refuses to resume a search on another device or process count (a
-  checkpoint that does not record them is taken as it is)."""
+                processes: int, max_rounds: int):
+  """Refuses to resume an unfinished search on another device or process
+  count (a checkpoint that does not record them is taken as it is). A
+  finished search has no step left whose sums could run in another order:
+  its later stages run on any count."""
   if not at.devices or (at.devices, at.processes) == (devices, processes):
+    return
+  if at.finished(max_rounds):
+    logging.info("the search in %s finished on %d device(s) in %d "
+                 "process(es); its later stages run on %d in %d", directory,
+                 at.devices, at.processes, devices, processes)
     return
   raise UEError(
       f"checkpoint {number} in {directory} was made on {at.devices} "
@@ -176,9 +183,11 @@ def _check_mesh(at: Position, number: int, directory: str, *, devices: int,
       "process(es)), or pass --overwrite to start afresh")
 
 
-def check_resume(workdir: str, *, devices: int, processes: int):
+def check_resume(workdir: str, *, devices: int, processes: int,
+                 max_rounds: int):
   """Before the workdir is claimed: refuses (UEError) a workdir whose latest
-  checkpoint was made on other device or process counts."""
+  checkpoint, of a search that has not finished (`max_rounds`: the
+  config's cap), was made on other device or process counts."""
   directory = os.path.abspath(os.path.join(workdir, CHECKPOINTS))
   found = checkpoint_lib.peek_latest(directory)
   if found is None:
@@ -188,13 +197,15 @@ def check_resume(workdir: str, *, devices: int, processes: int):
     at = Position(**meta)
   except TypeError:
     return  # refused by resume, with the metadata named
-  _check_mesh(at, number, directory, devices=devices, processes=processes)
+  _check_mesh(at, number, directory, devices=devices, processes=processes,
+              max_rounds=max_rounds)
 
 
 def resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int, *,
-            devices: int, processes: int):
+           devices: int, processes: int, max_rounds: int):
   """The latest checkpoint's state and position, or the fresh ones, for a
-  search on `devices` devices in `processes` processes."""
+  search on `devices` devices in `processes` processes, capped at
+  `max_rounds` rounds."""
   if ckpt.latest() is None:
     return state, Position(noise_batches=nb, devices=devices,
                            processes=processes)
@@ -207,7 +218,7 @@ def resume(ckpt: checkpoint_lib.Checkpoints, state, nb: int, *,
                   f"metadata {sorted(meta)}; rerun with --overwrite to start "
                   "afresh") from None
   _check_mesh(at, number, ckpt.directory, devices=devices,
-              processes=processes)
+              processes=processes, max_rounds=max_rounds)
   at.devices, at.processes = devices, processes
   state, _ = ckpt.restore(state, number)
   if at.noise_batches != nb:
