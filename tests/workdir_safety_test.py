@@ -4,12 +4,19 @@
 workdir.claim wrote) or an empty one, and only what ue_jax writes there: a
 folder of someone else's files given as --workdir is refused with one line
 and left byte for byte as it was.
+
+results.json is the union of the run's header and the stage files
+DIR/results/<stage>.json: a rerun stage replaces its numbers whole, and a
+redone stage drops those of the stages that read its outputs, so no key of
+an earlier run survives that the rerun made stale.
 """
 
 import hashlib
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 
 import numpy as np
 from absl.testing import absltest
@@ -17,6 +24,7 @@ from absl.testing import absltest
 from configs import test_tiny
 from tests import helpers
 from ue_jax import pipeline
+from ue_jax.evaluation import report
 from ue_jax.io import workdir as workdir_lib
 from ue_jax.runtime.errors import UEError
 
@@ -197,6 +205,143 @@ class OverwriteTest(absltest.TestCase):
         "so nothing was deleted; give a new or empty --workdir")
     self.assertEqual(tree(mine), before)
     self.assert_planted(mine)
+
+
+def stage_files(workdir):
+  folder = os.path.join(workdir, workdir_lib.STAGE_RESULTS)
+  return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+class ResultsTest(absltest.TestCase):
+  """Reruns on a copy of one finished run: partial protection of class 1
+  (so the evaluation trains on the clean remainder too), clean training
+  on."""
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(prefix="ue_jax_results_")
+    cls.train, cls.test = helpers.write_npz(cls.tmp)
+    cls.reference = os.path.join(cls.tmp, "reference")
+    cls.first = pipeline.run(cls.config(), cls.reference)
+
+  @classmethod
+  def tearDownClass(cls):
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  @classmethod
+  def config(cls):
+    cfg = tiny_config(cls.train, cls.test)
+    cfg.partial.classes = (1,)
+    return cfg
+
+  def copy(self, name):
+    workdir = os.path.join(self.tmp, name)
+    shutil.copytree(self.reference, workdir)
+    return workdir
+
+  def results(self, workdir):
+    return read_json(os.path.join(workdir, "results.json"))
+
+  def test_the_first_run_has_every_stage(self):
+    self.assertEqual(stage_files(self.reference),
+                     ["evaluate.json", "generate.json", "release.json"])
+    results = self.results(self.reference)
+    self.assertEqual(results, json.loads(json.dumps(self.first)))
+    for key in ("rounds", "release_path", "clean_test_accuracy",
+                "clean_remainder_test_accuracy",
+                "protected_classes_test_accuracy"):
+      self.assertIn(key, results)
+    self.assertEqual(results["protected_count"], 24)  # class 1 of 96
+    # The union: each stage file's keys, the header's, nothing else.
+    union = dict(results)
+    for name in stage_files(self.reference):
+      stage = read_json(os.path.join(self.reference, "results", name))
+      for key, value in stage.items():
+        self.assertEqual(union.pop(key), value, key)
+    self.assertEqual(union["config_name"], "test_tiny")
+    self.assertNotIn("curves", union)
+
+  def test_evaluate_without_clean_training_drops_the_clean_numbers(self):
+    workdir = self.copy("no_clean")
+    cfg = self.config()
+    cfg.evaluate.train_clean = False
+    out = pipeline.run(cfg, workdir, ("evaluate",))
+    results = self.results(workdir)
+    self.assertEqual(results, json.loads(json.dumps(out)))
+    for where in (results, results["curves"], results["confusion"],
+                  results["per_class_test_accuracy"],
+                  results["protected_classes_test_accuracy"]):
+      self.assertNotIn("clean", where)
+      self.assertNotIn("clean_test_accuracy", where)
+    self.assertIn("unlearnable_test_accuracy", results)
+    self.assertIn("clean_remainder_test_accuracy", results)
+    # The other stages' numbers are this workdir's still.
+    self.assertEqual(results["rounds"], self.first["rounds"])
+    self.assertEqual(results["protected_count"], 24)
+    row = report.load_row(workdir)
+    self.assertIsNone(row["clean"])
+    self.assertEqual(row["unlearnable"], results["unlearnable_test_accuracy"])
+
+  def test_partial_edits_drop_the_partial_numbers(self):
+    workdir = self.copy("partial_edit")
+    cfg = tiny_config(self.train, self.test)  # everything protected
+    with self.assertRaisesRegex(UEError, "holds release outputs of a "
+                                "different config"):
+      pipeline.run(cfg, workdir, ("evaluate",))
+    pipeline.run(cfg, workdir, ("release", "evaluate"))
+    results = self.results(workdir)
+    for key in ("clean_remainder_test_accuracy",
+                "protected_classes_test_accuracy",
+                "other_classes_test_accuracy"):
+      self.assertNotIn(key, results)
+    self.assertNotIn("clean_remainder", results["curves"])
+    self.assertEqual((results["poison_rate"], results["protected_count"]),
+                     (1.0, 96))
+    self.assertEqual(results["protection"]["classes"], [])
+    self.assertEqual(report.load_row(workdir)["remainder"], None)
+
+  def test_a_redone_stage_drops_the_stages_that_read_it(self):
+    workdir = self.copy("redone")
+    release_keys = set(read_json(os.path.join(workdir, "results",
+                                              "release.json")))
+    pipeline.run(self.config(), workdir, ("release",))
+    self.assertEqual(stage_files(workdir), ["generate.json", "release.json"])
+    results = self.results(workdir)
+    self.assertNotIn("clean_test_accuracy", results)
+    self.assertNotIn("curves", results)
+    self.assertTrue(release_keys <= set(results))
+    pipeline.run(self.config(), workdir, ("generate",))  # resumes: 0 steps
+    self.assertEqual(stage_files(workdir), ["generate.json"])
+    results = self.results(workdir)
+    self.assertFalse(release_keys & set(results))
+    self.assertEqual(results["rounds"], self.first["rounds"])
+
+  def test_dependents(self):
+    self.assertEqual(workdir_lib.dependents("generate"),
+                     ("release", "evaluate", "battery"))
+    self.assertEqual(workdir_lib.dependents("release"),
+                     ("evaluate", "battery"))
+    self.assertEqual(workdir_lib.dependents("evaluate"), ())
+    self.assertEqual(workdir_lib.dependents("battery"), ())
+
+  def test_a_results_json_from_before_the_stage_files_is_set_aside(self):
+    """Its keys cannot be told apart by stage: kept in results/, never
+    merged into the new results.json."""
+    workdir = os.path.join(self.tmp, "older")
+    os.makedirs(workdir)
+    old = {"config_name": "old", "clean_test_accuracy": 0.9}
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(old, f)
+    results = workdir_lib.Results(workdir, {"config_name": "new"})
+    self.assertEqual(results.start("evaluate"), {"config_name": "new"})
+    self.assertEqual(read_json(os.path.join(workdir, "results",
+                                            "before_stage_files.json")), old)
+    self.assertEqual(results.record("evaluate", {"unlearnable": 0.3}),
+                     {"config_name": "new", "unlearnable": 0.3})
+    self.assertEqual(self.results(workdir),
+                     {"config_name": "new", "unlearnable": 0.3})
 
 
 if __name__ == "__main__":

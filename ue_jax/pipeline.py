@@ -16,7 +16,6 @@ import time
 import jax
 from absl import logging
 
-from ue_jax.io import artifacts
 from ue_jax.config import checks
 from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
@@ -169,9 +168,7 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
       run={"devices": placement.size, "processes": jax.process_count()})
   distributed.sync("claimed")  # the other processes wait for process 0
   log = metrics_lib.MetricLog(workdir)
-  path = os.path.join(workdir, "results.json")
-  results = artifacts.load_json(path, {})
-  results.update({
+  results = workdir_lib.Results(workdir, {
       "config_name": cfg.name, "dataset": cfg.data.name,
       "model": cfg.model.name, "model_width": cfg.model.width,
       "noise_kind": cfg.noise.kind, "noise_layout": cfg.noise.layout,
@@ -184,31 +181,33 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
       "metrics_path": log.path, "config_path": config_path,
       "config_sha256": workdir_lib.config_hash(workdir_lib.canonical(cfg)),
       "config": cfg.to_dict()})
+  union, ran = results.union(), {}
   for stage in stages:
     logging.info("=== stage: %s ===", stage)
     stop.what = kept(stage, cfg, workdir)
+    results.start(stage)  # its and its dependents' old results go
     if stage == "generate":
-      results.update(generate.run(cfg, train, workdir, log, test=test))
+      summary = generate.run(cfg, train, workdir, log, test=test)
     elif stage == "release":
       # The released images stay on the mesh for the evaluate stage.
       summary, inputs["evaluate"] = release.release(
           cfg, train, workdir, noise=inputs.get("release"))
-      results.update(summary)
     elif stage == "evaluate":
-      results.update(evaluate.run(cfg, train, test, workdir, log,
-                                  unlearnable=inputs.get("evaluate")))
+      summary = evaluate.run(cfg, train, test, workdir, log,
+                             unlearnable=inputs.get("evaluate"))
     else:
       released = inputs.get("battery")
       if released is None:  # W's release, made or loaded by this run
         released = inputs["evaluate"][0]
-      results.update(battery.run(cfg, train, test, workdir, log,
-                                 released=released))
-    artifacts.save_json(path, results)
+      summary = battery.run(cfg, train, test, workdir, log,
+                            released=released)
+    union = results.record(stage, summary)
+    ran.update(summary)
     workdir_lib.record_stage(cfg, workdir, stage)
     distributed.sync(f"stage {stage}")  # its files are there for all
     stop.what = f"after the {stage} stage; its outputs are kept"
   for key in ("clean_test_accuracy", "unlearnable_test_accuracy",
-              "clean_remainder_test_accuracy"):
-    if key in results:
-      logging.info("%s = %.4f", key, results[key])
-  return results
+              "clean_remainder_test_accuracy"):  # this run's, not older
+    if key in ran:
+      logging.info("%s = %.4f", key, ran[key])
+  return union

@@ -8,7 +8,8 @@ hash is the sha256 of the config's canonical JSON (sorted keys, no spaces).
 `claim` wrote) or an empty one, and deletes only what ue_jax writes there
 (`OUTPUTS`, and inside their folders the names of `OWNED`); any other
 non-empty folder is refused, and another file inside an output folder is
-kept with the folder that holds it.
+kept with the folder that holds it. `Results` keeps DIR/results.json: each
+stage's own file, DIR/results/<stage>.json, and their union.
 
 Each stage's outputs depend on part of the config only (`identity`): the
 noise on everything but the name, checkpoint.*, data.cache_dir,
@@ -36,8 +37,11 @@ from ue_jax.runtime.errors import UEError
 
 CONFIG_FILE = "config.json"
 # Everything a run writes into its workdir; --overwrite deletes these only.
+RESULTS, STAGE_RESULTS = "results.json", "results"
 OUTPUTS = (CONFIG_FILE, "checkpoints", "noise.npy", "release", "figure.png",
-           "curves.png", "results.json", "metrics.jsonl", "battery")
+           "curves.png", RESULTS, STAGE_RESULTS, "metrics.jsonl", "battery")
+# The stages, in order, whose results.json part is DIR/results/<stage>.json.
+RESULT_STAGES = ("generate", "release", "evaluate", "battery")
 # What ue_jax writes inside the folders of OUTPUTS (by the folder's path in
 # the workdir: full-match patterns of entry names; an entry that is itself a
 # folder here is cleared the same way, else removed whole): --overwrite
@@ -46,7 +50,9 @@ OWNED = {"checkpoints": (r"\d+", r"\d+\.orbax-checkpoint-tmp.*"),  # Orbax
          "release": (r"unlearnable_train\.npz",),
          "battery": (r"battery\.(json|md|png)", "cells", "clean"),
          "battery/cells": (r"[0-9a-f]{16}\.json",),
-         "battery/clean": (r"[0-9a-f]{16}\.json",)}
+         "battery/clean": (r"[0-9a-f]{16}\.json",),
+         STAGE_RESULTS: (rf"({'|'.join(RESULT_STAGES)})\.json",
+                         r"before_stage_files\.json")}
 # The temporary files of artifacts' atomic writes (a killed run's leftovers).
 TEMPORARY = r"\.tmp-[0-9a-f]{16}(\.\w+)?"
 
@@ -71,8 +77,9 @@ STAGE_OUTPUTS = {"release": (os.path.join("release", "unlearnable_train.npz"),),
                  "evaluate": ("curves.png",)}
 STAGE_BLOCKS = {"generate": (), "release": ("partial", "release"),
                 "evaluate": ("evaluate",)}
-# Which stage's outputs a stage reads from the workdir.
-READS = {"evaluate": "release", "battery": "release"}
+# Which stage's outputs a stage reads from the workdir (the release: the
+# noise, unless release.noise_path names another).
+READS = {"release": "generate", "evaluate": "release", "battery": "release"}
 
 
 
@@ -303,3 +310,68 @@ def record_stage(cfg, workdir: str, stage: str):
   record = artifacts.load_json(path)
   record.setdefault("stages", {})[stage] = identity(canonical(cfg), stage)
   artifacts.save_json(path, record)
+
+
+def dependents(stage: str):
+  """The stages whose outputs are made from `stage`'s, directly or not
+  (READS), in RESULT_STAGES order."""
+  found = {stage}
+  for later in RESULT_STAGES:  # each stage reads an earlier one
+    if READS.get(later) in found:
+      found.add(later)
+  return tuple(s for s in RESULT_STAGES if s in found and s != stage)
+
+
+class Results:
+  """DIR/results.json, rebuilt after every stage as the union of this
+  run's `header` and the stage files present, DIR/results/<stage>.json
+  (RESULT_STAGES order): a stage that starts deletes its file and those of
+  the stages that depend on it (`dependents`), and writes its file whole
+  when done, so no number of an earlier run that this run made stale
+  survives. A
+  results.json made before the stage files is kept as
+  results/before_stage_files.json, not merged."""
+
+  def __init__(self, workdir: str, header: Dict[str, Any]):
+    self.workdir, self.header = workdir, dict(header)
+    self.folder = os.path.join(workdir, STAGE_RESULTS)
+    old = os.path.join(workdir, RESULTS)
+    if (artifacts.writes_files() and os.path.exists(old)
+        and not os.path.isdir(self.folder)):
+      os.makedirs(self.folder)
+      os.replace(old, os.path.join(self.folder, "before_stage_files.json"))
+    self.stages = {}
+    for stage in RESULT_STAGES:
+      found = artifacts.load_json(self._path(stage))
+      if isinstance(found, dict):
+        self.stages[stage] = found
+
+  def _path(self, stage: str) -> str:
+    return os.path.join(self.folder, f"{stage}.json")
+
+  def union(self) -> Dict[str, Any]:
+    out = dict(self.header)
+    for stage in RESULT_STAGES:
+      out.update(self.stages.get(stage, {}))
+    return out
+
+  def _save(self) -> Dict[str, Any]:
+    union = self.union()
+    artifacts.save_json(os.path.join(self.workdir, RESULTS), union)
+    return union
+
+  def start(self, stage: str) -> Dict[str, Any]:
+    """Before `stage` runs (and replaces its outputs): drops its results
+    and its dependents', and rewrites results.json."""
+    for name in (stage,) + dependents(stage):
+      self.stages.pop(name, None)
+      if artifacts.writes_files() and os.path.exists(self._path(name)):
+        os.remove(self._path(name))
+    return self._save()
+
+  def record(self, stage: str, summary: Dict[str, Any]) -> Dict[str, Any]:
+    """After `stage` (`start`ed): its results are `summary`; rewrites
+    results.json and returns the union."""
+    self.stages[stage] = dict(summary)
+    artifacts.save_json(self._path(stage), self.stages[stage])
+    return self._save()
