@@ -21,9 +21,11 @@ import tempfile
 import numpy as np
 from absl.testing import absltest
 
+from configs import protect as protect_config
 from configs import test_tiny
 from tests import helpers
 from ue_jax import pipeline
+from ue_jax import protect_folder
 from ue_jax.evaluation import report
 from ue_jax.io import workdir as workdir_lib
 from ue_jax.runtime.errors import UEError
@@ -342,6 +344,61 @@ class ResultsTest(absltest.TestCase):
                      {"config_name": "new", "unlearnable": 0.3})
     self.assertEqual(self.results(workdir),
                      {"config_name": "new", "unlearnable": 0.3})
+
+
+def tiny_protect_config(preview):
+  cfg = protect_config.get_config()
+  cfg.model.name, cfg.model.width = "small_cnn_avg", 4
+  cfg.noise.num_steps = 2
+  cfg.generate.max_rounds, cfg.generate.train_steps = 1, 2
+  cfg.protect.size, cfg.protect.preview = 8, preview
+  return cfg
+
+
+class ProtectPreviewTest(absltest.TestCase):
+  """protect.preview is the figure's row count: editing it on a protect
+  workdir redraws the figure, keeps the search, and rewrites no copy."""
+
+  def test_the_search_identity_leaves_the_preview_out(self):
+    work = os.path.join(self.create_tempdir().full_path, "w")
+    workdir_lib.claim(tiny_protect_config(2), work, overwrite=False)
+    for preview in (0, 2, 5):
+      workdir_lib.verify(tiny_protect_config(preview), work, overwrite=False)
+    other = tiny_protect_config(2)
+    other.protect.size = 16
+    with self.assertRaisesRegex(UEError, r"protect.size: 8 there, 16 now"):
+      workdir_lib.verify(other, work, overwrite=False)
+
+  def test_a_rerun_with_another_preview_redraws_only_the_figure(self):
+    tmp = self.create_tempdir().full_path
+    src, out = os.path.join(tmp, "in"), os.path.join(tmp, "out")
+    helpers.write_image_tree(src, classes=("cat", "dog", "emu"),
+                             per_class=6, splits=("",))
+    first = protect_folder.run(tiny_protect_config(2), src, out)
+    work = protect_folder.default_workdir(out)
+    kept = {name: os.stat(os.path.join(work, name)).st_mtime_ns
+            for name in ("noise.npy", "checkpoints")}
+    def copies():
+      return {k: v for k, v in tree(out).items()
+              if not k.startswith(protect_folder.WORKDIR_NAME)}
+    before = copies()
+    self.assertLen([v for v in before.values() if v], 18)
+    from PIL import Image  # pylint: disable=g-import-not-at-top
+    with Image.open(first["preview_path"]) as figure:
+      height = figure.size[1]
+    second = protect_folder.run(tiny_protect_config(3), src, out)
+    self.assertEqual((second["written"], second["skipped_verified"]),
+                     (0, 18))
+    for name, mtime in kept.items():  # no new search, no new checkpoint
+      self.assertEqual(os.stat(os.path.join(work, name)).st_mtime_ns, mtime)
+    with Image.open(second["preview_path"]) as figure:
+      self.assertGreater(figure.size[1], height)  # 3 rows, not 2
+    self.assertEqual(read_json(os.path.join(work, "config.json"))["config"]
+                     ["protect"]["preview"], 3)
+    third = protect_folder.run(tiny_protect_config(0), src, out)
+    self.assertNotIn("preview_path", third)
+    self.assertFalse(os.path.exists(os.path.join(work, "preview.png")))
+    self.assertEqual(copies(), before)  # the protected files' bytes
 
 
 if __name__ == "__main__":

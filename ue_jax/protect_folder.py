@@ -342,12 +342,19 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
                   "max_abs_delta": max((r["max_abs_delta"] for r in records),
                                        default=0),
                   "write_seconds": time.perf_counter() - t0})
+  # The figure is redrawn by every run (protect.preview is no part of the
+  # search's identity); with no rows, an earlier run's figure goes.
+  preview_path = os.path.join(workdir, PREVIEW)
   if p.preview and records:
     results["preview_path"] = artifacts.save_figure(
-        os.path.join(workdir, PREVIEW),
+        preview_path,
         folders.preview(listing, kept, records, noise, output_dir,
                         eps=cfg.noise.eps, layout=cfg.noise.layout,
                         method=p.upsample, rows=p.preview))
+  else:
+    results.pop("preview_path", None)
+    if artifacts.writes_files() and os.path.exists(preview_path):
+      os.remove(preview_path)
   artifacts.save_json(results_path, results)
   if test is not None:
     results.update(folders.compare(run_cfg, train, kept, records, test,

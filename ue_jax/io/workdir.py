@@ -13,7 +13,8 @@ stage's own file, DIR/results/<stage>.json, and their union.
 
 Each stage's outputs depend on part of the config only (`identity`): the
 noise on everything but the name, checkpoint.*, data.cache_dir,
-generate.max_seconds (a capped search resumes under another cap), partial.*,
+generate.max_seconds (a capped search resumes under another cap),
+protect.preview (the folder tool's figure), partial.*,
 release.* and evaluate.* (the last unless the error-max pretraining uses
 it); a record made before a field existed reads as that field's value of
 then (`ADDED_FIELDS`); the release
@@ -63,8 +64,10 @@ TEMPORARY = r"\.tmp-[0-9a-f]{16}(\.\w+)?"
 MEASUREMENT_ONLY = ("battery",)
 # Fields that change no output at all (blocks, or dotted fields).
 # generate.max_seconds only stops the search early, at a checkpoint from
-# which a rerun with a larger cap resumes.
-OPERATIONAL = ("name", "checkpoint", "data.cache_dir", "generate.max_seconds")
+# which a rerun with a larger cap resumes; protect.preview is the number of
+# rows of the folder tool's figure, redrawn by every run.
+OPERATIONAL = ("name", "checkpoint", "data.cache_dir", "generate.max_seconds",
+               "protect.preview")
 # Fields added to the config after workdirs were first recorded, with the
 # value that reproduces what a record without them was made with: such a
 # record reads as if it had that value, so it still resumes.
