@@ -13,11 +13,21 @@ the protected and on the original images and reports their accuracy on it.
 
 Exit codes: 0 every image protected and checked; 1 some files could not be
 read (named on stderr, the others protected); 2 bad input, nothing written;
-130/143 stopped by SIGINT/SIGTERM, rerun to continue.
+130/143 stopped by SIGINT/SIGTERM (at any point, from the imports on: one
+`stopped: ...` line on stderr), rerun to continue.
 """
 
 import sys
 
+from ue_jax.runtime import interrupt
+
+if __name__ == "__main__":
+  # First, before the imports that take seconds: from here on SIGINT and
+  # SIGTERM end the command with one `stopped:` line and exit 130/143, not
+  # with a traceback (or, for SIGTERM, silently).
+  interrupt.ExitOnSignal("starting; nothing was written").install()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 import jax
 from absl import app
 from absl import flags
@@ -26,8 +36,10 @@ from ml_collections import config_flags
 
 from ue_jax.runtime import cli
 from ue_jax.runtime.errors import Interrupted
+from ue_jax.runtime.errors import Stopped
 from ue_jax.runtime.errors import UEError
 from ue_jax import protect_folder as protect
+# pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, f"Config file. {cli.CONFIG_HELP} Default: the "
@@ -53,14 +65,25 @@ def main(argv):
   del argv  # checked by parse_flags
   logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
   try:
-    results = protect.run(_CONFIG.value, _INPUT.value, _OUTPUT.value,
-                          workdir=_WORKDIR.value, labels=_LABELS.value,
-                          heldout=_HELDOUT.value, overwrite=_OVERWRITE.value)
+    # The search and the writing take the signals over (a checkpoint, then
+    # Interrupted); elsewhere, to the end, they raise Stopped.
+    with interrupt.RaiseOnSignal(
+        f"protecting {_INPUT.value} into {_OUTPUT.value}; the copies written "
+        "and the search's last checkpoint are kept"):
+      results = protect.run(_CONFIG.value, _INPUT.value, _OUTPUT.value,
+                            workdir=_WORKDIR.value, labels=_LABELS.value,
+                            heldout=_HELDOUT.value,
+                            overwrite=_OVERWRITE.value)
+      report(results)
   except UEError as e:
     cli.exit_with_error(e)
-  except Interrupted as e:
+  except (Interrupted, Stopped) as e:
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(e.exit_code)
+
+
+def report(results):
+  """Logs the summary; exit 1 with one line if some files failed."""
   logging.info("protected %d images into %s (%d written, %d already there "
                "and checked); manifest %s", results["protected"],
                _OUTPUT.value, results["written"], results["skipped_verified"],

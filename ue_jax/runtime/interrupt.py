@@ -8,13 +8,16 @@ With several processes a signal may reach one of them only, while saving
 and stopping are collective: each process votes (`StopSignals.votes`) in
 its rows of the next batch, and every process acts on the maximum that the
 step returns (sharding.agree), at the same batch.
+
+Before all that, an entry point run as a command installs `ExitOnSignal`
+first thing, so that a signal while its modules import or its flags are
+read also ends the command with one `stopped:` line. This module imports
+nothing slow (numpy where it is used) so that it can be first.
 """
 
+import os
 import signal
 import threading
-from typing import Optional
-
-import numpy as np
 
 from ue_jax.runtime.errors import Stopped
 
@@ -53,7 +56,7 @@ class StopSignals(_Handlers):
   """
 
   def __init__(self):
-    self.signum: Optional[int] = None
+    self.signum: int | None = None
     self._previous = {}
 
   def _handle(self, signum, frame):
@@ -65,9 +68,10 @@ class StopSignals(_Handlers):
   def name(self) -> str:
     return signal_name(self.signum)
 
-  def votes(self, size: int, *, save: int = 0) -> np.ndarray:
+  def votes(self, size: int, *, save: int = 0):
     """This process's votes for a batch of `size` rows (sharding.VOTES):
-    [save, signal number] in every row; 0 is no vote."""
+    [save, signal number] in every row, an int32 array; 0 is no vote."""
+    import numpy as np  # pylint: disable=g-import-not-at-top
     return np.tile(np.array([save, self.signum or 0], np.int32), (size, 1))
 
 
@@ -84,9 +88,38 @@ class RaiseOnSignal(_Handlers):
 
   def _handle(self, signum, frame):
     del frame
-    raise Stopped(f"{signal_name(signum)} received ({self.what}); rerun the "
-                  "same command to continue", signum=signum)
+    raise Stopped(stopped_message(signum, self.what), signum=signum)
 
 
-def signal_name(signum: Optional[int]) -> str:
+class ExitOnSignal(_Handlers):
+  """SIGINT/SIGTERM write one line `stopped: <signal> received (<what>);
+  rerun ...` to stderr and end the process at once with 128 + the signal
+  number. For an entry point's start (imports, flags, devices), where
+  nothing is written yet: no exception is raised, which a C extension being
+  imported could turn into another error with a traceback. `install()`
+  keeps it for the rest of the process; RaiseOnSignal and StopSignals blocks
+  put theirs in place inside. Outside the main thread it does nothing."""
+
+  def __init__(self, what: str):
+    self.what = what
+    self._previous = {}
+
+  def install(self) -> "ExitOnSignal":
+    return self.__enter__()
+
+  def _handle(self, signum, frame):
+    del frame
+    # os.write: the signal may have come in the middle of a write to
+    # sys.stderr, which a second write through it would refuse.
+    line = f"stopped: {stopped_message(signum, self.what)}\n"
+    os.write(2, line.encode("utf-8", "replace"))
+    os._exit(128 + signum)  # pylint: disable=protected-access
+
+
+def stopped_message(signum: int, what: str) -> str:
+  return (f"{signal_name(signum)} received ({what}); rerun the same command "
+          "to continue")
+
+
+def signal_name(signum: int | None) -> str:
   return signal.Signals(signum).name if signum else ""
