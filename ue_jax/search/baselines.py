@@ -1,7 +1,8 @@
 """The generators' side drivers (generate.py runs the search itself):
 
-- `pretrain`: the error-max generator's training on clean images first, with
-  the evaluation recipe, over the same mesh as the search (sharding.py).
+- `pretrain`: the error-max (and tap/sep surrogate) generator's training on
+  clean images first, with the evaluation recipe, over the same mesh as the
+  search (sharding.py).
 - `random_noise`: the random-noise baseline, U(-eps, eps) (or +-eps) in the
   layout's shape, per pixel or per block of pixels, no model and no search.
 """
@@ -30,14 +31,15 @@ PRETRAIN = "generate_pretrain"  # stage name of the pretraining epochs' log
 
 def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
              log: metrics_lib.MetricLog, signals: interrupt.StopSignals, *,
-             placement: sharding.Placement):
+             placement: sharding.Placement, snapshot=None):
   """Trains the generator's model on the clean images for
   `generate.pretrain_epochs` with the evaluation recipe (batch size,
   optimizer, per-epoch cosine, augmentation), as the original's error-max
   baseline does first. Returns `state` with the trained params and batch
   statistics (its step, optimizer state, rng and noise untouched) and the
-  last epoch's record. A stop signal ends it after the current epoch,
-  without a checkpoint (a rerun pretrains again)."""
+  last epoch's record. `snapshot(epoch, state)` sees every epoch's end
+  (train.fit; SEP keeps some, targeted.py). A stop signal ends it after
+  the current epoch, without a checkpoint (a rerun pretrains again)."""
   epochs = cfg.generate.pretrain_epochs
 
   def init(tx, params, batch_stats, rng):
@@ -65,7 +67,8 @@ def pretrain(cfg, state, train: data_lib.Dataset, test: data_lib.Dataset,
   plain, history, _ = train_lib.recipe_fit(
       cfg.evaluate, placement, init, train, test, epochs=epochs,
       seed=cfg.seed, label=PRETRAIN, inputs=inputs, log=log,
-      after_epoch=after_epoch, votes=signals.votes if shared else None)
+      after_epoch=after_epoch, votes=signals.votes if shared else None,
+      snapshot=snapshot)
   logging.info("pretrained the generator for %d epochs on clean images: "
                "test accuracy %.4f", epochs, history[-1]["test_accuracy"])
   return (state.replace(params=plain.params, batch_stats=plain.batch_stats),

@@ -67,9 +67,11 @@ def epoch_batches(n: int, batch_size: int, *, seed: int, epoch: int):
 def fit(state, train_step, eval_fn, train: data_lib.Dataset,
         test: data_lib.Dataset, *, epochs: int, batch_size: int,
         eval_batch_size: int, seed: int, label: str, log=None,
-        after_epoch=None, votes=None):
+        after_epoch=None, votes=None, snapshot=None):
   """Trains for `epochs`, returning (state, per-epoch records); the last
   record also holds the test set's confusion matrix (rows: true class).
+  `snapshot(epoch, state)`, when given, sees the state at the end of each
+  epoch (it must copy what it keeps: the next step donates the state).
   `after_epoch(epoch, record, agreed)` is called after each epoch; with
   `votes(size)` (this process's votes, sharding.VOTES) in every batch,
   `agreed` is the last step's agreed votes (sharding.agree), else None.
@@ -98,6 +100,8 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
     history.append(record)
     if log is not None:
       log.write(label, **record)
+    if snapshot is not None:
+      snapshot(epoch + 1, state)
     if after_epoch is not None:
       agreed = m.get(sharding.VOTES)
       after_epoch(epoch + 1, record,
@@ -108,15 +112,15 @@ def fit(state, train_step, eval_fn, train: data_lib.Dataset,
 
 def recipe_fit(e, placement, init, train, test, *, epochs: int, seed: int,
                label: str, inputs=(), log=None, after_epoch=None,
-               votes=None, step=None):
+               votes=None, step=None, snapshot=None):
   """Trains the state `init(tx, *inputs)` (pure; `tx` the recipe's
   optimizer) on `train` with the training recipe of block `e`
   (cfg.evaluate: batch sizes, SGD with a per-epoch cosine over `epochs`,
   augmentation), scoring `test` after every epoch (`fit`); the state is
   born over the mesh of `placement` (sharding.Placement), where `train` and
   `test` are. `step` (a pure `fn(state, batch) -> (state, metrics)`, e.g. a
-  defense's) replaces the recipe's model step. Returns (state, history, the
-  jitted eval step)."""
+  defense's) replaces the recipe's model step; `snapshot` goes to `fit`.
+  Returns (state, history, the jitted eval step)."""
   steps_per_epoch = len(train) // e.batch_size
   if steps_per_epoch < 1:
     raise UEError(f"evaluate.batch_size={e.batch_size} exceeds the "
@@ -135,5 +139,6 @@ def recipe_fit(e, placement, init, train, test, *, epochs: int, seed: int,
   state, history = fit(
       state, train_step, eval_fn, train, test, epochs=epochs,
       batch_size=e.batch_size, eval_batch_size=e.eval_batch_size, seed=seed,
-      label=label, log=log, after_epoch=after_epoch, votes=votes)
+      label=label, log=log, after_epoch=after_epoch, votes=votes,
+      snapshot=snapshot)
   return state, history, eval_fn
