@@ -11,6 +11,7 @@ import numpy as np
 from absl.testing import absltest
 
 from tests import helpers
+from tests import protect_stop_test
 from ue_jax.io import metrics
 from ue_jax.parallel import distributed
 from ue_jax.runtime import interrupt
@@ -141,6 +142,32 @@ class StopSignalTest(absltest.TestCase):
     self.assertIs(signal.getsignal(signal.SIGTERM), before)
     # Not an Exception: a broad `except Exception` does not take it.
     self.assertFalse(issubclass(Stopped, Exception))
+
+  def test_signal_while_importing(self):
+    # From the command's first statement on, seconds before jax is
+    # imported: one `stopped:` line, no traceback, exit 128 + signal, and
+    # nothing written.
+    tmp = self.create_tempdir().full_path
+    for signum in (signal.SIGINT, signal.SIGTERM):
+      name = signal.Signals(signum).name
+      workdir = os.path.join(tmp, f"run_{name}")
+      run = protect_stop_test.Run(
+          helpers.main_command(workdir, stage="generate"), helpers.REPO,
+          helpers.cli_env(os.path.join(tmp, "xla_cache")))
+      deadline = time.monotonic() + 60
+      while not protect_stop_test.catches(run.proc.pid, signal.SIGTERM):
+        self.assertTrue(run.proc.poll() is None
+                        and time.monotonic() < deadline,
+                        "no SIGTERM handler: a SIGTERM would end it silently")
+        time.sleep(0.005)
+      code, lines = run.stop(signum)
+      text = "\n".join(lines)
+      self.assertEqual(code, 128 + signum, text[-3000:])
+      self.assertNotIn("Traceback", text)
+      self.assertEqual(lines[-1], f"stopped: {name} received (before the "
+                       "first stage; nothing was written); rerun the same "
+                       "command to continue")
+      self.assertFalse(os.path.exists(workdir))
 
   def test_evaluate_and_battery_stop_with_one_line(self):
     tmp = self.create_tempdir().full_path

@@ -11,6 +11,15 @@ stages keep what they finished).
 
 import sys
 
+from ue_jax.runtime import interrupt
+
+if __name__ == "__main__":
+  # First, before the imports that take seconds: from here on SIGINT and
+  # SIGTERM end the command with one `stopped:` line and exit 130/143 (the
+  # stages put their own handling in place inside).
+  interrupt.ExitOnSignal("before the first stage; nothing was "
+                         "written").install()
+
 import jax
 from absl import app
 from absl import flags
