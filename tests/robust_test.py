@@ -1,6 +1,8 @@
 """Robust search: the augmentations a trainer's defenses are drawn from
-(gray, jpeg, strong, pool in core/augment.py), checked on their math and
-inside the model steps."""
+(gray, jpeg, strong, pool in core/augment.py) and the noise forms that
+keep the noise in a subspace a defense leaves alone (luma, lowfreq,
+luma_lowfreq in core/noise.py), checked on their math and inside the
+noise and model steps."""
 
 import functools
 
@@ -16,9 +18,13 @@ from ue_jax.config import checks
 from ue_jax.core import augment
 from ue_jax.core import defenses
 from ue_jax.core import jpeg as jpeg_lib
+from ue_jax.core import noise as noise_lib
 from ue_jax.core import steps
 from ue_jax.io import data as data_lib
+from ue_jax.runtime.errors import UEError
 from tests import helpers
+
+EPS, ALPHA = 8 / 255, 2 / 255
 
 
 def images(b=16, h=12, w=12, c=3, seed=0, lo=0.0, hi=1.0):
@@ -156,6 +162,128 @@ class TransformTest(parameterized.TestCase):
     self.assertGreater(float(jnp.max(jnp.abs(g))), 0.0)
 
 
+class FormProjectionTest(parameterized.TestCase):
+
+  @parameterized.parameters("luma", "lowfreq", "luma_lowfreq")
+  def test_orthogonal_projection(self, form):
+    p = noise_lib.form_projection(form, 5)  # 12 = 5 + 5 + 2: a cut block
+    a, b = images(b=2, seed=1), images(b=2, seed=2)
+    chex.assert_trees_all_close(p(p(a)), p(a), atol=1e-6)
+    np.testing.assert_allclose(float(jnp.vdot(p(a), b)),
+                               float(jnp.vdot(a, p(b))), rtol=1e-5)
+    pa = np.asarray(p(a))
+    if "luma" in form:
+      np.testing.assert_allclose(pa, pa[..., :1].repeat(3, -1), atol=1e-7)
+    if "lowfreq" in form:
+      for r0, r1 in ((0, 5), (5, 10), (10, 12)):
+        for c0, c1 in ((0, 5), (10, 12)):
+          blk = pa[:, r0:r1, c0:c1]
+          np.testing.assert_allclose(blk, np.broadcast_to(
+              blk[:, :1, :1], blk.shape), atol=1e-6)
+      if form == "lowfreq":  # the block mean, per channel
+        np.testing.assert_allclose(pa[:, 10, 0], np.asarray(
+            a)[:, 10:12, 0:5].mean((1, 2)), atol=1e-6)
+
+  def test_rgb_is_no_projection(self):
+    self.assertIsNone(noise_lib.form_projection("rgb"))
+    with self.assertRaisesRegex(ValueError, "unknown noise form"):
+      noise_lib.form_projection("hsv")
+
+
+def _in_form(delta, x, form, block=4, eps=EPS):
+  """(delta equals its projection at every pixel the [0, 1] clip can never
+  have touched, the count of those pixels). Such a pixel has x in
+  [eps, 1 - eps] in all its channels (luma) and at every pixel of its
+  block (lowfreq)."""
+  safe = (x >= eps + 1e-6) & (x <= 1 - eps - 1e-6)
+  if "luma" in form:
+    safe = jnp.broadcast_to(jnp.all(safe, -1, keepdims=True), safe.shape)
+  if "lowfreq" in form:
+    safe = noise_lib.block_mean(safe.astype(jnp.float32), block) > 1 - 1e-6
+  proj = noise_lib.form_projection(form, block)(delta)
+  gap = jnp.where(safe, jnp.abs(delta - proj), 0.0)
+  return float(jnp.max(gap)), int(jnp.sum(safe))
+
+
+class FormNoiseStepTest(parameterized.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.ds = rgb_dataset()  # pixels over 0..255: some clip, most not
+    state = helpers.tiny_state(cls.ds)
+    state, _ = jax.jit(steps.model_step)(state,
+                                         data_lib.gather(cls.ds,
+                                                         np.arange(32)))
+    cls.state, cls.batch = state, data_lib.gather(cls.ds, np.arange(16))
+    cls.x = noise_lib.to_float(cls.batch["image"])
+
+  def run_step(self, **kw):
+    fn = jax.jit(functools.partial(steps.noise_step, eps=EPS,
+                                   step_size=ALPHA, **kw))
+    return steps.batch_noise(fn(self.state, self.batch)[0], self.batch)
+
+  @parameterized.parameters("luma", "lowfreq", "luma_lowfreq")
+  def test_noise_stays_in_its_form_and_its_bound(self, form):
+    delta = self.run_step(num_steps=6, form=form)
+    self.assertLessEqual(float(jnp.max(jnp.abs(delta))), EPS + 1e-7)
+    gap, safe = _in_form(delta, self.x, form)
+    self.assertGreater(safe, self.x.size // 4)
+    self.assertLess(gap, 1e-6)
+    rgb = self.run_step(num_steps=6)
+    rgb_gap, _ = _in_form(rgb, self.x, form)
+    self.assertGreater(rgb_gap, 1e-3)  # the paper's noise is not of it
+    self.assertGreater(float(jnp.max(jnp.abs(delta))), EPS - 1e-6)  # moved
+
+  def test_one_step_is_the_sign_of_the_projected_gradient(self):
+    got = self.run_step(num_steps=1, form="luma_lowfreq", form_block=3)
+    loss = steps._eval_loss(self.state, self.batch["label"],
+                            self.batch["mask"])
+    g = jax.grad(loss)(self.x)
+    p = noise_lib.form_projection("luma_lowfreq", 3)
+    want = noise_lib.project(-ALPHA * jnp.sign(p(g)), self.x, eps=EPS)
+    chex.assert_trees_all_close(got, want, atol=1e-7)
+
+  def test_rgb_is_todays_step_bit_for_bit(self):
+    for kw in ({}, dict(eot_augment="crop_flip", eot_samples=2)):
+      default = self.run_step(num_steps=3, **kw)
+      rgb = self.run_step(num_steps=3, form="rgb", form_block=7, **kw)
+      chex.assert_trees_all_equal(default, rgb)
+    # The traced program is the same, equation for equation.
+    fn = lambda **kw: jax.make_jaxpr(functools.partial(
+        steps.noise_step, eps=EPS, step_size=ALPHA, num_steps=2, **kw))(
+            self.state, self.batch)
+    self.assertEqual(str(fn()), str(fn(form="rgb")))
+    off = steps.bound_steps(eps=EPS, step_size=ALPHA, num_steps=2,
+                            form="rgb")[1]
+    self.assertNotIn("form", off.keywords)
+    on = steps.bound_steps(eps=EPS, step_size=ALPHA, num_steps=2,
+                           form="luma", form_block=2)[1]
+    self.assertEqual((on.keywords["form"], on.keywords["form_block"]),
+                     ("luma", 2))
+
+  def test_forms_under_eot_pool(self):
+    delta = self.run_step(num_steps=2, form="luma", eot_augment="pool",
+                          eot_samples=2)
+    self.assertTrue(bool(jnp.all(jnp.isfinite(delta))))
+    self.assertLessEqual(float(jnp.max(jnp.abs(delta))), EPS + 1e-7)
+    gap, _ = _in_form(delta, self.x, "luma")
+    self.assertLess(gap, 1e-6)
+    self.assertGreater(float(jnp.max(jnp.abs(delta))), ALPHA / 2)
+
+  def test_classwise_noise_keeps_the_form(self):
+    ds = rgb_dataset(lo=20, hi=235)  # no pixel within eps of 0 or 255
+    state = self.state.replace(noise=noise_lib.random_noise(
+        jax.random.key(0), (4, 12, 12, 3), eps=EPS))
+    fn = jax.jit(functools.partial(
+        steps.noise_step, eps=EPS, step_size=ALPHA, num_steps=2,
+        layout="classwise", form="luma_lowfreq"))
+    new = fn(state, data_lib.gather(ds, np.arange(16)))[0].noise
+    p = noise_lib.form_projection("luma_lowfreq", 4)
+    chex.assert_trees_all_close(new, p(new), atol=1e-7)
+    self.assertGreater(float(jnp.max(jnp.abs(new - state.noise))), 1e-3)
+
+
 class RobustModelStepTest(absltest.TestCase):
 
   def test_model_step_trains_on_the_pool(self):
@@ -172,6 +300,17 @@ class RobustModelStepTest(absltest.TestCase):
 
 
 class RobustConfigTest(absltest.TestCase):
+
+  def test_forms_need_pgd(self):
+    cfg = common.base()
+    cfg.noise.form = "luma"
+    checks._search_rules(cfg)  # error_min: fine
+    cfg.noise.kind = "lsp"
+    with self.assertRaisesRegex(UEError, "noise.form='luma' shapes the PGD"):
+      checks._search_rules(cfg)
+    cfg.noise.kind, cfg.noise.form = "error_min", "hsv"
+    with self.assertRaisesRegex(UEError, "unknown noise form 'hsv'"):
+      checks.check_fields(cfg, checks.SCHEMA)
 
   def test_robust_kinds_are_choices_of_both_augment_fields(self):
     cfg = common.base()

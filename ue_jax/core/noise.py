@@ -57,23 +57,28 @@ def unroll_length(num_steps: int, platform: Optional[str] = None) -> int:
 
 def pgd(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
         delta: jax.Array, *, eps: float, step_size: float, num_steps: int,
-        maximize: bool = False, platform: Optional[str] = None) -> jax.Array:
+        maximize: bool = False, platform: Optional[str] = None,
+        subspace: Optional[Callable[[jax.Array], jax.Array]] = None
+        ) -> jax.Array:
   """`num_steps` signed-gradient steps on delta from a warm start.
 
   `loss_fn(images) -> scalar` must be a sum (or mean) of per-example losses,
   so each example's input gradient depends on that example only. Descent
   (error-minimizing) by default; `maximize=True` gives error-maximizing noise.
   The loop is unrolled on CPU only (`unroll_length`; `platform`: the one the
-  step runs on, None = JAX's default backend).
+  step runs on, None = JAX's default backend). `subspace` (a noise form's
+  projection, `form_projection`) is applied to the start and to every
+  gradient before its sign; None, the paper's PGD.
   """
   sign = 1.0 if maximize else -1.0
   grad_fn = jax.grad(loss_fn)
+  within = subspace or (lambda a: a)
 
   def body(d, _):
-    g = grad_fn(perturb(x, d))
+    g = within(grad_fn(perturb(x, d)))
     return project(d + sign * step_size * jnp.sign(g), x, eps=eps), None
 
-  delta, _ = jax.lax.scan(body, project(delta, x, eps=eps), None,
+  delta, _ = jax.lax.scan(body, project(within(delta), x, eps=eps), None,
                           length=num_steps,
                           unroll=unroll_length(num_steps, platform))
   return delta
@@ -82,22 +87,86 @@ def pgd(loss_fn: Callable[[jax.Array], jax.Array], x: jax.Array,
 def pgd_eot(loss_fn: Callable[[jax.Array, jax.Array], jax.Array],
             x: jax.Array, delta: jax.Array, key: jax.Array, *, eps: float,
             step_size: float, num_steps: int, maximize: bool = False,
-            platform: Optional[str] = None) -> jax.Array:
+            platform: Optional[str] = None,
+            subspace: Optional[Callable[[jax.Array], jax.Array]] = None
+            ) -> jax.Array:
   """`pgd` on a random objective: step t follows the gradient of
   `loss_fn(images, fold_in(key, t))` (e.g. the loss averaged over random
   augmentations drawn from that key: expectation over transformations).
-  Unrolled on CPU only, as `pgd`."""
+  Unrolled on CPU only, and `subspace` as in `pgd`."""
   sign = 1.0 if maximize else -1.0
   grad_fn = jax.grad(loss_fn)
+  within = subspace or (lambda a: a)
 
   def body(d, t):
-    g = grad_fn(perturb(x, d), jax.random.fold_in(key, t))
+    g = within(grad_fn(perturb(x, d), jax.random.fold_in(key, t)))
     return project(d + sign * step_size * jnp.sign(g), x, eps=eps), None
 
-  delta, _ = jax.lax.scan(body, project(delta, x, eps=eps),
+  delta, _ = jax.lax.scan(body, project(within(delta), x, eps=eps),
                           jnp.arange(num_steps),
                           unroll=unroll_length(num_steps, platform))
   return delta
+
+
+# ------------------------------------------------------------ noise forms
+# The subspace the error-minimizing noise lives in (noise.form): "rgb", any
+# array (the paper's); "luma", one value per pixel shared by its channels,
+# which a grayscale conversion keeps exactly (the BT.601 weights sum to 1);
+# "lowfreq", one value per `block` x `block` pixels per channel, whose
+# energy sits in the low frequencies JPEG quantizes least; "luma_lowfreq",
+# both.
+FORMS = ("rgb", "luma", "lowfreq", "luma_lowfreq")
+
+
+def channel_mean(a: jax.Array) -> jax.Array:
+  """Each pixel's mean over its channels, in every channel ([..., C])."""
+  return jnp.broadcast_to(jnp.mean(a, axis=-1, keepdims=True), a.shape)
+
+
+def block_mean(a: jax.Array, block: int) -> jax.Array:
+  """Each `block` x `block` block's mean per channel, in every pixel of the
+  block ([..., H, W, C]); blocks tile from the top-left corner and the last
+  row and column of blocks are cut at the border (their means over the
+  pixels they hold)."""
+  if block == 1:
+    return a
+  *lead, h, w, c = a.shape
+  gh, gw = -(-h // block), -(-w // block)
+  pad = [(0, 0)] * len(lead) + [(0, gh * block - h), (0, gw * block - w),
+                                (0, 0)]
+  grid = (*lead, gh, block, gw, block, c)
+  axes = (len(lead) + 1, len(lead) + 3)
+  sums = jnp.sum(jnp.pad(a, pad).reshape(grid), axis=axes)
+  counts = np.pad(np.ones((h, w)), pad[-3:-1]).reshape(
+      gh, block, gw, block).sum(axis=(1, 3))[..., None]
+  means = sums / jnp.asarray(counts, a.dtype)
+  axis = len(lead)
+  full = jnp.repeat(jnp.repeat(means, block, axis), block, axis + 1)
+  return full[..., :h, :w, :]
+
+
+def form_projection(form: str, block: int = 4
+                    ) -> Optional[Callable[[jax.Array], jax.Array]]:
+  """The orthogonal projection onto the arrays of noise form `form` (a
+  mean over channels, over blocks, or both; they commute), or None for
+  "rgb". Signs and the eps clip keep an array of the form in it; the
+  [0, 1] clip of `project` does not, at pixels where x + delta meets 0 or
+  1."""
+  if form not in FORMS:
+    raise ValueError(f"unknown noise form {form!r}")
+  if form == "rgb":
+    return None
+  if block < 1:
+    raise ValueError(f"noise form block must be >= 1, got {block}")
+  luma, low = form in ("luma", "luma_lowfreq"), "lowfreq" in form
+
+  def subspace(a):
+    if luma:
+      a = channel_mean(a)
+    if low:
+      a = block_mean(a, block)
+    return a
+  return subspace
 
 
 RANDOM_VALUES = ("uniform", "sign")

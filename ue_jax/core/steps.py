@@ -138,7 +138,8 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
                layout: str = "samplewise",
                codec: noise_lib.Codec = noise_lib.FLOAT32,
                eot_augment: str = "none", eot_samples: int = 1,
-               pad: int = 4, adv: Optional[Adversary] = None):
+               pad: int = 4, adv: Optional[Adversary] = None,
+               form: str = "rgb", form_block: int = 4):
   """Updates the batch's noise by PGD against the frozen model: each
   example's own row (sample-wise), or each class present in the batch to the
   clipped mean of its examples' PGD results from the class noise
@@ -150,14 +151,21 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
   paper's PGD, unchanged. With `adv` (REM), each draw's loss is taken at
   its adversarial example x_a = t(clip(x + delta)) + eta, eta found by
   `adv.attack` and held fixed (the gradient flows through t(clip(x +
-  delta)) only, as REM's code does)."""
+  delta)) only, as REM's code does).
+
+  `form` (noise.FORMS) keeps the noise in a subspace: the start and every
+  PGD gradient are projected onto it (noise.form_projection, blocks of
+  `form_block` pixels); "rgb", the paper's. A class-wise mean of arrays of
+  the form is of the form."""
   x = noise_lib.to_float(batch["image"])
   labels, mask = batch["label"], batch["mask"]
   loss_fn = _eval_loss(state, labels, mask)
   start = batch_noise(state, batch, layout=layout, codec=codec)
+  subspace = noise_lib.form_projection(form, form_block)
   if eot_augment == "none" and adv is None:
     delta = noise_lib.pgd(loss_fn, x, start, eps=eps, step_size=step_size,
-                          num_steps=num_steps, maximize=maximize)
+                          num_steps=num_steps, maximize=maximize,
+                          subspace=subspace)
   else:
     def one_draw(images, key):
       aug_key, adv_key = jax.random.split(key)
@@ -174,7 +182,8 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
     key = eot_key(state, batch)
     delta = noise_lib.pgd_eot(eot_loss, x, start, key,
                               eps=eps, step_size=step_size,
-                              num_steps=num_steps, maximize=maximize)
+                              num_steps=num_steps, maximize=maximize,
+                              subspace=subspace)
   if noise_lib.samplewise(layout):
     noise = scatter_rows(state.noise, batch["index"], codec.encode(delta))
   else:
@@ -224,12 +233,15 @@ def bound_steps(*, eps: float, step_size: float, num_steps: int,
                 maximize: bool = False, layout: str = "samplewise",
                 codec: noise_lib.Codec = noise_lib.FLOAT32,
                 eot_augment: str = "none", eot_samples: int = 1,
-                adv: Optional[Adversary] = None):
+                adv: Optional[Adversary] = None, form: str = "rgb",
+                form_block: int = 4):
   """(model_step, noise_step, eval_step on the release) with their
   hyperparameters bound, not jitted (sharding.py jits them over a mesh)."""
   eot, robust = {}, {}
   if eot_augment != "none":  # the paper's steps keep their signature
     eot = dict(eot_augment=eot_augment, eot_samples=eot_samples)
+  if form != "rgb":
+    eot.update(form=form, form_block=form_block)
   if adv is not None:
     robust = dict(adv=adv)
   return (
