@@ -43,12 +43,15 @@ def base() -> ml_collections.ConfigDict:
   c.noise.kind = "error_min"  # error_min | error_max | random (the original's
                               # --attack_type min-min | min-max | random);
                               # ar | lsp | ops: shortcut noise, no model
-                              # (ue_jax/core/shortcuts.py, sample-wise only)
+                              # (ue_jax/core/shortcuts.py, sample-wise only);
+                              # tap | sep: targeted adversarial poisons
+                              # (ue_jax/search/targeted.py)
   c.noise.layout = "samplewise"  # samplewise [N,H,W,C] | classwise [classes,H,W,C]
   c.noise.eps = 8 / 255       # L-inf budget, [0,1] units
   c.noise.step_size = 0.8 / 255
   c.noise.num_steps = 20      # K: PGD steps per example per round
   c.noise.init = "zeros"      # zeros | uniform (U(-eps, eps), --random_start)
+                              # | normal (N(0, eps^2) clipped to eps, TAP's)
   # kind=random only: values U(-eps, eps) | sign (+-eps), drawn per
   # random_patch x random_patch block of pixels (1 = per pixel, the paper's).
   c.noise.random_values = "uniform"
@@ -81,6 +84,12 @@ def base() -> ml_collections.ConfigDict:
   # form_block block per channel: JPEG keeps more of it) | luma_lowfreq.
   c.noise.form = "rgb"
   c.noise.form_block = 4
+  # tap / sep only: the target class of an image of class y is
+  # (y + target_shift) mod K; 0 = the method's own (tap 1, sep K // 2).
+  c.noise.target_shift = 0
+  # sep only: the ensemble, this many checkpoints of the pretraining
+  # (generate.pretrain_epochs >= it), evenly spaced, the last included.
+  c.noise.sep_members = 30
   c.noise.paper_release = False  # True: the original's one-sided clamp+floor
   # How the state holds the noise on device: float32 | bfloat16 |
   # int8 (integer steps of eps/127). noise.npy is float32 in every case.
@@ -124,7 +133,8 @@ def base() -> ml_collections.ConfigDict:
   # stop error 0.9 sample-wise -> 0.1; 0.8 class-wise -> 0.2).
   c.generate.error_max_stop_accuracy = 0.1
   # Epochs of training on the clean images, with the evaluate recipe below,
-  # before the search (error_max; the original: its full schedule, 60).
+  # before the search (error_max, tap, sep; the original: its full
+  # schedule, 60).
   c.generate.pretrain_epochs = 0
 
   c.evaluate = ml_collections.ConfigDict()

@@ -20,8 +20,10 @@ from ue_jax.runtime.errors import UEError
 from ue_jax.models import MODEL_DTYPES
 from ue_jax.models import MODELS
 
-NOISE_KINDS = ("error_min", "error_max", "random", "ar", "lsp", "ops")
+NOISE_KINDS = ("error_min", "error_max", "random", "ar", "lsp", "ops", "tap",
+               "sep")
 SHORTCUTS = ("ar", "lsp", "ops")  # sample-wise only, no model
+TARGETED = ("tap", "sep")  # against frozen pretrained surrogates
 Rule = Callable[[str, object], Optional[str]]  # (field, value) -> problem
 BIG = 1 << 40
 
@@ -151,7 +153,7 @@ SCHEMA: Dict[str, Rule] = {
     "noise.eps": number(0, 1, lo_open=True),
     "noise.step_size": number(0, 1, lo_open=True),
     "noise.num_steps": number(1, 10_000, integer=True),
-    "noise.init": choice("zeros", "uniform"),
+    "noise.init": choice("zeros", "uniform", "normal"),
     "noise.random_values": choice(*noise_lib.RANDOM_VALUES),
     "noise.random_patch": number(1, 1 << 16, integer=True),
     "noise.paper_release": boolean,
@@ -166,6 +168,8 @@ SCHEMA: Dict[str, Rule] = {
     "noise.rem_radius": number(0, 1),
     "noise.rem_steps": number(1, 10_000, integer=True),
     "noise.rem_step_size": number(0, 1, lo_open=True),
+    "noise.target_shift": number(0, BIG, integer=True),
+    "noise.sep_members": number(1, 10_000, integer=True),
     "noise.form": choice(*noise_lib.FORMS, noun="noise form"),
     "noise.form_block": number(1, 1 << 16, integer=True),
     "noise.layout": choice(*noise_lib.LAYOUTS, noun="noise layout"),
@@ -277,10 +281,10 @@ def _search_rules(cfg):
          "augmentations; set noise.eot_augment (e.g. 'crop') or leave "
          "eot_samples at 1")
   if (n.eot_augment != "none" or n.eot_samples > 1) and n.kind not in (
-      "error_min", "error_max"):
-    fail(f"noise.eot_augment / noise.eot_samples shape the PGD of error_min "
-         f"and error_max; noise.kind={n.kind!r} has none (leave them at "
-         "'none' / 1)")
+      "error_min", "error_max", *TARGETED):
+    fail(f"noise.eot_augment / noise.eot_samples shape the PGD of error_min, "
+         f"tap, sep and error_max; noise.kind={n.kind!r} has none (leave "
+         "them at 'none' / 1)")
   if n.form != "rgb" and n.kind not in ("error_min", "error_max"):
     fail(f"noise.form={n.form!r} shapes the PGD of error_min and error_max; "
          f"noise.kind={n.kind!r} has none (leave it at 'rgb')")
@@ -290,6 +294,27 @@ def _search_rules(cfg):
   if n.rem_radius > n.eps:
     fail(f"noise.rem_radius={n.rem_radius} must not exceed noise.eps="
          f"{n.eps} (REM's adversary is weaker than the noise)")
+  _targeted_rules(g, n)
+
+
+def _targeted_rules(g, n):
+  """tap and sep attack a surrogate pretrained on the clean images and then
+  frozen (sep: an ensemble of its pretraining checkpoints)."""
+  if n.kind not in TARGETED:
+    if n.target_shift:
+      fail(f"noise.target_shift={n.target_shift} sets the target classes of "
+           f"tap and sep; noise.kind={n.kind!r} has none (leave it at 0)")
+    return
+  if g.train_steps:
+    fail(f"noise.kind={n.kind!r} attacks a frozen surrogate: set "
+         f"generate.train_steps=0 (got {g.train_steps})")
+  need = n.sep_members if n.kind == "sep" else 1
+  if g.pretrain_epochs < need:
+    what = (f"its ensemble, noise.sep_members={n.sep_members} checkpoints of "
+            "it" if n.kind == "sep" else "its surrogate")
+    fail(f"noise.kind={n.kind!r} takes {what} from the pretraining on clean "
+         f"images: generate.pretrain_epochs must be at least {need} (got "
+         f"{g.pretrain_epochs})")
 
 
 def check_config(cfg):
@@ -351,6 +376,11 @@ def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
   if d.train_size and d.train_size < train.num_classes:
     fail(f"data.train_size={d.train_size} is smaller than the "
          f"{train.num_classes} classes")
+  shift = cfg.noise.target_shift
+  if cfg.noise.kind in TARGETED and shift and shift % train.num_classes == 0:
+    fail(f"noise.target_shift={shift} is a multiple of the "
+         f"{train.num_classes} classes: every image would keep its own class "
+         "as target; choose a shift that is not")
   if cfg.noise.kind == "lsp":
     dim = shortcuts.lsp_blocks(train.images.shape[1:], cfg.noise.lsp_patch)
     if dim < 63 and train.num_classes > 2 ** dim:

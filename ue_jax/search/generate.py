@@ -16,6 +16,10 @@ noise, sample-wise or class-wise (docs/method.md §2-§4).
   original. Stops at accuracy <=
   `error_max_stop_accuracy` (the original's stop error 0.9 sample-wise, 0.8
   class-wise).
+- tap, sep: targeted adversarial poisons (targeted.py): the error_max loop
+  with descent toward a wrong target class, against the frozen pretrained
+  generator (tap) or an ensemble of its pretraining checkpoints (sep); M = 0
+  model steps (checked); stops as error_max.
 - random: delta ~ U(-eps, eps), no model and no search (baselines.py, as
   the error-max pretraining).
 - ar, lsp, ops: shortcut noise, no model and no search (shortcuts.py).
@@ -51,6 +55,7 @@ from ue_jax.runtime import interrupt
 from ue_jax.training import layouts
 from ue_jax.search import resume as resume_lib
 from ue_jax.search import shortcuts
+from ue_jax.search import targeted
 from ue_jax.parallel import memory
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.core import noise as noise_lib
@@ -98,11 +103,16 @@ def build(cfg, train, placement=None):
     state = create_state(model, tx, seed=cfg.seed,
                          image_shape=train.image_shape)
     noise = jnp.zeros(shape, jnp.float32)
+    key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
     if cfg.noise.init == "uniform":
-      key = jax.random.fold_in(jax.random.key(cfg.seed), 1)
       noise = noise_lib.random_noise(key, shape, eps=cfg.noise.eps)
+    elif cfg.noise.init == "normal":  # TAP's start: N(0, eps^2), clipped
+      noise = jnp.clip(cfg.noise.eps * jax.random.normal(key, shape),
+                       -cfg.noise.eps, cfg.noise.eps)
     noise = jnp.pad(store.encode(noise), [(0, placement.padded(rows) - rows)]
                     + [(0, 0)] * (noise.ndim - 1))
+    if cfg.noise.kind == "sep":
+      state = targeted.with_member_slots(state, cfg.noise.sep_members)
     return state.replace(noise=noise)
 
   state, shardings = placement.create(make, samplewise=samplewise)
@@ -114,6 +124,8 @@ def build(cfg, train, placement=None):
       codec=store, eot_augment=cfg.noise.eot_augment,
       eot_samples=cfg.noise.eot_samples, adv=adversary(cfg),
       form=cfg.noise.form, form_block=cfg.noise.form_block)
+  if cfg.noise.kind in targeted.KINDS:
+    noise_fn = targeted.bound_noise_step(cfg, train.num_classes, store)
   fns = (placement.jit_step(model_fn, shardings, rows=rows,
                             full_batches=True),
          placement.jit_step(noise_fn, shardings, rows=rows),
@@ -125,7 +137,7 @@ def build(cfg, train, placement=None):
 def stop_rule(cfg):
   """(reached(accuracy, round), words) for the config's kind of noise."""
   g = cfg.generate
-  if cfg.noise.kind == "error_max":
+  if cfg.noise.kind in ("error_max", *targeted.KINDS):
     target = g.error_max_stop_accuracy
     return (lambda acc, r: bool(acc <= target and r >= g.min_rounds),
             f"stop at <= {target:.2f}")
@@ -290,9 +302,14 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
       saver = resume_lib.Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
       if fresh and g.pretrain_epochs:
         log.drop(lambda r: r["stage"] == baselines.PRETRAIN)
+        keep = (targeted.Snapshots(g.pretrain_epochs, cfg.noise.sep_members,
+                                   placement.replicated)
+                if cfg.noise.kind == "sep" else None)
         state, at.pretrain = baselines.pretrain(
             cfg, state, train, train if test is None else test, log, signals,
-            placement=placement)
+            placement=placement, snapshot=keep)
+        if keep is not None:
+          state = keep.install(state)
         saver.save(state, at)  # a resumed run starts after the pretraining
       state, at, capped = _search(cfg, train, fit, state, fns, log, saver,
                                   at)
