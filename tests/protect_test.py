@@ -205,6 +205,35 @@ class ProtectTest(absltest.TestCase):
                                                  ".tmp-ue_jax-x.png")))
     self.assertEqual(tree_hashes(self.src), self.before)
 
+  def test_heldout_numbers_do_not_outlive_their_run(self):
+    # results.json is rebuilt each run: a rerun without --heldout keeps the
+    # search's part (no new search) but drops the held-out accuracies.
+    src = os.path.join(self.tmp, "held_src")
+    held = os.path.join(self.tmp, "held_test")
+    out = os.path.join(self.tmp, "held_out")
+    helpers.write_image_tree(src, classes=("cat", "dog"), per_class=8,
+                             size=(20, 16), splits=("",))
+    helpers.write_image_tree(held, classes=("cat", "dog"), per_class=4,
+                             size=(20, 16), splits=("",), seed=1)
+    results_path = os.path.join(out, ".ue_jax", "results.json")
+    proc = self.run_cli(f"--input={src}", f"--output={out}",
+                        f"--heldout={held}", "--config.evaluate.epochs=1")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(results_path) as f:
+      first = json.load(f)
+    for key in ("clean_test_accuracy", "unlearnable_test_accuracy",
+                "rounds", "written"):
+      self.assertIn(key, first)
+    proc = self.run_cli(f"--input={src}", f"--output={out}")
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    with open(results_path) as f:
+      second = json.load(f)
+    self.assertNotIn("clean_test_accuracy", second)
+    self.assertNotIn("unlearnable_test_accuracy", second)
+    self.assertEqual(second["generation_seconds"], first["generation_seconds"])
+    self.assertEqual((second["written"], second["skipped_verified"]),
+                     (0, first["written"]))
+
   def test_bad_input(self):
     """Each case refused before anything is written, the input unchanged;
     through the CLI (exit 2, one line) for the first, in-process for the

@@ -308,19 +308,19 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
                     "re-encoding a protected copy as JPEG weakens the "
                     "protection", len(jpegs), jpegs[0])
   log = metrics_lib.MetricLog(workdir)
-  results_path = os.path.join(workdir, "results.json")
-  results = artifacts.load_json(results_path, {})
-  results.update({"config_name": cfg.name, "input": os.path.abspath(
-      input_dir), "output": os.path.abspath(output_dir),
-                  "images": len(kept), "classes": list(listing.classes),
-                  "working_shape": list(train.image_shape),
-                  "epsilon": cfg.noise.eps,
-                  "epsilon_255": round(cfg.noise.eps * 255, 4),
-                  "config": cfg.to_dict()})
+  # DIR/results.json is rebuilt from this run's header and the parts in
+  # DIR/results/: the search's (kept while its noise is), the copies'
+  # (this run's) and the held-out check's (this run's, with --heldout).
+  results = workdir_lib.Results(workdir, {
+      "config_name": cfg.name, "input": os.path.abspath(input_dir),
+      "output": os.path.abspath(output_dir), "images": len(kept),
+      "classes": list(listing.classes),
+      "working_shape": list(train.image_shape), "epsilon": cfg.noise.eps,
+      "epsilon_255": round(cfg.noise.eps * 255, 4), "config": cfg.to_dict()})
   noise_path = os.path.join(workdir, "noise.npy")
-  if not (results.get("noise_path") and os.path.exists(noise_path)):
-    results.update(generate.run(run_cfg, train, workdir, log))
-    artifacts.save_json(results_path, results)
+  if not ("generate" in results.stages and os.path.exists(noise_path)):
+    results.start("generate")
+    results.record("generate", generate.run(run_cfg, train, workdir, log))
   noise = artifacts.load_noise(
       noise_path, shape=layouts.noise_shape(cfg.noise.layout, train),
       eps=cfg.noise.eps)
@@ -336,31 +336,30 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
               "failed": [{"input": f, "reason": r} for f, r in failed],
               "ignored": list(listing.ignored)}
   artifacts.save_json(os.path.join(workdir, MANIFEST), manifest)
-  results.update({"written": written, "skipped_verified": skipped,
-                  "protected": len(records), "failed": manifest["failed"],
-                  "manifest_path": os.path.join(workdir, MANIFEST),
-                  "max_abs_delta": max((r["max_abs_delta"] for r in records),
-                                       default=0),
-                  "write_seconds": time.perf_counter() - t0})
+  copies = {"written": written, "skipped_verified": skipped,
+            "protected": len(records), "failed": manifest["failed"],
+            "manifest_path": os.path.join(workdir, MANIFEST),
+            "max_abs_delta": max((r["max_abs_delta"] for r in records),
+                                 default=0),
+            "write_seconds": time.perf_counter() - t0}
   # The figure is redrawn by every run (protect.preview is no part of the
   # search's identity); with no rows, an earlier run's figure goes.
   preview_path = os.path.join(workdir, PREVIEW)
   if p.preview and records:
-    results["preview_path"] = artifacts.save_figure(
+    copies["preview_path"] = artifacts.save_figure(
         preview_path,
         folders.preview(listing, kept, records, noise, output_dir,
                         eps=cfg.noise.eps, layout=cfg.noise.layout,
                         method=p.upsample, rows=p.preview))
-  else:
-    results.pop("preview_path", None)
-    if artifacts.writes_files() and os.path.exists(preview_path):
-      os.remove(preview_path)
-  artifacts.save_json(results_path, results)
+  elif artifacts.writes_files() and os.path.exists(preview_path):
+    os.remove(preview_path)
+  results.start("release")  # also drops an earlier held-out check's part
+  union = results.record("release", copies)
   if test is not None:
-    results.update(folders.compare(run_cfg, train, kept, records, test,
-                                   output_dir, workdir, log))
-    artifacts.save_json(results_path, results)
-  return results
+    results.start("evaluate")
+    union = results.record("evaluate", folders.compare(
+        run_cfg, train, kept, records, test, output_dir, workdir, log))
+  return union
 
 
 def failures_line(failed: List[dict], total: Optional[int] = None) -> str:
