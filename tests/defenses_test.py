@@ -20,6 +20,7 @@ from ue_jax.core import defended_step
 from ue_jax.core import defenses
 from ue_jax.core import noise as noise_lib
 from ue_jax.evaluation import battery
+from ue_jax.models import get_model
 
 
 def labelled_constants(b=8):
@@ -310,6 +311,168 @@ class DefendedStepTest(absltest.TestCase):
     b, mb = steps.model_step(self.state, batch, augment="none")
     self.assertAlmostEqual(float(ma["loss"]), float(mb["loss"]), places=5)
     chex.assert_trees_all_close(a.params, b.params, atol=1e-5)
+
+
+class ColourStandardizeTest(absltest.TestCase):
+  """colour_standardize: moments per image and channel, the invariances
+  that remove a colour offset, and where the battery applies it."""
+
+  def setUp(self):
+    super().setUp()
+    key = jax.random.key(0)
+    # Channels of different means and spreads in every image.
+    self.x = (0.2 + 0.6 * jax.random.uniform(key, (6, 10, 12, 3))
+              * jnp.asarray([1.0, 0.3, 0.05]))
+
+  def test_zero_mean_unit_std_per_image_and_channel(self):
+    out = defenses.colour_standardize(self.x)
+    chex.assert_shape(out, self.x.shape)
+    chex.assert_trees_all_close(out.mean(axis=(1, 2)), jnp.zeros((6, 3)),
+                                atol=1e-5)
+    chex.assert_trees_all_close(out.std(axis=(1, 2)), jnp.ones((6, 3)),
+                                atol=1e-4)
+    # An independent computation, image by image and channel by channel.
+    x = np.asarray(self.x, np.float64)
+    for i, c in ((0, 0), (3, 2), (5, 1)):
+      ch = x[i, ..., c]
+      np.testing.assert_allclose(np.asarray(out[i, ..., c]),
+                                 (ch - ch.mean()) / ch.std(), atol=1e-4)
+
+  def test_offset_and_positive_scale_are_removed(self):
+    key = jax.random.key(1)
+    offset = jax.random.uniform(key, (6, 1, 1, 3), minval=-0.5, maxval=0.5)
+    scale = jax.random.uniform(jax.random.fold_in(key, 1), (6, 1, 1, 3),
+                               minval=0.2, maxval=4.0)
+    base = defenses.colour_standardize(self.x)
+    for moved in (self.x + offset, self.x * scale, self.x * scale + offset):
+      self.assertGreater(float(jnp.abs(moved - self.x).max()), 0.1)
+      chex.assert_trees_all_close(defenses.colour_standardize(moved), base,
+                                  atol=1e-4)
+
+  def test_flat_channel_becomes_zero(self):
+    x = self.x.at[2, ..., 1].set(0.7)
+    out = defenses.colour_standardize(x)
+    chex.assert_tree_all_finite(out)
+    # 0 up to float32's error in the mean (~1e-7), over eps = 1e-3.
+    chex.assert_trees_all_close(out[2, ..., 1], jnp.zeros((10, 12)),
+                                atol=1e-3)
+
+  def test_training_batches_standardize_before_crop_flip(self):
+    """The battery's training transform is crop+flip of the standardized
+    images: the padding is each channel's mean, so a per-image colour
+    offset leaves the batch unchanged (padding raw images with zeros, then
+    standardizing, would keep a trace of the offset at the border)."""
+    y = jnp.eye(6)
+    transform = defenses.BATCH["colour_standardize"]
+    key = jax.random.key(4)
+    offset = jnp.asarray([0.15, -0.1, 0.2])[None, None, None, :]
+    out, out_y = transform(key, self.x, y)
+    chex.assert_trees_all_equal(out_y, y)
+    chex.assert_trees_all_close(
+        out, defenses.crop_flip(key, defenses.colour_standardize(self.x)),
+        atol=0)
+    chex.assert_trees_all_close(transform(key, self.x + offset, y)[0], out,
+                                atol=1e-4)
+    after = defenses.colour_standardize(defenses.crop_flip(key, self.x))
+    moved = defenses.colour_standardize(
+        defenses.crop_flip(key, self.x + offset))
+    self.assertGreater(float(jnp.abs(after - moved).max()), 0.1)
+    self.assertEqual(defenses.TEST_BATCH["colour_standardize"],
+                     defenses.colour_standardize)
+
+  def test_eval_inputs_transforms_evaluation_mode_only(self):
+    ds = helpers.synthetic(8, size=8, channels=3, classes=4)
+    plain = helpers.tiny_state(ds, noise=False)
+    x = noise_lib.to_float(jnp.asarray(ds.images))
+    wrapped = defenses.EvalInputs(
+        get_model("small_cnn_avg", num_classes=4, width=4),
+        defenses.colour_standardize)
+    # Same parameters as the plain model (init sees zeros either way).
+    variables = wrapped.init(jax.random.key(0), x, train=False)
+    chex.assert_trees_all_equal_shapes(variables["params"],
+                                       plain.params)
+    v = plain.variables
+    chex.assert_trees_all_close(
+        wrapped.apply(v, x, train=False),
+        plain.apply_fn(v, defenses.colour_standardize(x), train=False),
+        atol=1e-6)
+    got, _ = wrapped.apply(v, x, train=True, mutable=["batch_stats"])
+    want, _ = plain.apply_fn(v, x, train=True, mutable=["batch_stats"])
+    chex.assert_trees_all_close(got, want, atol=1e-6)
+
+
+class HistogramEqualizeTest(absltest.TestCase):
+  """equalize_u8 against the formula computed pixel by pixel, and the
+  properties of an equalization."""
+
+  def setUp(self):
+    super().setUp()
+    rng = np.random.default_rng(5)
+    # Low contrast: levels 90..130 (red), 40..60 (green), 150..230 (blue).
+    lo, hi = np.array([90, 40, 150]), np.array([131, 61, 231])
+    self.images = rng.integers(lo, hi, (5, 16, 16, 3)).astype(np.uint8)
+
+  def test_matches_the_formula(self):
+    out = defenses.equalize_u8(self.images)
+    chex.assert_shape(out, self.images.shape)
+    self.assertEqual(out.dtype, np.uint8)
+    for i, c in ((0, 0), (2, 1), (4, 2)):
+      ch = self.images[i, ..., c].astype(int)
+      cdf = (ch.ravel()[None, :] <= np.arange(256)[:, None]).sum(1)
+      cdf_min = (ch == ch.min()).sum()
+      want = np.floor(255 * (cdf[ch] - cdf_min) / (ch.size - cdf_min) + 0.5)
+      np.testing.assert_array_equal(out[i, ..., c], want)
+    # Chunks change nothing.
+    np.testing.assert_array_equal(
+        defenses.equalize_u8(self.images, chunk=2), out)
+    self.assertIs(defenses.DATA_LEVEL["histogram_equalize"],
+                  defenses.equalize_u8)
+    self.assertIn("histogram_equalize", defenses.TEST_DATA_LEVEL)
+
+  def test_low_contrast_image_uses_the_full_range(self):
+    out = defenses.equalize_u8(self.images)
+    self.assertLessEqual(int(np.ptp(self.images, axis=(1, 2)).max()), 80)
+    chex.assert_trees_all_equal(out.min(axis=(1, 2)),
+                                np.zeros((5, 3), np.uint8))
+    chex.assert_trees_all_equal(out.max(axis=(1, 2)),
+                                np.full((5, 3), 255, np.uint8))
+
+  def test_monotone_map_of_levels(self):
+    out = defenses.equalize_u8(self.images)
+    for i in range(5):
+      for c in range(3):
+        level, mapped = self.images[i, ..., c].ravel(), out[i, ..., c].ravel()
+        order = np.argsort(level, kind="stable")
+        # One output per input level, never decreasing with the level.
+        self.assertTrue(np.all(np.diff(mapped[order].astype(int)) >= 0))
+        for v in np.unique(level):
+          self.assertLen(np.unique(mapped[level == v]), 1)
+
+  def test_idempotent_up_to_rounding(self):
+    once = defenses.equalize_u8(self.images)
+    twice = defenses.equalize_u8(once)
+    self.assertLessEqual(int(np.abs(twice.astype(int) - once).max()), 1)
+    # Exactly, where no two levels share an output level.
+    spread = np.repeat(np.arange(0, 256, 8, dtype=np.uint8), 8)
+    img = np.random.default_rng(0).permutation(spread).reshape(1, 16, 16, 1)
+    once = defenses.equalize_u8(img)
+    np.testing.assert_array_equal(defenses.equalize_u8(once), once)
+
+  def test_channel_offset_and_integer_scale_change_nothing(self):
+    base = defenses.equalize_u8(self.images)
+    offset = np.array([-80, 150, 20], np.int64)  # stays inside [0, 255]
+    moved = (self.images.astype(np.int64) + offset).astype(np.uint8)
+    np.testing.assert_array_equal(defenses.equalize_u8(moved), base)
+    half = self.images // 2  # doubling is one-to-one on these levels
+    doubled = (half.astype(np.int64) * 2).astype(np.uint8)
+    np.testing.assert_array_equal(defenses.equalize_u8(doubled),
+                                  defenses.equalize_u8(half))
+
+  def test_flat_channel_is_left_alone(self):
+    img = self.images.copy()
+    img[1, ..., 2] = 77
+    out = defenses.equalize_u8(img)
+    np.testing.assert_array_equal(out[1, ..., 2], img[1, ..., 2])
 
 
 _SHARDED_COPIES = """

@@ -4,9 +4,13 @@ Images are float32 [B, H, W, C] in [0, 1]; labels are soft [B, K] (one-hot
 on input) so that mixing defenses can return mixed labels. Every batch
 defense has the signature `fn(key, x, y) -> (x, y)` and is jitted inside the
 training step (core/defended_step.py). The data-level defenses (JPEG, and
-image shortcut squeezing: grayscale then JPEG) work on uint8 images on the
-host with pillow, once on the training images (`DATA_LEVEL`); adversarial training and the UEraser-style defense change the
-step itself (defended_step.py), not only the batch.
+image shortcut squeezing: grayscale then JPEG, with pillow; histogram
+equalization, with numpy) work on uint8 images on the host, once on the
+training images (`DATA_LEVEL`); adversarial training and the UEraser-style
+defense change the step itself (defended_step.py), not only the batch.
+Defenses that normalize a learner's inputs (colour standardization,
+histogram equalization) act on the test images too (`TEST_BATCH`,
+`TEST_DATA_LEVEL`); the others leave the test images as they are.
 """
 
 import io
@@ -28,6 +32,7 @@ BLUR_SIGMA = 1.0        # Gaussian blur, 3x3 kernel
 BIT_DEPTH = 3           # bits per channel kept (2^3 = 8 levels)
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
 ISS_QUALITY = 10        # image shortcut squeezing: JPEG quality after gray
+STANDARDIZE_EPS = 1e-3  # floor of a channel's std, [0, 1] units (1/4 level)
 
 
 # ----------------------------------------------------------- basic ops
@@ -191,6 +196,61 @@ def iss_u8(images_u8: np.ndarray, *, quality: int = ISS_QUALITY
   return np.repeat(squeezed, images_u8.shape[-1], axis=-1)
 
 
+def colour_standardize(x, *, eps: float = STANDARDIZE_EPS):
+  """Each channel of each image to zero mean and unit standard deviation
+  over its pixels: (x - mean) / max(std, eps), so a flat channel becomes 0.
+  Invariant to adding a constant to a channel and to scaling it by a
+  positive factor (while its std stays above eps): a per-image or per-class
+  colour offset is removed exactly."""
+  mean = jnp.mean(x, axis=(1, 2), keepdims=True)
+  std = jnp.std(x, axis=(1, 2), keepdims=True)
+  return (x - mean) / jnp.maximum(std, eps)
+
+
+def equalize_u8(images_u8: np.ndarray, *, chunk: int = 2048) -> np.ndarray:
+  """Each channel of each uint8 image [N, H, W, C] histogram-equalized with
+  numpy: level v -> floor(255 (cdf(v) - cdf_min) / (P - cdf_min) + 1/2),
+  cdf(v) the channel's pixels at or below v, cdf_min its count at its
+  darkest level, P its pixel count; the darkest level goes to 0, the
+  brightest to 255; a flat channel is left as it is. A monotone map of a
+  channel's levels (an added constant, a positive integer factor, without
+  clipping) leaves the result unchanged."""
+  n, h, w, c = images_u8.shape
+  out = np.empty_like(images_u8)
+  for lo in range(0, n, chunk):
+    part = images_u8[lo:lo + chunk]
+    m = len(part) * c
+    flat = part.transpose(0, 3, 1, 2).reshape(m, h * w).astype(np.int64)
+    hist = np.bincount((flat + 256 * np.arange(m)[:, None]).ravel(),
+                       minlength=256 * m).reshape(m, 256)
+    cdf = np.cumsum(hist, axis=1)
+    cdf_min = hist[np.arange(m), flat.min(axis=1)][:, None]
+    span = h * w - cdf_min
+    lut = np.floor(255.0 * (cdf - cdf_min) / np.maximum(span, 1) + 0.5)
+    lut = np.where(span > 0, np.clip(lut, 0, 255), np.arange(256))
+    mapped = np.take_along_axis(lut, flat, axis=1).astype(np.uint8)
+    out[lo:lo + chunk] = mapped.reshape(len(part), c, h, w).transpose(
+        0, 2, 3, 1)
+  return out
+
+
+class EvalInputs:
+  """`model` (a Flax module) whose inputs pass through `fn` when it runs in
+  evaluation mode (train=False: the test images, and init), not in
+  training mode, where the defense's step transforms the batch itself."""
+
+  def __init__(self, model, fn):
+    self.model, self.fn = model, fn
+
+  def init(self, rngs, x, *args, train: bool = False, **kwargs):
+    return self.model.init(rngs, x if train else self.fn(x), *args,
+                           train=train, **kwargs)
+
+  def apply(self, variables, x, *args, train: bool = False, **kwargs):
+    return self.model.apply(variables, x if train else self.fn(x), *args,
+                            train=train, **kwargs)
+
+
 # ----------------------------------------------------- UEraser-style ops
 def plasma(key, shape, *, roughness: float = 0.5):
   """A smooth random field in [-1, 1] per image [B, H, W, 1]: a sum of
@@ -312,6 +372,11 @@ BATCH: Dict[str, Transform] = {
     "jpeg50": _images_only(crop_flip),
     "iss": _images_only(crop_flip),
     "adv_train": _images_only(crop_flip),
+    # Standardized before crop+flip, so the zero padding is each channel's
+    # mean and carries no trace of the image's colour.
+    "colour_standardize": lambda key, x, y: (
+        crop_flip(key, colour_standardize(x)), y),
+    "histogram_equalize": _images_only(crop_flip),
 }
 # Data-level defenses: uint8 [N, H, W, C] -> uint8, applied once on the host
 # to the training images before the (crop+flip) training.
@@ -319,6 +384,12 @@ DATA_LEVEL: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "jpeg10": lambda images: jpeg_u8(images, quality=10),
     "jpeg50": lambda images: jpeg_u8(images, quality=50),
     "iss": iss_u8,
+    "histogram_equalize": equalize_u8,
 }
+# Input normalizations a learner applies to its test images as well: batch
+# transforms in the evaluation step (EvalInputs), data-level ones on the
+# host to the test set.
+TEST_BATCH: Dict[str, Callable] = {"colour_standardize": colour_standardize}
+TEST_DATA_LEVEL = ("histogram_equalize",)
 NAMES = tuple(BATCH)
 COLOUR_ONLY = ("grayscale", "iss")

@@ -26,22 +26,27 @@ from ue_jax.training import train as train_lib
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import get_model
 from ue_jax.core.state import create_state
+from ue_jax.core import defenses
 
 
 def train_model(cfg, train, test, *, label: str, log=None, groups=None,
-                learner=None, step=None):
+                learner=None, step=None, test_transform=None):
   """Trains the evaluation model on `train` (a Dataset or DeviceData);
   returns the per-epoch history. `groups` ({name: test subset}) are scored
   after the last epoch, as history[-1]["<name>_test_accuracy"].
 
   `learner` ((name, width)) replaces the evaluation model and `step` (a
   pure `fn(state, batch) -> (state, metrics)`, e.g. a defense's step) the
-  plain training step; the loop and the recipe stay those of cfg.evaluate."""
+  plain training step; the loop and the recipe stay those of cfg.evaluate.
+  `test_transform` (a pure `fn(x) -> x` on float images) is applied to the
+  test images the model scores (defenses.EvalInputs)."""
   e = cfg.evaluate
   name, width = learner or (e.model or cfg.model.name,
                             e.width or cfg.model.width)
   model = get_model(name, num_classes=train.num_classes, width=width,
                     dtype=cfg.model.compute_dtype)
+  if test_transform is not None:
+    model = defenses.EvalInputs(model, test_transform)
   placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   groups = {k: device_data.place(v, placement)
             for k, v in (groups or {}).items()}
