@@ -4,13 +4,17 @@ and the clean side is reused across releases of the same data."""
 import json
 import os
 import tempfile
+from unittest import mock
 
 import numpy as np
 from absl.testing import absltest
 
 from configs import test_tiny
 from tests import helpers
+from ue_jax.core import defenses
 from ue_jax.evaluation import battery
+from ue_jax.io import data as data_lib
+from ue_jax.parallel import device_data
 from ue_jax.runtime.errors import UEError
 
 
@@ -181,6 +185,159 @@ class ResumeTest(absltest.TestCase):
       cfg.battery.release_path = os.path.join(tmp, "missing.npz")
       with self.assertRaisesRegex(UEError, "no released dataset"):
         battery.load_release(cfg, train, tmp)
+
+
+class FakeCurves:
+  """A trainer that returns fixed curves: `clean` for the clean-trained
+  side, `unlearnable` for the release side."""
+
+  def __init__(self, clean, unlearnable):
+    self.clean, self.unlearnable = clean, unlearnable
+
+  def __call__(self, cfg, ds, test, **kw):
+    curve = self.clean if "_clean_" in kw["label"] else self.unlearnable
+    return {"curve": curve, "train_curve": [0.5] * len(curve),
+            "seconds": 1.0}
+
+
+class BestEpochTest(absltest.TestCase):
+  """Every cell records each side's best epoch (the maximum of its stored
+  curve, the first of equals) beside the last, in battery.json and in the
+  table, also for a cell written before the clean side's best epoch."""
+
+  def test_best_beside_last(self):
+    with tempfile.TemporaryDirectory() as tmp:
+      train = helpers.synthetic(64, size=8, classes=4, seed=0)
+      test = helpers.synthetic(32, size=8, classes=4, seed=1)
+      cfg = tiny_cfg(tmp, defenses=("none", "bit_depth"), epochs=4)
+      write_release(os.path.join(tmp, "release", "unlearnable_train.npz"),
+                    train, shift=30)
+      trainer = FakeCurves(clean=[0.25, 0.75, 0.5, 0.625],
+                           unlearnable=[0.5, 0.25, 0.5, 0.375])
+      summary = battery.run(cfg, train, test, tmp, trainer=trainer)
+      with open(summary["battery_path"]) as f:
+        cells = json.load(f)["cells"]
+      self.assertLen(cells, 2)
+      for r in cells:
+        for side in ("clean", "unlearnable"):
+          curve = r["curves"][side]
+          best = r[f"best_{side}_test_accuracy"]
+          self.assertEqual(best, max(curve))
+          self.assertGreaterEqual(best, r[f"{side}_test_accuracy"])
+          self.assertEqual(r[f"{side}_test_accuracy"], curve[-1])
+          self.assertEqual(curve[r[f"best_{side}_epoch"] - 1], best)
+        self.assertEqual((r["best_clean_epoch"], r["best_unlearnable_epoch"]),
+                         (2, 1))
+      md_path = os.path.join(tmp, "battery", "battery.md")
+      with open(md_path) as f:
+        md = f.read()
+      self.assertIn("| clean | clean best (epoch) | unlearnable | "
+                    "unlearnable best (epoch) | gap |", md)
+      self.assertIn("| small_cnn_avg:2 | none | 62.5 | 75.0 (2) | 37.5 | "
+                    "50.0 (1) | 25.0 | 2 |", md)
+      # A cell file without the clean side's best epoch (an older battery)
+      # is completed from its curves on the next run.
+      cell_dir = os.path.join(tmp, "battery", "cells")
+      for name in os.listdir(cell_dir):
+        path = os.path.join(cell_dir, name)
+        with open(path) as f:
+          old = json.load(f)
+        for key in ("best_clean_epoch", "best_clean_test_accuracy"):
+          old.pop(key)
+        with open(path, "w") as f:
+          json.dump(old, f)
+      os.remove(md_path)
+      idle = Counting()
+      battery.run(cfg, train, test, tmp, trainer=idle)
+      self.assertEqual(idle.calls, [])
+      with open(md_path) as f:
+        self.assertEqual(f.read(), md)
+
+
+class TestImagesTest(absltest.TestCase):
+  """Which images each defense's learner trains and is scored on: an input
+  normalization acts on the test images too, the other defenses leave them
+  as they are."""
+
+  def _seen(self, defense):
+    """(train images, test images, test_transform) that
+    evaluate.train_model receives in battery.train_curve."""
+    train = helpers.synthetic(32, size=8, channels=3, classes=4, seed=0)
+    test = helpers.synthetic(16, size=8, channels=3, classes=4, seed=1)
+    cfg = tiny_cfg("/tmp")
+    _, dtrain, dtest = device_data.on_mesh(cfg.mesh.data, train, test)
+    seen = {}
+
+    def fake_train_model(cfg, ds, test, **kw):
+      seen.update(train=ds.host_images(), test=test.host_images(),
+                  transform=kw.get("test_transform"))
+      return [{"test_accuracy": 0.5, "train_accuracy": 0.5}]
+
+    with mock.patch.object(battery.evaluate, "train_model",
+                           fake_train_model):
+      battery.train_curve(cfg, dtrain, dtest, name="small_cnn_avg", width=2,
+                          defense=defense, label="t")
+    return train, test, seen
+
+  def test_histogram_equalize_equalizes_both_sets(self):
+    train, test, seen = self._seen("histogram_equalize")
+    np.testing.assert_array_equal(seen["train"],
+                                  defenses.equalize_u8(train.images))
+    np.testing.assert_array_equal(seen["test"],
+                                  defenses.equalize_u8(test.images))
+    self.assertIsNone(seen["transform"])
+
+  def test_colour_standardize_scores_standardized_test_images(self):
+    train, test, seen = self._seen("colour_standardize")
+    np.testing.assert_array_equal(seen["train"], train.images)
+    np.testing.assert_array_equal(seen["test"], test.images)
+    self.assertIs(seen["transform"], defenses.colour_standardize)
+
+  def test_jpeg_and_grayscale_leave_the_test_set(self):
+    for defense in ("jpeg10", "grayscale"):
+      _, test, seen = self._seen(defense)
+      np.testing.assert_array_equal(seen["test"], test.images)
+      self.assertIsNone(seen["transform"])
+
+  def test_colour_standardize_removes_a_per_class_colour_offset(self):
+    """Trained under colour_standardize, a learner on images with a
+    per-class colour offset (the shortcut) learns what it learns from the
+    images without it, and scores test images with per-image offsets as
+    it scores them without: the same curve, above chance. (Standardizing
+    after the crop's zero padding, or scoring raw test images, gives other
+    curves here.)"""
+    train, test = quadrants(128, seed=0), quadrants(32, seed=1)
+    per_class = np.array([[0, 30, 10], [40, 0, 20], [10, 20, 40],
+                          [30, 40, 0]])
+    per_image = np.random.default_rng(2).integers(0, 50, (32, 1, 1, 3))
+    moved_train = data_lib.make_dataset(
+        (train.images + per_class[train.labels][:, None, None, :]).astype(
+            np.uint8), train.labels, 4)
+    moved_test = data_lib.make_dataset(
+        (test.images + per_image).astype(np.uint8), test.labels, 4)
+    cfg = tiny_cfg("/tmp", epochs=3)
+    curves = []
+    for a, b in ((train, test), (moved_train, moved_test)):
+      _, a, b = device_data.on_mesh(cfg.mesh.data, a, b)
+      curves.append(battery.train_curve(
+          cfg, a, b, name="small_cnn_avg", width=8,
+          defense="colour_standardize", label="t")["curve"])
+    self.assertLen(curves[0], 3)
+    self.assertEqual(curves[0], curves[1])
+    self.assertGreater(max(curves[0]), 0.5)
+
+
+def quadrants(n, *, seed):
+  """Colour images 8x8 whose class (4) is which quadrant is 50 levels
+  brighter than uniform noise in [30, 100): learnable after a per-image
+  standardization; levels stay below 150, so offsets up to 100 fit."""
+  rng = np.random.default_rng(seed)
+  labels = np.arange(n) % 4
+  images = rng.integers(30, 100, (n, 8, 8, 3))
+  for k in range(4):
+    r, c = divmod(k, 2)
+    images[labels == k, 4 * r:4 * r + 4, 4 * c:4 * c + 4] += 50
+  return data_lib.make_dataset(images.astype(np.uint8), labels, 4)
 
 
 class CacheKeyTest(absltest.TestCase):

@@ -152,7 +152,7 @@ def test_subset(cfg, test):
 # ---------------------------------------------------------- one training
 def data_level_set(ds, defense: str):
   """`ds` with every image passed through the data-level `defense` (JPEG,
-  image shortcut squeezing) on the host."""
+  image shortcut squeezing, histogram equalization) on the host."""
   images = defenses.DATA_LEVEL[defense](ds.host_images())
   on_mesh = ds.placement.put_rows(len(ds), lambda lo, hi: images[lo:hi],
                                   ds.image_shape, np.uint8)
@@ -175,15 +175,21 @@ def step_fn(cfg, defense: str, num_classes: int):
 
 def train_curve(cfg, ds, test, *, name: str, width: int, defense: str,
                 label: str, log=None) -> dict:
-  """Trains one learner on `ds` under `defense`; its per-epoch curve."""
+  """Trains one learner on `ds` under `defense`; its per-epoch curve. A
+  defense that normalizes the learner's inputs normalizes `test` too
+  (defenses.TEST_DATA_LEVEL on the host, defenses.TEST_BATCH as the test
+  images are scored); the others score `test` as it is."""
   if defense in defenses.DATA_LEVEL:
     ds = data_level_set(ds, defense)
+  if defense in defenses.TEST_DATA_LEVEL:
+    test = data_level_set(test, defense)
   if log is not None:  # the epochs of an interrupted try of this training
     log.drop(lambda record: record["stage"] == label)
   t0 = time.perf_counter()
   history = evaluate.train_model(
       recipe(cfg), ds, test, label=label, log=log, learner=(name, width),
-      step=step_fn(cfg, defense, ds.num_classes))
+      step=step_fn(cfg, defense, ds.num_classes),
+      test_transform=defenses.TEST_BATCH.get(defense))
   return {"curve": [r["test_accuracy"] for r in history],
           "train_curve": [r["train_accuracy"] for r in history],
           "seconds": round(time.perf_counter() - t0, 2)}
@@ -197,19 +203,29 @@ def not_applicable(defense: str, image_shape) -> str:
   return ""
 
 
+def best_epochs(curves) -> dict:
+  """The best epoch of each curve (clean and unlearnable-trained; the first
+  of equals) and its clean test accuracy: what a trainer who stops early
+  at that epoch gets."""
+  out = {}
+  for side in ("clean", "unlearnable"):
+    curve = curves[side]
+    best = int(np.argmax(curve))
+    out[f"best_{side}_test_accuracy"] = float(curve[best])
+    out[f"best_{side}_epoch"] = best + 1
+  return out
+
+
 def summarize(name, width, defense, unl, clean, *, clean_cached: bool):
   """One cell's record from its two curves."""
   u, c = unl["curve"], clean["curve"]
-  best = int(np.argmax(u))
   return {"learner": name, "width": width, "defense": defense,
           "status": "done", "epochs": len(u),
           "seconds": unl["seconds"] + (0.0 if clean_cached
                                        else clean["seconds"]),
           "clean_test_accuracy": c[-1], "unlearnable_test_accuracy": u[-1],
           "gap": c[-1] - u[-1],
-          "best_unlearnable_test_accuracy": u[best],
-          "best_unlearnable_epoch": best + 1,
-          "best_clean_test_accuracy": float(max(c)),
+          **best_epochs({"clean": c, "unlearnable": u}),
           "clean_cached": clean_cached,
           "curves": {"clean": c, "unlearnable": u},
           "curves_train_accuracy": {"clean": clean["train_curve"],
@@ -254,8 +270,8 @@ def run(cfg, train, test, workdir: str, log=None, *, released=None,
     cell_path = os.path.join(cell_dir, _digest(
         {**rkey, "release": release_sha, "data": dkey}) + ".json")
     done = artifacts.load_json(cell_path)
-    if done is not None:
-      records.append(done)
+    if done is not None:  # (a cell written before best_clean_epoch: added)
+      records.append({**done, **best_epochs(done["curves"])})
       progress.total -= 2
       logging.info("battery cell %d/%d %s: done before (%s)", i + 1,
                    len(cells), tag, cell_path)
@@ -278,9 +294,11 @@ def run(cfg, train, test, workdir: str, log=None, *, released=None,
     record["release_sha256"] = release_sha
     artifacts.save_json(cell_path, record)
     records.append(record)
-    logging.info("battery cell %d/%d %s: clean %.4f, unlearnable %.4f "
-                 "(best %.4f at epoch %d)%s", i + 1, len(cells), tag,
-                 record["clean_test_accuracy"],
+    logging.info("battery cell %d/%d %s: clean %.4f (best %.4f at epoch "
+                 "%d), unlearnable %.4f (best %.4f at epoch %d)%s", i + 1,
+                 len(cells), tag, record["clean_test_accuracy"],
+                 record["best_clean_test_accuracy"],
+                 record["best_clean_epoch"],
                  record["unlearnable_test_accuracy"],
                  record["best_unlearnable_test_accuracy"],
                  record["best_unlearnable_epoch"],

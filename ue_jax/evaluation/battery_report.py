@@ -1,6 +1,7 @@
 """The battery's outputs: battery.json (every cell), battery.md (a table of
-clean vs unlearnable accuracy and their gap per cell) and battery.png (a
-heat map of unlearnable-trained accuracy, learners x defenses)."""
+clean vs unlearnable accuracy at the last and the best epoch, and their gap,
+per cell) and battery.png (a heat map of unlearnable-trained accuracy,
+learners x defenses)."""
 
 import os
 
@@ -11,29 +12,37 @@ def _pct(v) -> str:
   return f"{100 * v:.1f}"
 
 
+def _best(r, side: str) -> str:
+  return (f"{_pct(r[f'best_{side}_test_accuracy'])} "
+          f"({r[f'best_{side}_epoch']})")
+
+
 def table(summary) -> str:
-  """The Markdown table of the cells (accuracies in %)."""
+  """The Markdown table of the cells (accuracies in %): each side's last
+  epoch with its best epoch beside it."""
   lines = [
       f"Release: `{summary['release_path']}` (sha256 "
       f"{summary['release_sha256'][:12]}), {summary['epochs']} epochs per "
-      f"training, {summary['test_size']} test images. Accuracies are clean test accuracy in %; gap = clean - "
-      "unlearnable at the last epoch; best = the best epoch's unlearnable "
-      "accuracy (early stopping).",
+      f"training, {summary['test_size']} test images. Accuracies are clean "
+      "test accuracy in % of the learner trained on the clean images "
+      "(clean) and on the release (unlearnable), at the last epoch and at "
+      "its best epoch (best, the epoch in brackets: early stopping); gap = "
+      "clean - unlearnable at the last epoch.",
       "",
-      "| learner | defense | clean | unlearnable | gap | best (epoch) | "
-      "seconds |",
-      "|---|---|---|---|---|---|---|"]
+      "| learner | defense | clean | clean best (epoch) | unlearnable | "
+      "unlearnable best (epoch) | gap | seconds |",
+      "|---|---|---|---|---|---|---|---|"]
   for r in summary["cells"]:
     learner = f"{r['learner']}:{r['width']}"
     if r["status"] != "done":
       lines.append(f"| {learner} | {r['defense']} | not applicable: "
-                   f"{r['reason']} | | | | |")
+                   f"{r['reason']} | | | | | |")
       continue
     lines.append(
         f"| {learner} | {r['defense']} | {_pct(r['clean_test_accuracy'])} | "
-        f"{_pct(r['unlearnable_test_accuracy'])} | {_pct(r['gap'])} | "
-        f"{_pct(r['best_unlearnable_test_accuracy'])} "
-        f"({r['best_unlearnable_epoch']}) | {r['seconds']:.0f} |")
+        f"{_best(r, 'clean')} | {_pct(r['unlearnable_test_accuracy'])} | "
+        f"{_best(r, 'unlearnable')} | {_pct(r['gap'])} | "
+        f"{r['seconds']:.0f} |")
   return "\n".join(lines) + "\n"
 
 
