@@ -210,6 +210,18 @@ class NoiseStepTest(absltest.TestCase):
     self.assertFalse(np.array_equal(self.step(state).noise,
                                     self.step(other).noise))
 
+  def test_eot_draws_afresh_at_every_call(self):
+    # The model never steps, so the rng moves instead: a second round from
+    # the same noise draws other augmentations; the same state, the same.
+    state = linear_state(self.ds)
+    kw = dict(eot_augment="crop_flip", num_steps=3)
+    first = self.step(state, **kw)
+    chex.assert_trees_all_equal(self.step(state, **kw).noise, first.noise)
+    self.assertFalse(np.array_equal(jax.random.key_data(first.rng),
+                                    jax.random.key_data(state.rng)))
+    second = self.step(first.replace(noise=state.noise), **kw)
+    self.assertFalse(np.array_equal(second.noise, first.noise))
+
   def test_eot_and_classwise_stay_within_eps(self):
     state = helpers.tiny_state(self.ds)
     after = self.step(targeted.with_member_slots(state, 2), ensemble=True,

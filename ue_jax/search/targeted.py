@@ -69,12 +69,17 @@ def ensemble_loss(apply_fn, members, images: jax.Array, targets: jax.Array,
   leading axis) of each member's cross-entropy toward `targets`, summed
   over the valid rows (eval mode). Its gradient in `images` is the mean of
   the members' gradients, taken one member at a time in a scan, so memory
-  does not grow with the ensemble."""
+  does not grow with the ensemble (the scan is unrolled on CPU, as
+  noise.pgd's steps, where convolutions in a rolled loop are slow). An
+  ensemble of one is that model's loss, with no loop."""
   count = jax.tree.leaves(members)[0].shape[0]
 
   def member_loss(x, variables):
     logits = apply_fn(variables, x, train=False)
     return losses.summed_cross_entropy(logits, targets, mask)
+
+  if count == 1:
+    return member_loss(images, jax.tree.map(lambda v: v[0], members))
 
   def mean_loss(x):
     return jnp.mean(jax.lax.map(functools.partial(member_loss, x), members))
@@ -84,7 +89,8 @@ def ensemble_loss(apply_fn, members, images: jax.Array, targets: jax.Array,
       loss, grad = jax.value_and_grad(member_loss)(x, variables)
       return (carry[0] + loss, carry[1] + grad), None
     (loss, grad), _ = jax.lax.scan(
-        add, (jnp.zeros((), jnp.float32), jnp.zeros_like(x)), members)
+        add, (jnp.zeros((), jnp.float32), jnp.zeros_like(x)), members,
+        unroll=noise_lib.unroll_length(count))
     return loss / count, grad / count
 
   loss_fn = jax.custom_vjp(mean_loss)
@@ -120,7 +126,10 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
   eps-ball and on [0, 1]; written back as steps.noise_step does (sample-wise
   rows, or the class-wise clipped mean). With `eot_augment`, each step
   follows the loss averaged over `eot_samples` fresh draws of that
-  augmentation (TAP's differentiable crop and flip; steps.eot_key)."""
+  augmentation (TAP's differentiable crop and flip), drawn from the state's
+  rng and the batch's first row. The model never steps here, so every
+  call advances the rng instead: each round draws afresh (a resumed run
+  restores it with the state)."""
   x = noise_lib.to_float(batch["image"])
   labels, mask = batch["label"], batch["mask"]
   targets = target_labels(labels, num_classes, shift)
@@ -140,8 +149,8 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
                                            pad=pad))
       return jnp.mean(jax.vmap(one_draw)(jax.random.split(key, eot_samples)))
 
-    delta = noise_lib.pgd_eot(eot_loss, x, start,
-                              steps_lib.eot_key(state, batch), eps=eps,
+    key = jax.random.fold_in(state.rng, batch["index"][0])
+    delta = noise_lib.pgd_eot(eot_loss, x, start, key, eps=eps,
                               step_size=step_size, num_steps=num_steps)
   if noise_lib.samplewise(layout):
     noise = steps_lib.scatter_rows(state.noise, batch["index"],
@@ -149,7 +158,7 @@ def noise_step(state: UEState, batch, *, eps: float, step_size: float,
   else:
     noise = codec.encode(noise_lib.class_mean(
         codec.decode(state.noise), delta, labels, mask, eps=eps))
-  return state.replace(noise=noise), {}
+  return state.replace(noise=noise, rng=jax.random.fold_in(state.rng, 1)), {}
 
 
 def bound_noise_step(cfg, num_classes: int, codec: noise_lib.Codec):
