@@ -24,6 +24,7 @@ from ue_jax.core import noise as noise_lib
 from ue_jax.core.state import create_state
 from ue_jax.io import checkpoint as checkpoint_lib
 from ue_jax.io import metrics
+from ue_jax.parallel import memory
 from ue_jax.parallel import sharding
 from ue_jax.runtime.errors import UEError
 from ue_jax.search import generate
@@ -319,6 +320,15 @@ class ConfigRulesTest(absltest.TestCase):
       with self.subTest(kind=kind, fields=fields):
         with self.assertRaisesRegex(UEError, words):
           checks.check_config(self.config(kind, **fields))
+
+  def test_the_memory_plan_counts_seps_members(self):
+    ds = helpers.synthetic(n=64)
+    cfg = tiny_config("sep", sep_members=3)
+    plan = memory.plan_for_config(cfg, ds, devices=1)
+    self.assertEqual(plan["opt_state"], 3 * plan["params"])
+    cfg.noise.kind = "tap"
+    plan = memory.plan_for_config(cfg, ds, devices=1)
+    self.assertEqual(plan["opt_state"], plan["params"])
 
   def test_a_shift_that_keeps_the_class_is_refused(self):
     ds = helpers.synthetic(n=64)  # 4 classes

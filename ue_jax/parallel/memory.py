@@ -10,7 +10,8 @@ model and the compiler; `jax.jit(...).lower(...).compile().memory_analysis()`
 reports them for a given step). Per host (process): its block of the uint8
 training images while it loads them (N_pad / P rows; an IDX or TFDS source
 is read whole first, an .npz only for those rows), and one chunk of the
-noise export.
+noise export. For sep the optimizer state is its ensemble, one slot per
+member (search/targeted.py).
 
   python -m ue_jax.parallel.memory --n=50000 --shape=32,32,3 --classes=10 \
       --model=resnet18 --width=64 --batch=512 --devices=16,256 \
@@ -82,6 +83,8 @@ def plan_for_config(cfg, train, *, devices: int) -> Dict:
               num_classes=train.num_classes, model=cfg.model.name,
               width=cfg.model.width, batch_size=cfg.generate.batch_size,
               devices=devices, storage=cfg.noise.storage,
+              optimizer_slots=(cfg.noise.sep_members
+                               if cfg.noise.kind == "sep" else 1),
               layout=cfg.noise.layout, processes=jax.process_count())
 
 
