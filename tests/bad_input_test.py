@@ -100,8 +100,8 @@ CASES = (
          "noise.eot_augment"),
     Case("eot_for_shortcut", ["--config.noise.kind=lsp",
                               "--config.noise.eot_augment=crop"],
-         "noise.eot_augment / noise.eot_samples shape the PGD of error_min "
-         "and error_max; noise.kind='lsp' has none"),
+         "noise.eot_augment / noise.eot_samples shape the PGD of error_min, "
+         "tap, sep and error_max; noise.kind='lsp' has none"),
     Case("rem_radius_over_eps", ["--config.noise.rem_radius=0.5"],
          "noise.rem_radius=0.5 must not exceed noise.eps"),
     Case("rem_for_error_max", ["--config.noise.kind=error_max",
