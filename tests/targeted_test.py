@@ -24,6 +24,7 @@ from ue_jax.core import noise as noise_lib
 from ue_jax.core.state import create_state
 from ue_jax.io import checkpoint as checkpoint_lib
 from ue_jax.io import metrics
+from ue_jax.io import workdir as workdir_lib
 from ue_jax.parallel import memory
 from ue_jax.parallel import sharding
 from ue_jax.runtime.errors import UEError
@@ -329,6 +330,24 @@ class ConfigRulesTest(absltest.TestCase):
     cfg.noise.kind = "tap"
     plan = memory.plan_for_config(cfg, ds, devices=1)
     self.assertEqual(plan["opt_state"], plan["params"])
+
+  def test_a_workdir_recorded_before_the_fields_still_resumes(self):
+    tmp = self.create_tempdir().full_path
+    train, test = helpers.write_npz(tmp, n_train=16, n_test=8)
+    cfg = test_tiny.get_config()
+    cfg.data.train_path, cfg.data.test_path = train, test
+    workdir = os.path.join(tmp, "old")
+    path = workdir_lib.claim(cfg, workdir, overwrite=False)
+    with open(path) as f:
+      record = json.load(f)
+    for field in ("target_shift", "sep_members"):
+      del record["config"]["noise"][field]
+    with open(path, "w") as f:
+      json.dump(record, f)
+    workdir_lib.verify(cfg, workdir, overwrite=False)
+    cfg.noise.target_shift = 2
+    with self.assertRaisesRegex(UEError, "noise.target_shift: 0 there"):
+      workdir_lib.verify(cfg, workdir, overwrite=False)
 
   def test_a_shift_that_keeps_the_class_is_refused(self):
     ds = helpers.synthetic(n=64)  # 4 classes
