@@ -102,10 +102,6 @@ def main(argv):
   except (Interrupted, Stopped) as e:
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(e.exit_code)
-  except KeyboardInterrupt:  # a SIGINT before pipeline.run took it over
-    print("stopped: SIGINT received (before the first stage; nothing was "
-          "written); rerun the same command to continue", file=sys.stderr)
-    sys.exit(130)
 
 
 if __name__ == "__main__":
