@@ -271,7 +271,8 @@ class TestImagesTest(absltest.TestCase):
     def fake_train_model(cfg, ds, test, **kw):
       seen.update(train=ds.host_images(), test=test.host_images(),
                   transform=kw.get("test_transform"))
-      return [{"test_accuracy": 0.5, "train_accuracy": 0.5}]
+      return [{"test_accuracy": 0.5, "train_accuracy": 0.5,
+               "confusion": [[1, 0], [0, 1]]}]
 
     with mock.patch.object(battery.evaluate, "train_model",
                            fake_train_model):

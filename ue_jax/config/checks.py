@@ -172,6 +172,7 @@ SCHEMA: Dict[str, Rule] = {
     "noise.sep_members": number(1, 10_000, integer=True),
     "noise.form": choice(*noise_lib.FORMS, noun="noise form"),
     "noise.form_block": number(1, 1 << 16, integer=True),
+    "noise.fit_classes": int_tuple,
     "noise.layout": choice(*noise_lib.LAYOUTS, noun="noise layout"),
     "noise.storage": choice(*noise_lib.STORAGES),
     "mesh.data": number(0, 1 << 20, integer=True),
@@ -288,6 +289,13 @@ def _search_rules(cfg):
   if n.form != "rgb" and n.kind not in ("error_min", "error_max"):
     fail(f"noise.form={n.form!r} shapes the PGD of error_min and error_max; "
          f"noise.kind={n.kind!r} has none (leave it at 'rgb')")
+  if n.fit_classes and (n.layout != "samplewise" or n.init != "zeros"
+                        or n.kind not in ("error_min", "error_max")):
+    fail(f"noise.fit_classes={tuple(n.fit_classes)!r} searches the noise of "
+         "some classes and leaves the others' at zero: it needs "
+         "noise.layout='samplewise', noise.init='zeros' and noise.kind "
+         f"error_min or error_max (got {n.layout!r}, {n.init!r}, "
+         f"{n.kind!r})")
   if n.rem_radius and n.kind != "error_min":
     fail(f"noise.rem_radius={n.rem_radius} (robust error-minimizing noise) "
          f"needs noise.kind='error_min', got {n.kind!r}")
@@ -369,10 +377,11 @@ def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
       fail(f"{field}={size} exceeds the {len(ds)} examples of the split; "
            f"choose at most {len(ds)} (0 takes them all)")
   n = d.train_size or len(train)
-  for c in cfg.partial.classes:
-    if c >= train.num_classes:
-      fail(f"partial.classes names class {c}, but {d.name!r} has classes 0.."
-           f"{train.num_classes - 1}")
+  for field in ("partial.classes", "noise.fit_classes"):
+    for c in cfg[field.split(".")[0]][field.split(".")[1]]:
+      if c >= train.num_classes:
+        fail(f"{field} names class {c}, but {d.name!r} has classes 0.."
+             f"{train.num_classes - 1}")
   if d.train_size and d.train_size < train.num_classes:
     fail(f"data.train_size={d.train_size} is smaller than the "
          f"{train.num_classes} classes")

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import time
+from typing import Dict
 
 import ml_collections
 import numpy as np
@@ -192,6 +193,7 @@ def train_curve(cfg, ds, test, *, name: str, width: int, defense: str,
       test_transform=defenses.TEST_BATCH.get(defense))
   return {"curve": [r["test_accuracy"] for r in history],
           "train_curve": [r["train_accuracy"] for r in history],
+          "confusion": history[-1]["confusion"],
           "seconds": round(time.perf_counter() - t0, 2)}
 
 
@@ -216,10 +218,35 @@ def best_epochs(curves) -> dict:
   return out
 
 
-def summarize(name, width, defense, unl, clean, *, clean_cached: bool):
-  """One cell's record from its two curves."""
+def class_accuracy(confusion, classes) -> Dict[str, float]:
+  """Last-epoch test accuracy on the images of `classes` (the protected
+  ones) and on the others, from a confusion matrix (rows: true class)."""
+  m = np.asarray(confusion, np.float64)
+  inside = np.isin(np.arange(len(m)), np.asarray(classes, np.int64))
+  out = {}
+  for group, rows in (("protected_classes", inside),
+                      ("other_classes", ~inside)):
+    if m[rows].sum():
+      out[group] = float(np.trace(m * rows[:, None]) / m[rows].sum())
+  return out
+
+
+def summarize(name, width, defense, unl, clean, *, clean_cached: bool,
+              classes=()):
+  """One cell's record from its two curves; with `classes` (the protected
+  classes of a release that protects whole classes), the accuracy on
+  their test images and on the others' for both sides (None for a clean
+  side cached before confusions were kept)."""
   u, c = unl["curve"], clean["curve"]
-  return {"learner": name, "width": width, "defense": defense,
+  groups = {}
+  if classes:
+    for side, result in (("clean", clean), ("unlearnable", unl)):
+      found = (class_accuracy(result["confusion"], classes)
+               if "confusion" in result else {})
+      for group in ("protected_classes", "other_classes"):
+        groups.setdefault(f"{group}_test_accuracy", {})[side] = found.get(
+            group)
+  return {**groups, "learner": name, "width": width, "defense": defense,
           "status": "done", "epochs": len(u),
           "seconds": unl["seconds"] + (0.0 if clean_cached
                                        else clean["seconds"]),
@@ -290,7 +317,8 @@ def run(cfg, train, test, workdir: str, log=None, *, released=None,
                   defense=defense, label=f"battery_unlearnable_{tag}",
                   log=log)
     progress.update(1)
-    record = summarize(name, width, defense, unl, clean, clean_cached=cached)
+    record = summarize(name, width, defense, unl, clean, clean_cached=cached,
+                       classes=evaluate.protected_classes(cfg))
     record["release_sha256"] = release_sha
     artifacts.save_json(cell_path, record)
     records.append(record)

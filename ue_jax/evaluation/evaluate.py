@@ -122,7 +122,7 @@ def run(cfg, train, test, workdir: str, log: metrics_lib.MetricLog, *,
     else:
       logging.warning("clean remainder: %d examples, fewer than a batch of "
                       "%d; not trained", len(remainder), e.batch_size)
-  groups = class_groups(test, tuple(cfg.partial.classes))
+  groups = class_groups(test, protected_classes(cfg))
   curves = {}
   for name, ds in sets:
     curves[name] = train_model(cfg, ds, test, label=f"evaluate_{name}",
@@ -146,6 +146,13 @@ def run(cfg, train, test, workdir: str, log: metrics_lib.MetricLog, *,
         name: history[-1][f"{group}_test_accuracy"]
         for name, history in curves.items()}
   return out
+
+
+def protected_classes(cfg) -> tuple:
+  """The classes a release protects whole: partial.classes, else the
+  classes the noise was searched for (noise.fit_classes; the others'
+  noise is zero); () when it protects examples of every class."""
+  return tuple(cfg.partial.classes) or tuple(cfg.noise.fit_classes)
 
 
 def per_class(confusion) -> list:

@@ -75,7 +75,8 @@ ADDED_FIELDS = {"model.compute_dtype": "float32",
                 "generate.model_order": "stored",
                 "noise.lsp_l2_eps": 0.0,
                 "noise.form": "rgb", "noise.form_block": 4,
-                "noise.target_shift": 0, "noise.sep_members": 30}
+                "noise.target_shift": 0, "noise.sep_members": 30,
+                "noise.fit_classes": []}
 # The stages after generation whose outputs stay in the workdir, the files
 # that show they ran, and the blocks each adds to the identity before it.
 STAGE_OUTPUTS = {"release": (os.path.join("release", "unlearnable_train.npz"),),

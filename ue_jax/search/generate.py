@@ -280,7 +280,10 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   if cfg.noise.kind in shortcuts.KINDS:
     return shortcuts.shortcut_noise(cfg, train, workdir)
   fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
-                        seed=cfg.seed + 2)
+                        seed=cfg.seed + 2, classes=tuple(cfg.noise.fit_classes))
+  if not len(fit):
+    raise UEError(f"noise.fit_classes={tuple(cfg.noise.fit_classes)!r}: no "
+                  "training example of these classes")
   nb = len(range(0, len(fit), g.batch_size))
   sharding.log_placement(placement)
   logging.info("memory plan:\n%s", memory.format_plan(memory.plan_for_config(

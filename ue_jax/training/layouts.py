@@ -11,7 +11,7 @@ noise. The generation loop (search/generate.py) and the jitted steps
   the model steps walk the whole training set (docs/method.md §3).
 """
 
-from typing import Iterator, Tuple
+from typing import Iterator, Sequence, Tuple
 
 import numpy as np
 
@@ -26,16 +26,44 @@ def noise_shape(layout: str, train) -> Tuple[int, ...]:
   return (train.num_classes, *train.image_shape)
 
 
-def fit_set(layout: str, train, *, fraction: float, seed: int):
+def fit_set(layout: str, train, *, fraction: float, seed: int,
+            classes: Sequence[int] = ()):
   """The examples the noise is fitted and stop-tested on. Class-wise: a
   class-stratified `fraction` of `train` (at least one example per class;
   all of it at 1.0); its `index` no longer matches `train`'s, which
   class-wise noise (keyed by label) never reads. A subset of a DeviceData
-  is a view of its images."""
-  if noise_lib.samplewise(layout) or fraction >= 1.0:
+  is a view of its images. Sample-wise: all of `train`, or with `classes`
+  (noise.fit_classes) the examples of those classes, keyed by their rows
+  of `train` (FitRows)."""
+  if noise_lib.samplewise(layout):
+    if not classes:
+      return train
+    return FitRows(train, np.flatnonzero(np.isin(train.labels, classes)))
+  if fraction >= 1.0:
     return train
   size = max(train.num_classes, int(round(fraction * len(train))))
   return data_lib.stratified_subset(train, size, seed)
+
+
+class FitRows:
+  """The examples `rows` of `train` as a fit set for sample-wise noise:
+  batch k of it is train's batch of those rows, so each example's `index`
+  (its noise row) is its row of `train`; a padding slot becomes train's
+  padding (row len(train): mask 0, index past the noise's rows)."""
+
+  def __init__(self, train, rows: np.ndarray):
+    self.train, self.rows = train, np.asarray(rows, np.int64)
+    self.labels = np.asarray(train.labels)[self.rows]
+    self.num_classes = train.num_classes
+
+  def __len__(self):
+    return len(self.rows)
+
+  def batch(self, rows: np.ndarray) -> dict:
+    rows = np.asarray(rows)
+    inside = rows < len(self.rows)
+    mapped = self.rows[np.minimum(rows, len(self.rows) - 1)]
+    return self.train.batch(np.where(inside, mapped, len(self.train)))
 
 
 def noise_batches(layout: str, n: int, batch_size: int, *, seed: int,
