@@ -2,7 +2,8 @@
 
   python -m ue_jax.protect --input=DIR --output=DIR \\
       [--config=configs/protect.py] [--config.x=y ...] [--labels=FILE.csv] \\
-      [--workdir=DIR] [--heldout=DIR] [--overwrite]
+      [--workdir=DIR] [--heldout=DIR] [--overwrite] \\
+      [--reference=FOLDER_OR_TAR [--reference_size=N]]
 
 Writes every image of --input (labelled by class subfolders or --labels) to
 the same relative path under --output as a protected PNG (protect_folder.py;
@@ -10,6 +11,10 @@ docs/protect.md). The workdir (default OUTPUT/.ue_jax) holds the search's
 checkpoints, manifest.json and preview.png; a rerun resumes. With --heldout
 (a folder with the same class subfolders) it also trains a fresh model on
 the protected and on the original images and reports their accuracy on it.
+With --reference (other classes' images: a class-folder tree, a tar of one,
+or a dataset root with train/ and test/), --input may be one class (class
+subfolders, or loose images: the folder is the class); the search trains
+on both and only the input's copies are written.
 
 Exit codes: 0 every image protected and checked; 1 some files could not be
 read (named on stderr, the others protected); 2 bad input, nothing written;
@@ -55,6 +60,13 @@ _WORKDIR = flags.DEFINE_string(
 _HELDOUT = flags.DEFINE_string(
     "heldout", "", "Folder of held-out images (same class subfolders): train "
     "on the copies and on the originals, report accuracy on it.")
+_REFERENCE = flags.DEFINE_string(
+    "reference", "", "Images of other classes searched beside --input (a "
+    "class tree, a tar of one, or a dataset root with train/); never "
+    "written. Needed when --input holds a single class.")
+_REFERENCE_SIZE = flags.DEFINE_integer(
+    "reference_size", 5000, "At most this many --reference images (a "
+    "seeded class-stratified subset; 0 = all).", lower_bound=0)
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Search afresh, deleting the workdir's checkpoints "
     "and records (the copies are then rewritten).")
@@ -73,7 +85,9 @@ def main(argv):
       results = protect.run(_CONFIG.value, _INPUT.value, _OUTPUT.value,
                             workdir=_WORKDIR.value, labels=_LABELS.value,
                             heldout=_HELDOUT.value,
-                            overwrite=_OVERWRITE.value)
+                            overwrite=_OVERWRITE.value,
+                            reference=_REFERENCE.value,
+                            reference_size=_REFERENCE_SIZE.value)
       report(results)
   except UEError as e:
     cli.exit_with_error(e)

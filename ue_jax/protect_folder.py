@@ -36,6 +36,7 @@ from ue_jax.io import artifacts
 from ue_jax.io import data as data_lib
 from ue_jax.io import image_folder as folder_lib
 from ue_jax.io import metrics as metrics_lib
+from ue_jax.io import reference as reference_lib
 from ue_jax.io import workdir as workdir_lib
 from ue_jax.core import noise as noise_lib
 from ue_jax.config import checks
@@ -60,7 +61,8 @@ def _real(path: str) -> str:
 
 
 def check_paths(input_dir: str, output_dir: str, workdir: str, *,
-                labels: str = "", heldout: str = "") -> None:
+                labels: str = "", heldout: str = "",
+                reference: str = "") -> None:
   """Refuses paths that would lose or mix data; reads, never writes."""
   src, out, work = _real(input_dir), _real(output_dir), _real(workdir)
   if not os.path.exists(src):
@@ -96,6 +98,15 @@ def check_paths(input_dir: str, output_dir: str, workdir: str, *,
     if workdir_lib.inside(held, src) or workdir_lib.inside(src, held):
       checks.fail(f"--heldout {heldout} overlaps --input {input_dir}; the "
                   "held-out images must be others")
+  if reference:
+    ref = _real(reference)
+    if not os.path.exists(ref):
+      checks.fail(f"--reference {reference} does not exist")
+    for flag, path in (("--input", src), ("--output", out)):
+      if workdir_lib.inside(ref, path) or workdir_lib.inside(path, ref):
+        checks.fail(f"--reference {reference} overlaps {flag} "
+                    f"{input_dir if flag == '--input' else output_dir}; the "
+                    "reference must be other images, outside both")
 
 
 def read_working(listing: folder_lib.Listing, *, size: int, channels: int,
@@ -252,17 +263,40 @@ def write_all(cfg, listing, kept, facts, noise, output: str,
   return records, written, skipped, changed
 
 
+def with_fit_classes(cfg, listing, reference: str):
+  """The config the search runs: with a reference set, the noise is searched
+  for the input's classes only (noise.fit_classes; the reference's rows
+  follow the input's and keep zero noise)."""
+  if not reference:
+    return cfg
+  if cfg.noise.layout != "samplewise" or cfg.noise.kind not in (
+      "error_min", "error_max"):
+    checks.fail(f"--reference searches the noise of the input's images only: "
+                "it needs sample-wise error_min or error_max noise (got "
+                f"noise.layout={cfg.noise.layout!r}, noise.kind="
+                f"{cfg.noise.kind!r})")
+  cfg = cfg.copy_and_resolve_references()
+  cfg.noise.fit_classes = tuple(range(len(listing.classes)))
+  return cfg
+
+
 def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
-        labels: str = "", heldout: str = "", overwrite: bool = False
-        ) -> dict:
+        labels: str = "", heldout: str = "", overwrite: bool = False,
+        reference: str = "", reference_size: int = 5000) -> dict:
   """Protects `input_dir` into `output_dir`; returns the summary (also
-  DIR/results.json) with `failed`: the files that could not be protected."""
+  DIR/results.json) with `failed`: the files that could not be protected.
+  With `reference` (a class tree, tar or dataset root of other classes,
+  io/reference.py: at most `reference_size` images), the input may be a
+  single class; the search trains on both, only the input is written."""
   checks.check_protect_config(cfg)
   cfg = checks.snapped(cfg)  # an eps a hair off k/255 is taken as k/255
   workdir = workdir or default_workdir(output_dir)
-  check_paths(input_dir, output_dir, workdir, labels=labels, heldout=heldout)
+  check_paths(input_dir, output_dir, workdir, labels=labels, heldout=heldout,
+              reference=reference)
+  listing = folder_lib.scan(input_dir, labels_csv=labels,
+                            one_class=bool(reference))
+  cfg = with_fit_classes(cfg, listing, reference)
   workdir_lib.verify(cfg, workdir, overwrite=overwrite)
-  listing = folder_lib.scan(input_dir, labels_csv=labels)
   p = cfg.protect
   test_listing = (folder_lib.scan(heldout, what="--heldout",
                                   classes=listing.classes)
@@ -274,11 +308,22 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
   order = np.random.default_rng([cfg.seed, 5]).permutation(len(kept))
   images, kept, facts = (images[order], [kept[i] for i in order],
                          [facts[i] for i in order])
-  if len({e.label for e in kept}) < 2:
+  ref = None
+  if reference:
+    ref = reference_lib.load(reference, size=p.size,
+                             channels=images.shape[-1],
+                             exclude=listing.classes, limit=reference_size,
+                             seed=cfg.seed)
+  if len({e.label for e in kept}) < (1 if ref else 2):
     raise UEError(f"--input {input_dir}: {len(kept)} readable image(s) in "
                   f"fewer than 2 classes ({len(failed)} unreadable, e.g. "
                   f"{failed[0][0] if failed else '-'}); the search needs 2")
   fingerprint = _fingerprint(listing, kept, facts, failed)
+  if ref is not None:
+    fingerprint["reference"] = {"path": os.path.abspath(reference),
+                                "images": len(ref.labels),
+                                "classes": list(ref.classes),
+                                "digest": ref.digest}
   if not overwrite:
     _check_fingerprint(os.path.join(workdir, FOLDER), fingerprint)
   test = None
@@ -289,8 +334,9 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
     if test_failed:
       raise UEError(f"--heldout {heldout}: {test_failed[0][0]} "
                     f"{test_failed[0][1]}")
-    test = data_lib.make_dataset(test_images, [e.label for e in test_kept],
-                                 len(listing.classes), "heldout")
+    test = data_lib.make_dataset(
+        test_images, [e.label for e in test_kept],
+        len(listing.classes) + (len(ref.classes) if ref else 0), "heldout")
   # Nothing was written up to here; from here on the workdir is ours.
   if overwrite:
     for name in OWN_FILES:
@@ -300,6 +346,8 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
   artifacts.save_json(os.path.join(workdir, FOLDER), fingerprint)
   train = data_lib.make_dataset(images, [e.label for e in kept],
                                 len(listing.classes), "folder")
+  if ref is not None:  # the search's set: the input's rows, then these
+    train = reference_lib.joined(images, train.labels, listing.classes, ref)
   run_cfg = _fitted(cfg, len(train))
   jpegs = [e.path for e in kept if os.path.splitext(e.path)[1].lower()
            in folder_lib.JPEG_EXTENSIONS]
@@ -315,6 +363,7 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
       "config_name": cfg.name, "input": os.path.abspath(input_dir),
       "output": os.path.abspath(output_dir), "images": len(kept),
       "classes": list(listing.classes),
+      **({"reference": fingerprint["reference"]} if ref else {}),
       "working_shape": list(train.image_shape), "epsilon": cfg.noise.eps,
       "epsilon_255": round(cfg.noise.eps * 255, 4), "config": cfg.to_dict()})
   noise_path = os.path.join(workdir, "noise.npy")

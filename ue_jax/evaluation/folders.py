@@ -39,12 +39,21 @@ def compare(cfg, train: data_lib.Dataset, kept, records, test, output_dir: str,
             workdir: str, log) -> dict:
   """Clean held-out accuracy of a model trained on the protected copies
   and of the same model trained on the originals (`train`: the working
-  copies of `kept`)."""
+  copies of `kept`, then any reference rows, which both trainings hold
+  as they are)."""
   rows = _rows(kept, records)
   original = train.take(rows)
   size, channels = train.image_shape[0], train.image_shape[-1]
   protected = original.replace_images(
       read_copies(records, output_dir, size=size, channels=channels))
+  change = np.abs(protected.images.astype(np.int16)
+                  - original.images.astype(np.int16))
+  if len(train) > len(kept):  # the reference set beside the copies
+    rest = np.arange(len(kept), len(train))
+    both = np.concatenate([rows, rest])
+    original = train.take(both)
+    protected = original.replace_images(np.concatenate(
+        [protected.images, train.images[rest]]))
   log.drop(lambda r: r["stage"].startswith("evaluate_"))
   curves = {}
   for name, ds in (("unlearnable", protected), ("clean", original)):
@@ -53,8 +62,6 @@ def compare(cfg, train: data_lib.Dataset, kept, records, test, output_dir: str,
   figure = artifacts.save_figure(
       os.path.join(workdir, "curves.png"),
       evaluate.plot_curves(curves, test.num_classes))
-  change = np.abs(protected.images.astype(np.int16)
-                  - original.images.astype(np.int16))
   out = {"heldout_size": len(test), "curves_path": figure,
          "curves": {k: [r["test_accuracy"] for r in v]
                     for k, v in curves.items()},

@@ -145,9 +145,12 @@ def class_order(names) -> Tuple[str, ...]:
 
 
 def scan(root: str, *, labels_csv: str = "", what: str = "--input",
-         classes: Optional[Tuple[str, ...]] = None) -> Listing:
+         classes: Optional[Tuple[str, ...]] = None,
+         one_class: bool = False) -> Listing:
   """The labelled image files of `root`. `classes` fixes the class names
-  and their order (a held-out folder must use the training folder's)."""
+  and their order (a held-out folder must use the training folder's).
+  `one_class` (a reference set gives the other classes) accepts a single
+  class, and a folder of loose images as one class named after it."""
   if not os.path.isdir(root):
     raise UEError(f"{what} {root} is not a directory" if os.path.exists(root)
                   else f"{what} {root} does not exist")
@@ -173,20 +176,26 @@ def scan(root: str, *, labels_csv: str = "", what: str = "--input",
     names = [table[f] for f in images]
   else:
     loose = [f for f in images if "/" not in f]
-    if len(loose) == len(images):
-      raise UEError(f"{what} {root} is not labelled: {options}")
-    if loose:
-      raise UEError(f"{len(loose)} image(s) lie directly in {what} {root}, "
-                    f"outside any class folder (e.g. {loose[0]}); {options}")
-    names = [f.split("/", 1)[0] for f in images]
+    if one_class and len(loose) == len(images):  # the folder is the class
+      names = [os.path.basename(os.path.abspath(root))] * len(images)
+    else:
+      if len(loose) == len(images):
+        raise UEError(f"{what} {root} is not labelled: {options}")
+      if loose:
+        raise UEError(f"{len(loose)} image(s) lie directly in {what} {root}, "
+                      f"outside any class folder (e.g. {loose[0]}); "
+                      f"{options}")
+      names = [f.split("/", 1)[0] for f in images]
   order = classes or class_order(names)
   unknown = sorted(set(names) - set(order))
   if unknown:
     raise UEError(f"{what} {root} has class {unknown[0]!r}, which the "
                   f"training folder lacks (its classes: {', '.join(order)})")
-  if classes is None and len(order) < 2:
+  if classes is None and len(order) < 2 and not one_class:
     raise UEError(f"{what} {root} has a single class ({order[0]!r}); the "
-                  "noise search needs at least 2 classes")
+                  "noise search needs images of other classes too: pass "
+                  "--reference=FOLDER_OR_TAR (other classes' images, e.g. a "
+                  "public dataset's class folders)")
   index = {name: i for i, name in enumerate(order)}
   entries = tuple(Entry(f, output_name(f), index[n])
                   for f, n in zip(images, names))
