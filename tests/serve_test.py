@@ -1,0 +1,361 @@
+"""The local protect page (ue_jax/serve.py, ue_jax/web/page.html): driven end
+to end in headless chromium over the DevTools protocol (skipped without
+chromium) on a folder of 2 classes x 3 colour images, with a tiny search;
+the copies, bounds and manifest are checked on disk with pillow. Bad input
+shows the command line's one line and writes nothing; the server binds
+127.0.0.1 only and serves no file outside the job's folders.
+
+UE_JAX_PAGE_SCREENSHOT=PATH saves the finished page there as a PNG
+(docs/protect_page.png was made so).
+"""
+
+import configparser
+import fnmatch
+import hashlib
+import io
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import numpy as np
+from absl.testing import absltest
+from PIL import Image
+
+from configs import protect as protect_config
+from tests import helpers
+from ue_jax import protect_folder
+from ue_jax import serve
+from ue_jax.runtime.errors import UEError
+
+BUDGET = 8  # the page's other choice than the default 16/255
+CLASSES = ("reds", "blues")
+PER_CLASS = 3
+
+
+def tiny_config():
+  cfg = protect_config.get_config()
+  cfg.model.name, cfg.model.width = "small_cnn_avg", 4
+  cfg.noise.num_steps = 2
+  cfg.generate.max_rounds, cfg.generate.train_steps = 2, 2
+  cfg.generate.batch_size = cfg.generate.eval_batch_size = 16
+  cfg.protect.size, cfg.protect.preview = 8, 2
+  return cfg
+
+
+def write_folder(root) -> dict:
+  """2 classes x 3 smooth colour pictures (48x40, a disc on a gradient);
+  returns {relative path: uint8 pixels [H, W, 3]}."""
+  yy, xx = np.mgrid[0:40, 0:48] / 40.0
+  written = {}
+  for c, name in enumerate(CLASSES):
+    for k in range(PER_CLASS):
+      disc = ((xx - 0.4 - 0.2 * k) ** 2 + (yy - 0.5) ** 2) < 0.08
+      base = [0.9 - 0.4 * yy, 0.3 + 0.3 * xx, 0.2 + 0.2 * k * yy]
+      rgb = np.stack(base if c == 0 else base[::-1], -1)
+      rgb[disc] = [0.95, 0.85, 0.2] if c == 0 else [0.2, 0.8, 0.6]
+      pixels = np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+      rel = f"{name}/{k:02d}.png"
+      os.makedirs(os.path.join(root, name), exist_ok=True)
+      Image.fromarray(pixels).save(os.path.join(root, rel))
+      written[rel] = pixels
+  return written
+
+
+def get(url, *, host=None):
+  """(status, body bytes) of a GET."""
+  request = urllib.request.Request(url)
+  if host:
+    request.add_header("Host", host)
+  try:
+    with urllib.request.urlopen(request, timeout=30) as r:
+      return r.status, r.read()
+  except urllib.error.HTTPError as e:
+    return e.code, e.read()
+
+
+def post(url, form):
+  request = urllib.request.Request(
+      url + "api/start", data=json.dumps(form).encode(), method="POST",
+      headers={"Content-Type": "application/json"})
+  try:
+    with urllib.request.urlopen(request, timeout=30) as r:
+      return r.status, json.load(r)
+  except urllib.error.HTTPError as e:
+    return e.code, json.load(e)
+
+
+def wait_status(url, timeout=120):
+  deadline = time.time() + timeout
+  while True:
+    status = json.loads(get(url + "api/status")[1])
+    if status["state"] in ("done", "error") or time.time() > deadline:
+      return status
+    time.sleep(0.2)
+
+
+def sha(path):
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def cli_line(input_dir, output_dir, cfg):
+  """The command line's one line for a bad input (the UEError that
+  protect_folder.run raises, as cli.exit_with_error prints it)."""
+  try:
+    protect_folder.run(cfg, input_dir, output_dir)
+  except UEError as e:
+    return f"error: {' '.join(str(e).split())}"
+  raise AssertionError(f"{input_dir} -> {output_dir} was accepted")
+
+
+def start_server(cfg):
+  server = serve.make_server(cfg)
+  threading.Thread(target=server.serve_forever, daemon=True).start()
+  return server
+
+
+def stop_server(server):
+  server.shutdown()
+  server.server_close()
+
+
+class ServeTest(absltest.TestCase):
+
+  @classmethod
+  def setUpClass(cls):
+    super().setUpClass()
+    cls.tmp = tempfile.mkdtemp(prefix="ue_jax_serve_")
+    cls.src = os.path.join(cls.tmp, "photos")
+    cls.written = write_folder(cls.src)
+    cls.cfg = tiny_config()
+    cls.server = start_server(cls.cfg)
+    cls.url = cls.server.url
+    cls.browser = None
+    if shutil.which("chromium"):
+      from tests import cdp  # pylint: disable=g-import-not-at-top
+      cls.browser = cdp.Chromium()
+
+  @classmethod
+  def tearDownClass(cls):
+    if cls.browser:
+      cls.browser.quit()
+    stop_server(cls.server)
+    shutil.rmtree(cls.tmp, ignore_errors=True)
+    super().tearDownClass()
+
+  def need_browser(self):
+    if self.browser is None:
+      self.skipTest("chromium is not installed (apt-get install chromium)")
+    return self.browser
+
+  def page_start(self, input_dir, output_dir="", *, budget=None):
+    """Fills the form on a fresh page and clicks Start."""
+    b = self.need_browser()
+    b.open(self.url)
+    b.wait("document.body.dataset.ready === '1'")
+    b.js(f"""(() => {{
+      const i = document.getElementById('input');
+      i.value = {json.dumps(input_dir)};
+      i.dispatchEvent(new Event('input'));
+      const o = {json.dumps(output_dir)};
+      if (o) {{ const e = document.getElementById('output'); e.value = o;
+                e.dispatchEvent(new Event('input')); }}
+    }})()""")
+    if budget:
+      b.js(f"document.querySelector('input[name=budget][value=\"{budget}\"]')"
+           ".click()")
+    b.js("document.getElementById('start').click()")
+    return b
+
+  def test_page_protects_a_folder_end_to_end(self):
+    out = self.src + "_protected"
+    # The input chosen with the folder browser, from the folder above it.
+    b = self.need_browser()
+    b.open(self.url)
+    b.wait("document.body.dataset.ready === '1'")
+    b.js(f"document.getElementById('input').value = {json.dumps(self.tmp)};"
+         "document.querySelector('[data-browse=input]').click()")
+    b.wait("document.querySelectorAll('#browse-list li').length > 0")
+    b.js("[...document.querySelectorAll('#browse-list li')].find("
+         "li => li.firstChild.textContent === 'photos').click()")
+    b.wait("document.getElementById('browse-path').textContent.startsWith("
+           f"{json.dumps(self.src + '  (0 images')})")
+    b.js("document.getElementById('browse-use').click();"
+         f"document.querySelector('input[name=budget][value=\"{BUDGET}\"]')"
+         ".click(); document.getElementById('start').click()")
+    self.assertEqual(b.js("document.getElementById('input').value"),
+                     self.src)
+    self.assertEqual(b.js("document.getElementById('output').value"), out)
+    # A second start while the job runs (it compiles for seconds) is refused.
+    b.wait("document.body.dataset.state === 'running'")
+    code, reply = post(self.url, {"input": self.src, "output": out + "2"})
+    self.assertEqual(code, 409)
+    self.assertRegex(reply["error"], r"^error: a job is running \(protecting ")
+    self.assertFalse(os.path.exists(out + "2"))
+    b.wait("document.body.dataset.state === 'done' || "
+           "document.body.dataset.state === 'error'", timeout=180)
+    self.assertEqual(b.js("document.body.dataset.state"), "done",
+                     b.js("document.getElementById('message').textContent"))
+    # Every image has a copy within the chosen budget, and changed.
+    for rel, pixels in self.written.items():
+      with Image.open(os.path.join(out, rel)) as copy:
+        self.assertEqual((copy.size, copy.mode), ((48, 40), "RGB"))
+        delta = np.abs(np.asarray(copy).astype(int) - pixels)
+      self.assertLessEqual(delta.max(), BUDGET, rel)
+      self.assertGreater(delta.max(), 0, rel)
+    with open(os.path.join(out, ".ue_jax", "manifest.json")) as f:
+      manifest = json.load(f)
+    self.assertEqual(sorted(r["input"] for r in manifest["files"]),
+                     sorted(self.written))
+    self.assertEqual(manifest["max_delta_u8"], BUDGET)
+    self.assertAlmostEqual(manifest["epsilon"], BUDGET / 255, places=6)
+    with open(os.path.join(out, ".ue_jax", "results.json")) as f:
+      results = json.load(f)
+    # The page shows what the files say.
+    self.assertEqual(b.js("document.getElementById('phase').textContent"),
+                     "done")
+    self.assertEqual(b.js("document.getElementById('output-path')"
+                          ".textContent"), out)
+    rounds = [json.loads(line) for line in open(
+        os.path.join(out, ".ue_jax", "metrics.jsonl"))
+              if '"generate"' in line]
+    self.assertLen(rounds, results["rounds"])
+    self.assertEqual(b.js("document.querySelectorAll('#rounds tr').length"),
+                     len(rounds) + 1)
+    summary = b.js("Object.fromEntries([...document.querySelectorAll("
+                   "'#summary tr')].map(r => [r.cells[0].textContent, "
+                   "r.cells[1].textContent]))")
+    self.assertEqual(summary["protected"], str(len(self.written)))
+    self.assertEqual(summary["max abs delta"],
+                     str(results["max_abs_delta"]))
+    # The side-by-side: one original, noise and copy per class first,
+    # every picture loaded, the noise amplified in colour.
+    b.wait("[...document.querySelectorAll('#samples img')].every("
+           "i => i.complete && i.naturalWidth > 0)")
+    shown = b.js("[...document.querySelectorAll('#samples img')].map("
+                 "i => [i.dataset.kind, i.naturalWidth, i.naturalHeight])")
+    self.assertLen(shown, 3 * 4)
+    self.assertEqual({tuple(s) for s in shown[:3]},
+                     {("original", 48, 40), ("noise", 48, 40),
+                      ("protected", 48, 40)})
+    rel = sorted(self.written)[0]
+    for kind, want in (("original", self.written[rel]),
+                       ("protected", np.asarray(Image.open(
+                           os.path.join(out, rel))))):
+      code, body = get(f"{self.url}api/image?kind={kind}&file={rel}")
+      self.assertEqual(code, 200)
+      np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(body))),
+                                    want)
+    code, body = get(f"{self.url}api/image?kind=noise&file={rel}")
+    noise = np.asarray(Image.open(io.BytesIO(body))).astype(int)
+    delta = np.abs(np.asarray(Image.open(os.path.join(out, rel))).astype(int)
+                   - self.written[rel])
+    np.testing.assert_array_equal(noise, delta * 255 // delta.max())
+    self.assertEqual(noise.max(), 255)
+    self.assertGreater(np.abs(noise[..., 0] - noise[..., 2]).max(), 0)
+    shot = os.environ.get("UE_JAX_PAGE_SCREENSHOT")
+    if shot:
+      # The temporary folder's name shown as a home folder's.
+      b.js("document.querySelectorAll('input[type=text], #summary td, "
+           f"#output-path').forEach(e => {{ const t = {json.dumps(self.tmp)};"
+           "if (e.value) e.value = e.value.replace(t, '~');"
+           "else e.textContent = e.textContent.replace(t, '~'); })")
+      b.screenshot(shot)
+
+    # A new server (the first one killed) resumes from the workdir: no
+    # search, every copy checked and kept, nothing rewritten.
+    before = {rel: sha(os.path.join(out, rel)) for rel in self.written}
+    second = start_server(self.cfg)
+    try:
+      code, _ = post(second.url, {"input": self.src, "budget": BUDGET})
+      self.assertEqual(code, 200)
+      status = wait_status(second.url)
+    finally:
+      stop_server(second)
+    self.assertEqual(status["state"], "done", status.get("message"))
+    self.assertEqual(status["results"]["written"], 0)
+    self.assertEqual(status["results"]["skipped_verified"], len(self.written))
+    self.assertEqual({rel: sha(os.path.join(out, rel))
+                      for rel in self.written}, before)
+    self.assertLen(status["rounds"], len(rounds))
+
+  def test_bad_input_shows_the_command_line_and_writes_nothing(self):
+    missing = os.path.join(self.tmp, "no_such_folder")
+    inside = os.path.join(self.src, "out")
+    for input_dir, output_dir in ((missing, missing + "_protected"),
+                                  (self.src, inside)):
+      want = cli_line(input_dir, output_dir, self.cfg)
+      b = self.page_start(input_dir, output_dir)
+      b.wait("document.body.dataset.state === 'error'", timeout=60)
+      self.assertEqual(b.js("document.getElementById('message').textContent"),
+                       want)
+      self.assertTrue(b.js("getComputedStyle(document.getElementById("
+                           "'message')).display !== 'none'"))
+      self.assertFalse(os.path.exists(output_dir))
+    self.assertRegex(want, r"^error: --output \S+ lies inside --input ")
+
+  def test_binds_loopback_only(self):
+    self.assertEqual(self.server.socket.getsockname()[0], "127.0.0.1")
+    self.assertRegex(self.url, r"^http://127\.0\.0\.1:\d+/$")
+    for host in ("0.0.0.0", "localhost", "::", "192.168.1.2"):
+      with self.assertRaisesRegex(UEError, "binds 127.0.0.1 only"):
+        serve.make_server(self.cfg, host=host)
+      with self.assertRaisesRegex(UEError, "binds 127.0.0.1 only"):
+        serve.serve(self.cfg, host=host, open_browser=False)
+    # A request addressed to another name (DNS rebinding) is refused.
+    port = self.server.server_address[1]
+    self.assertEqual(get(self.url, host=f"evil.example:{port}")[0], 403)
+    code, body = get(self.url)
+    self.assertEqual(code, 200)
+    self.assertIn(b"<title>ue_jax: protect your images</title>", body)
+
+  def test_images_only_from_the_jobs_folders(self):
+    server = start_server(self.cfg)
+    try:
+      self.assertEqual(get(f"{server.url}api/image?kind=original&file=a.png"
+                           )[0], 404)  # no job yet
+      missing = os.path.join(self.tmp, "gone")
+      post(server.url, {"input": missing})
+      self.assertEqual(wait_status(server.url)["state"], "error")
+      for path in ("/etc/passwd", "../../../../etc/passwd",
+                   "reds/../../../etc/passwd"):
+        code, _ = get(f"{server.url}api/image?kind=original&file={path}")
+        self.assertEqual(code, 403, path)
+      code, _ = get(f"{server.url}api/image?kind=original&file=reds/00.png")
+      self.assertEqual(code, 404)  # inside, but no copy of this job
+    finally:
+      stop_server(server)
+
+  def test_browse_lists_subfolders_and_image_counts(self):
+    code, body = get(f"{self.url}api/browse?path={self.src}")
+    self.assertEqual(code, 200)
+    listing = json.loads(body)
+    self.assertEqual(listing["path"], self.src)
+    self.assertEqual(listing["parent"], self.tmp)
+    self.assertEqual({f["name"]: f["images"] for f in listing["folders"]},
+                     {c: PER_CLASS for c in CLASSES})
+    self.assertEqual(get(f"{self.url}api/browse?path=/no/such")[0], 404)
+
+  def test_the_page_ships_as_package_data(self):
+    parser = configparser.ConfigParser()
+    parser.read(os.path.join(helpers.REPO, "setup.cfg"))
+    globs = parser["options.package_data"]["ue_jax"].split()
+    page = os.path.relpath(serve.PAGE, os.path.join(helpers.REPO, "ue_jax"))
+    self.assertTrue(any(fnmatch.fnmatch(page, g) for g in globs), globs)
+    with open(serve.PAGE, encoding="utf-8") as f:
+      html = f.read()
+    # No asset is fetched from elsewhere at run time.
+    self.assertEqual(re.findall(r"(?:src|href)=\"(?:https?:)?//", html), [])
+    self.assertNotIn("@import", html)
+
+
+if __name__ == "__main__":
+  absltest.main()
