@@ -4,6 +4,8 @@
       [--config=configs/protect.py] [--config.x=y ...] [--labels=FILE.csv] \\
       [--workdir=DIR] [--heldout=DIR] [--overwrite] \\
       [--reference=FOLDER_OR_TAR [--reference_size=N]]
+  python -m ue_jax.protect --serve [--port=N] [--noopen_browser] \\
+      [--config=...] [--config.x=y ...]
 
 Writes every image of --input (labelled by class subfolders or --labels) to
 the same relative path under --output as a protected PNG (protect_folder.py;
@@ -14,7 +16,9 @@ the protected and on the original images and reports their accuracy on it.
 With --reference (other classes' images: a class-folder tree, a tar of one,
 or a dataset root with train/ and test/), --input may be one class (class
 subfolders, or loose images: the folder is the class); the search trains
-on both and only the input's copies are written.
+on both and only the input's copies are written. With --serve it serves a
+local page at http://127.0.0.1:PORT/ instead (serve.py; the folders are
+given on the page) and runs there until stopped.
 
 Exit codes: 0 every image protected and checked; 1 some files could not be
 read (named on stderr, the others protected); 2 bad input, nothing written;
@@ -44,6 +48,7 @@ from ue_jax.runtime.errors import Interrupted
 from ue_jax.runtime.errors import Stopped
 from ue_jax.runtime.errors import UEError
 from ue_jax import protect_folder as protect
+from ue_jax import serve
 # pylint: enable=g-import-not-at-top,wrong-import-position
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -70,13 +75,29 @@ _REFERENCE_SIZE = flags.DEFINE_integer(
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Search afresh, deleting the workdir's checkpoints "
     "and records (the copies are then rewritten).")
-flags.mark_flags_as_required(["input", "output"])
+_SERVE = flags.DEFINE_bool(
+    "serve", False, "Serve a local page (127.0.0.1 only) that asks for the "
+    "folders and runs the protection, instead of --input/--output.")
+_PORT = flags.DEFINE_integer("port", 0, "--serve: the port (0: a free one).",
+                             lower_bound=0, upper_bound=65535)
+_OPEN_BROWSER = flags.DEFINE_bool(
+    "open_browser", True, "--serve: open the page in the web browser.")
 
 
 def main(argv):
   del argv  # checked by parse_flags
+  check_flags()
   logging.info("JAX %s, devices: %s", jax.__version__, jax.devices())
   try:
+    if _SERVE.value:
+      # The page's job runs in a thread, which takes no signals over: a
+      # stop keeps its copies and its search's last timed checkpoint.
+      with interrupt.RaiseOnSignal(
+          "serving the protect page; the copies written and the search's "
+          "last checkpoint are kept"):
+        serve.serve(_CONFIG.value, port=_PORT.value,
+                    open_browser=_OPEN_BROWSER.value)
+      return
     # The search and the writing take the signals over (a checkpoint, then
     # Interrupted); elsewhere, to the end, they raise Stopped.
     with interrupt.RaiseOnSignal(
@@ -94,6 +115,24 @@ def main(argv):
   except (Interrupted, Stopped) as e:
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(e.exit_code)
+
+
+def check_flags():
+  """--input and --output, unless --serve (which takes none of the folder
+  flags: the page asks for the folders); one line and exit 2 if not."""
+  folders = [_INPUT, _OUTPUT, _LABELS, _WORKDIR, _HELDOUT, _REFERENCE]
+  if _SERVE.value:
+    given = [f"--{f.name}" for f in folders if f.value] + (
+        ["--overwrite"] if _OVERWRITE.value else [])
+    if given:
+      cli.exit_with_error(f"--serve takes the folders on the page; leave "
+                          f"out {', '.join(given)}")
+    return
+  missing = [f"--{f.name}" for f in (_INPUT, _OUTPUT) if not f.value]
+  if missing:
+    cli.exit_with_error(f"{' and '.join(missing)} "
+                        f"{'is' if len(missing) == 1 else 'are'} required "
+                        "(or --serve, for the local page)")
 
 
 def report(results):
