@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -343,6 +344,40 @@ class ServeTest(absltest.TestCase):
     self.assertEqual({f["name"]: f["images"] for f in listing["folders"]},
                      {c: PER_CLASS for c in CLASSES})
     self.assertEqual(get(f"{self.url}api/browse?path=/no/such")[0], 404)
+
+  def test_the_command_line_serves_the_page(self):
+    cwd = self.create_tempdir().full_path  # no configs/ here
+    env = helpers.cli_env()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ue_jax.protect", "--serve", "--port=0",
+         "--noopen_browser"], cwd=cwd, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+      # Meanwhile: without --serve, --input and --output are needed.
+      bare = subprocess.run([sys.executable, "-m", "ue_jax.protect",
+                             "--output=x"], cwd=cwd, env=env,
+                            capture_output=True, text=True, timeout=120,
+                            check=False)
+      line = proc.stdout.readline().strip()
+      found = re.fullmatch(r"serving the protect page at "
+                           r"(http://127\.0\.0\.1:\d+/)", line)
+      self.assertIsNotNone(found, line + proc.stderr.read()
+                           if not line else line)
+      code, body = get(found.group(1))
+      self.assertEqual(code, 200)
+      with open(serve.PAGE, "rb") as f:
+        self.assertEqual(body, f.read())
+    finally:
+      proc.send_signal(signal.SIGINT)
+      _, err = proc.communicate(timeout=60)
+    self.assertEqual(proc.returncode, 130, err[-2000:])
+    self.assertTrue(err.strip().splitlines()[-1].startswith(
+        "stopped: SIGINT received (serving the protect page"), err[-2000:])
+    self.assertEqual(bare.returncode, 2)
+    self.assertEqual(bare.stderr.strip().splitlines()[-1],
+                     "error: --input is required (or --serve, for the local "
+                     "page)")
+    self.assertEqual(os.listdir(cwd), [])
 
   def test_the_page_ships_as_package_data(self):
     parser = configparser.ConfigParser()

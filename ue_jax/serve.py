@@ -1,16 +1,13 @@
 """A local web page for the folder tool: `python -m ue_jax.protect --serve`.
 
-The page (web/page.html) asks for the input folder, the output folder, an
-optional reference folder and the budget, then runs `protect_folder.run` in
-one background thread, the same call the command line makes: a bad input is
-the same one-line message, raised before anything is written, and a second
-start of the same folders resumes from the workdir's checkpoints. The
-progress is read from the files the run writes in its workdir
-(metrics.jsonl, folder.json, noise.npy, written.jsonl, results.json), and
-the finished page shows a few files as original | amplified noise | copy.
-
-The server binds 127.0.0.1 only, answers only requests addressed to that
-host (or localhost) and serves images only from the job's two folders.
+The page (web/page.html) asks for the folders and the budget, then runs
+`protect_folder.run` in one background thread, the call the command line
+makes: a bad input is the same one line, raised before anything is written,
+and a second start of the same folders resumes from the workdir. Progress
+is read from the files the run writes in its workdir; the finished page
+shows a few files as original | amplified noise | copy. The server binds
+127.0.0.1 only, answers only requests addressed to that host (or
+localhost) and serves images only from the job's two folders.
 """
 
 import http.server
@@ -49,31 +46,29 @@ def error_line(message) -> str:
   return f"error: {' '.join(str(message).split())}"
 
 
-def _load(path: str, default=None):
+def _parse(text: str):
+  try:
+    return json.loads(text)
+  except ValueError:
+    return None
+
+
+def _load(path: str, default=None, *, lines: bool = False):
+  """A JSON file, or the records of a JSON-lines file (a torn last line of
+  a running job skipped); `default` if there is none."""
   try:
     with open(path, encoding="utf-8") as f:
+      if lines:
+        return [r for r in map(_parse, f) if isinstance(r, dict)]
       return json.load(f)
   except (OSError, ValueError):
     return default
 
 
-def _lines(path: str) -> list:
-  """The JSON lines of `path` (a torn last line is skipped)."""
-  out = []
-  if os.path.exists(path):
-    with open(path, encoding="utf-8") as f:
-      for line in f:
-        try:
-          out.append(json.loads(line))
-        except ValueError:
-          continue
-  return out
-
-
 def count_images(folder: str, *, deep: bool = True) -> int:
   """Image files below `folder` (hidden ones skipped), or directly in it."""
   n = 0
-  for root, dirs, files in os.walk(folder):
+  for _, dirs, files in os.walk(folder):
     dirs[:] = [d for d in dirs if not d.startswith(".")] if deep else []
     n += sum(folder_lib.is_image_name(f) for f in files
              if not f.startswith("."))
@@ -116,19 +111,18 @@ class Job:
     finally:
       self.finished = time.time()
 
-  def running(self) -> bool:
-    return self.thread.is_alive()
-
   def _fresh(self, name: str) -> bool:
+    """Whether this job wrote `name` (2 s of slack for coarse mtimes)."""
     path = os.path.join(self.workdir, name)
-    return os.path.exists(path) and os.path.getmtime(path) >= self.started
+    return os.path.exists(path) and os.path.getmtime(path) >= self.started - 2
 
   def rounds(self) -> list:
     """The search's rounds in metrics.jsonl (an earlier run's too when this
     one resumes it; with `afresh` only this run's)."""
     return [{"round": r["round"], "train_accuracy": r.get("train_accuracy"),
              "seconds": r.get("seconds")}
-            for r in _lines(os.path.join(self.workdir, "metrics.jsonl"))
+            for r in _load(os.path.join(self.workdir, "metrics.jsonl"), [],
+                           lines=True)
             if r.get("stage") == "generate" and "round" in r
             and not (self.afresh and r.get("time", 0) < self.started)]
 
@@ -136,24 +130,23 @@ class Job:
     g = self.cfg.generate
     out = {"input": os.path.abspath(self.input),
            "output": os.path.abspath(self.output),
-           "workdir": os.path.abspath(self.workdir),
            "max_rounds": g.max_rounds, "stop_accuracy": g.stop_accuracy,
            "elapsed": (self.finished or time.time()) - self.started,
-           "rounds": self.rounds(),
-           "total": self.listed, "eta_seconds": None}
+           "rounds": self.rounds(), "total": self.listed, "eta_seconds": None}
     folder = _load(os.path.join(self.workdir, protect_folder.FOLDER))
     if self._fresh(protect_folder.FOLDER) and folder:
       out["total"] = len(folder["files"])
-    out["written"] = len(_lines(os.path.join(self.workdir,
-                                             protect_folder.WRITTEN)))
-    if self.running():
+    out["written"] = len(_load(os.path.join(
+        self.workdir, protect_folder.WRITTEN), [], lines=True))
+    if self.thread.is_alive():
       out["state"] = "running"
       out.update(self._phase(out))
     elif self.error:
       out.update(state="error", message=self.error)
     else:
-      out.update(state="done", phase="done", results=self.summary(),
-                 samples=self.samples())
+      results = _load(os.path.join(self.workdir, "results.json"), {})
+      out.update(state="done", phase="done", samples=self.samples(),
+                 results={k: v for k, v in results.items() if k != "config"})
       if self.results and self.results.get("failed"):
         out["message"] = error_line(protect_folder.failures_line(
             self.results["failed"], self.results["protected"]))
@@ -178,11 +171,6 @@ class Job:
            if n > n0 and now > t else None)
     return {"phase": "writing", "eta_seconds": eta}
 
-  def summary(self) -> dict:
-    """results.json without the config (the page shows its scalars)."""
-    results = _load(os.path.join(self.workdir, "results.json"), {})
-    return {k: v for k, v in results.items() if k != "config"}
-
   def manifest_files(self) -> dict:
     manifest = _load(os.path.join(self.workdir, protect_folder.MANIFEST), {})
     return {r["input"]: r for r in manifest.get("files", [])}
@@ -190,12 +178,11 @@ class Job:
   def samples(self) -> list:
     """A few copies for the side-by-side: one per class first."""
     files = sorted(self.manifest_files().values(), key=lambda r: r["input"])
-    picked, seen = [], set()
+    first = {}
     for r in files:
-      if r["label"] not in seen:
-        seen.add(r["label"])
-        picked.append(r)
-    picked += [r for r in files if r not in picked]
+      first.setdefault(r["label"], r)
+    picked = list(first.values()) + [r for r in files
+                                     if r not in first.values()]
     return [{"file": r["input"], "output": r["output"], "label": r["label"],
              "max_abs_delta": r["max_abs_delta"]} for r in picked[:SAMPLES]]
 
@@ -212,18 +199,13 @@ class Job:
     copy = os.path.join(self.output, record["output"])
     if not _inside(copy, self.output):
       raise PermissionError(record["output"])
-    before = folder_lib.read(original).color.astype(np.int16)
-    after = folder_lib.read(copy).color.astype(np.int16)
-    if kind == "original":
-      pixels = before
-    elif kind == "protected":
-      pixels = after
-    else:
-      delta = np.abs(after - before)
-      pixels = delta * 255 // max(int(delta.max()), 1)
-    image = Image.fromarray(pixels.astype(np.uint8).squeeze(-1)
-                            if pixels.shape[-1] == 1
-                            else pixels.astype(np.uint8))
+    before, after = (folder_lib.read(p).color.astype(np.int16)
+                     for p in (original, copy))
+    delta = np.abs(after - before)
+    pixels = {"original": before, "protected": after}.get(
+        kind, delta * 255 // max(int(delta.max()), 1)).astype(np.uint8)
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1
+                            else pixels)
     if max(image.size) > THUMB:
       image.thumbnail((THUMB, THUMB), Image.Resampling.BILINEAR)
     buffer = io.BytesIO()
@@ -264,9 +246,9 @@ class Server(http.server.ThreadingHTTPServer):
     cfg = self.cfg.copy_and_resolve_references()
     cfg.noise.eps = budget / 255
     with self.lock:
-      if self.job is not None and self.job.running():
+      if self.job is not None and self.job.thread.is_alive():
         raise Busy(f"a job is running (protecting {self.job.input} into "
-                      f"{self.job.output}); wait for it to end")
+                   f"{self.job.output}); wait for it to end")
       self.job = Job(cfg, input_dir, output_dir, reference=reference,
                      afresh=bool(form.get("afresh")))
       self.job.thread.start()
@@ -279,16 +261,11 @@ def browse(path: str) -> dict:
   path = os.path.abspath(os.path.expanduser(path or os.getcwd()))
   if not os.path.isdir(path):
     raise UEError(f"{path} is not a folder")
-  folders = []
   with os.scandir(path) as entries:
-    for e in sorted(entries, key=lambda e: e.name.lower()):
-      if e.name.startswith(".") or not e.is_dir():
-        continue
-      try:
-        images = count_images(e.path, deep=False)
-      except OSError:
-        images = None
-      folders.append({"name": e.name, "path": e.path, "images": images})
+    folders = [{"name": e.name, "path": e.path,
+                "images": count_images(e.path, deep=False)}
+               for e in sorted(entries, key=lambda e: e.name.lower())
+               if not e.name.startswith(".") and e.is_dir()]
   return {"path": path, "parent": os.path.dirname(path),
           "images": count_images(path, deep=False), "folders": folders}
 
@@ -314,8 +291,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     self._send(code, json.dumps(data).encode("utf-8"), "application/json")
 
   def _ours(self) -> bool:
-    """Only requests addressed to this server's own name (a web page
-    elsewhere cannot reach it through a name that resolves here)."""
+    """Only requests addressed to this server by its own name."""
     port = self.server.server_address[1]
     if self.headers.get("Host") in (f"{HOST}:{port}", f"localhost:{port}"):
       return True
@@ -355,8 +331,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
   def do_POST(self):  # pylint: disable=invalid-name
     if not self._ours():
       return
-    if (urllib.parse.urlsplit(self.path).path != "/api/start" or
-        self.headers.get("Content-Type") != "application/json"):
+    if (urllib.parse.urlsplit(self.path).path != "/api/start" or not
+        self.headers.get("Content-Type", "").startswith("application/json")):
       self._json(404, {"error": "error: POST /api/start takes JSON"})
       return
     try:
