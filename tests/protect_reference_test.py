@@ -76,6 +76,22 @@ class ReferenceCliTest(absltest.TestCase):
       b = np.asarray(Image.open(os.path.join(self.out, name)), np.int16)
       self.assertLessEqual(np.abs(a - b).max(), protect_test.EPS_255)
 
+  def test_summary_and_psnr_of_each_copy(self):
+    self.assertIn("What undoes it: converting the copies to grayscale",
+                  self.proc.stdout)
+    self.assertIn("visibility: PSNR median", self.proc.stdout)
+    with open(os.path.join(self.out, ".ue_jax", "manifest.json")) as f:
+      files = json.load(f)["files"]
+    for record in files:
+      a = np.asarray(Image.open(os.path.join(self.mine, record["input"])),
+                     np.float64)
+      b = np.asarray(Image.open(os.path.join(self.out, record["output"])),
+                     np.float64)
+      want = 10 * np.log10(255 ** 2 / np.mean((a - b) ** 2))
+      self.assertAlmostEqual(record["psnr_db"], want, places=1)
+    self.assertAlmostEqual(self.results["psnr_db_median"],
+                           np.median([r["psnr_db"] for r in files]))
+
   def test_reference_rows_keep_zero_noise(self):
     noise = np.load(os.path.join(self.out, ".ue_jax", "noise.npy"))
     # 6 own rows, then 10 reference rows (cat, dog; "mine" left out).

@@ -144,6 +144,7 @@ def report(results):
   for key in ("clean_test_accuracy", "unlearnable_test_accuracy"):
     if key in results:
       logging.info("%s = %.4f", key, results[key])
+  print("\n".join(protect.summary_lines(results)), flush=True)
   if results["failed"]:
     cli.exit_with_error(protect.failures_line(results["failed"],
                                               results["protected"]), code=1)
