@@ -12,6 +12,7 @@ UE_JAX_PAGE_SCREENSHOT=PATH saves the finished page there as a PNG
 import configparser
 import fnmatch
 import hashlib
+import inspect
 import io
 import json
 import os
@@ -25,6 +26,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from unittest import mock
 
 import numpy as np
 from absl.testing import absltest
@@ -291,7 +293,11 @@ class ServeTest(absltest.TestCase):
   def test_bad_input_shows_the_command_line_and_writes_nothing(self):
     missing = os.path.join(self.tmp, "no_such_folder")
     inside = os.path.join(self.src, "out")
+    one = os.path.join(self.tmp, "one_class")  # one class, no reference
+    shutil.copytree(os.path.join(self.src, CLASSES[0]),
+                    os.path.join(one, CLASSES[0]))
     for input_dir, output_dir in ((missing, missing + "_protected"),
+                                  (one, one + "_protected"),
                                   (self.src, inside)):
       want = cli_line(input_dir, output_dir, self.cfg)
       b = self.page_start(input_dir, output_dir)
@@ -302,6 +308,55 @@ class ServeTest(absltest.TestCase):
                            "'message')).display !== 'none'"))
       self.assertFalse(os.path.exists(output_dir))
     self.assertRegex(want, r"^error: --output \S+ lies inside --input ")
+
+  def test_progress_is_read_from_the_workdir(self):
+    out = os.path.join(self.tmp, "progress_out")
+    job = serve.Job(self.cfg, self.src, out)
+    hold = threading.Event()
+    job.thread = threading.Thread(target=hold.wait, daemon=True)
+    job.thread.start()  # stands for a run in progress
+    try:
+      work = job.workdir
+      os.makedirs(work)
+      status = job.status()
+      self.assertEqual((status["state"], status["phase"], status["total"]),
+                       ("running", "reading", len(self.written)))
+      with open(os.path.join(work, "folder.json"), "w") as f:
+        json.dump({"files": [[r, "0", 0] for r in sorted(self.written)[:5]]},
+                  f)
+      with open(os.path.join(work, "metrics.jsonl"), "w") as f:
+        for k, (acc, secs) in enumerate(((0.5, 3.0), (0.75, 1.0)), 1):
+          f.write(json.dumps({"stage": "generate", "round": k,
+                              "train_accuracy": acc, "seconds": secs,
+                              "time": time.time()}) + "\n")
+        f.write('{"stage": "generate", "ro')  # a torn last line
+      status = job.status()
+      self.assertEqual((status["phase"], status["round"], status["total"]),
+                       ("search", 2, 5))  # max_rounds = 2
+      self.assertEqual([r["train_accuracy"] for r in status["rounds"]],
+                       [0.5, 0.75])
+      self.assertEqual(status["eta_seconds"], 0.0)  # 0 rounds left
+      np.save(os.path.join(work, "noise.npy"), np.zeros(1))
+      with open(os.path.join(work, "written.jsonl"), "w") as f:
+        f.write('{"input": "a"}\n{"input": "b"}\n')
+      status = job.status()
+      self.assertEqual((status["phase"], status["written"], status["total"]),
+                       ("writing", 2, 5))
+    finally:
+      hold.set()
+    self.assertFalse(os.path.exists(os.path.join(work, "config.json")))
+
+  def test_reference_is_passed_only_where_run_takes_it(self):
+    job = serve.Job(self.cfg, self.src, "o", reference="ref")
+    takes = "reference" in inspect.signature(protect_folder.run).parameters
+    self.assertEqual(job.kwargs, {"overwrite": False, **(
+        {"reference": "ref"} if takes else {})})
+    self.assertEqual(serve.Job(self.cfg, self.src, "o").kwargs,
+                     {"overwrite": False})
+    with mock.patch.object(protect_folder, "run",
+                           lambda cfg, i, o, *, overwrite=False: None):
+      job = serve.Job(self.cfg, self.src, "o", reference="ref", afresh=True)
+    self.assertEqual(job.kwargs, {"overwrite": True})
 
   def test_binds_loopback_only(self):
     self.assertEqual(self.server.socket.getsockname()[0], "127.0.0.1")
