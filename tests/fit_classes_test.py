@@ -12,6 +12,7 @@ from absl.testing import absltest
 from ue_jax.config import checks
 from ue_jax.evaluation import battery
 from ue_jax.evaluation import evaluate
+from ue_jax.evaluation import release
 from ue_jax.io import metrics
 from ue_jax.runtime.errors import UEError
 from ue_jax.search import generate
@@ -64,6 +65,15 @@ class FitClassesSearchTest(absltest.TestCase):
     for record in log:
       count = record["train_accuracy"] * mine.sum()
       self.assertAlmostEqual(count, round(count), places=4)
+
+  def test_the_release_counts_the_fit_classes_as_protected(self):
+    train = helpers.synthetic(n=20, classes=4)
+    cfg = generate_test.tiny_config(fit_classes=(1, 3))
+    np.testing.assert_array_equal(release.protection(cfg, train),
+                                  np.isin(train.labels, (1, 3)))
+    cfg.partial.classes = (2,)
+    np.testing.assert_array_equal(release.protection(cfg, train),
+                                  train.labels == 2)
 
   def test_refused_where_the_other_rows_would_not_stay_zero(self):
     for noise in ({"layout": "classwise"}, {"init": "uniform"},

@@ -83,9 +83,14 @@ def select_protected(labels: np.ndarray, *, rate: float, classes=(),
 
 
 def protection(cfg, train) -> np.ndarray:
+  """partial's selection; with noise.fit_classes (the other classes' noise
+  is zero) and no partial selection, the examples of those classes."""
   p = cfg.partial
-  return select_protected(train.labels, rate=p.rate,
-                          classes=tuple(p.classes), seed=cfg.seed)
+  classes = tuple(p.classes)
+  if not classes and p.rate == 1.0:
+    classes = tuple(cfg.noise.fit_classes)
+  return select_protected(train.labels, rate=p.rate, classes=classes,
+                          seed=cfg.seed)
 
 
 @functools.partial(jax.jit, static_argnames=("eps", "paper_release"))
