@@ -101,8 +101,8 @@ def base() -> ml_collections.ConfigDict:
   # int8 (integer steps of eps/127). noise.npy is float32 in every case.
   c.noise.storage = "float32"
 
-  # SPMD (ue_jax/parallel/sharding.py): a 1-D mesh `data` over the devices; batches
-  # and sample-wise noise are split by rows, the model is replicated.
+  # SPMD (ue_jax/parallel/sharding.py): a 1-D mesh `data` over the devices;
+  # batches and sample-wise noise are split by rows, the model is replicated.
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = 0             # devices on the data axis; 0 = all of them
 
