@@ -311,7 +311,9 @@ class ServeTest(absltest.TestCase):
 
   def test_progress_is_read_from_the_workdir(self):
     out = os.path.join(self.tmp, "progress_out")
-    job = serve.Job(self.cfg, self.src, out)
+    cfg = tiny_config()
+    cfg.generate.max_rounds = 5
+    job = serve.Job(cfg, self.src, out)
     hold = threading.Event()
     job.thread = threading.Thread(target=hold.wait, daemon=True)
     job.thread.start()  # stands for a run in progress
@@ -324,21 +326,29 @@ class ServeTest(absltest.TestCase):
       with open(os.path.join(work, "folder.json"), "w") as f:
         json.dump({"files": [[r, "0", 0] for r in sorted(self.written)[:5]]},
                   f)
-      with open(os.path.join(work, "metrics.jsonl"), "w") as f:
-        for k, (acc, secs) in enumerate(((0.5, 3.0), (0.75, 1.0)), 1):
-          f.write(json.dumps({"stage": "generate", "round": k,
-                              "train_accuracy": acc, "seconds": secs,
-                              "time": time.time()}) + "\n")
-        f.write('{"stage": "generate", "ro')  # a torn last line
+      metrics = os.path.join(work, "metrics.jsonl")
+      with open(metrics, "w") as f:
+        f.write(json.dumps({"stage": "generate", "round": 1, "seconds": 3.0,
+                            "train_accuracy": 0.5, "time": time.time()})
+                + '\n{"stage": "generate", "ro')  # a torn last line
       status = job.status()
       self.assertEqual((status["phase"], status["round"], status["total"]),
-                       ("search", 2, 5))  # max_rounds = 2
-      self.assertEqual([r["train_accuracy"] for r in status["rounds"]],
-                       [0.5, 0.75])
-      self.assertEqual(status["eta_seconds"], 0.0)  # 0 rounds left
+                       ("search", 2, 5))
+      self.assertEqual(status["rounds"], [{"round": 1, "seconds": 3.0,
+                                           "train_accuracy": 0.5}])
+      self.assertEqual(status["eta_seconds"], 12.0)  # 4 rounds left, 3 s
+      for last, phase in ((0.6, "search"), (1.0, "finishing")):
+        with open(metrics, "w") as f:  # 1.0 meets the stop rule (>= 0.99)
+          for k, acc in ((1, 0.5), (2, last)):
+            f.write(json.dumps({"stage": "generate", "round": k,
+                                "seconds": 1, "train_accuracy": acc}) + "\n")
+        status = job.status()
+        self.assertEqual((status["phase"], status["round"]),
+                         (phase, 3 if phase == "search" else 2))
       np.save(os.path.join(work, "noise.npy"), np.zeros(1))
       with open(os.path.join(work, "written.jsonl"), "w") as f:
-        f.write('{"input": "a"}\n{"input": "b"}\n')
+        f.write('{"input": "a"}\n{"inp{"input": "b"}\n{"input": "a"}\n'
+                '{"input": "c"}\n')  # a torn line, a copy written again
       status = job.status()
       self.assertEqual((status["phase"], status["written"], status["total"]),
                        ("writing", 2, 5))

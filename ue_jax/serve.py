@@ -27,6 +27,7 @@ from PIL import Image
 from ue_jax import protect_folder
 from ue_jax.io import image_folder as folder_lib
 from ue_jax.runtime.errors import UEError
+from ue_jax.search import generate
 
 HOST = "127.0.0.1"
 PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web",
@@ -34,7 +35,6 @@ PAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "web",
 BUDGETS = (8, 16)  # the page's choices of eps, in 1/255
 THUMB = 256        # a larger image is shown shrunk to this side
 SAMPLES = 4        # files in the side-by-side
-KINDS = ("original", "noise", "protected")
 
 
 class Busy(UEError):
@@ -54,8 +54,8 @@ def _parse(text: str):
 
 
 def _load(path: str, default=None, *, lines: bool = False):
-  """A JSON file, or the records of a JSON-lines file (a torn last line of
-  a running job skipped); `default` if there is none."""
+  """A JSON file, or the records of a JSON-lines file (lines torn by a
+  killed or running job skipped); `default` if there is none."""
   try:
     with open(path, encoding="utf-8") as f:
       if lines:
@@ -130,14 +130,15 @@ class Job:
     g = self.cfg.generate
     out = {"input": os.path.abspath(self.input),
            "output": os.path.abspath(self.output),
-           "max_rounds": g.max_rounds, "stop_accuracy": g.stop_accuracy,
+           "max_rounds": g.max_rounds,
+           "stop_words": generate.stop_rule(self.cfg)[1],
            "elapsed": (self.finished or time.time()) - self.started,
            "rounds": self.rounds(), "total": self.listed, "eta_seconds": None}
     folder = _load(os.path.join(self.workdir, protect_folder.FOLDER))
     if self._fresh(protect_folder.FOLDER) and folder:
       out["total"] = len(folder["files"])
-    out["written"] = len(_load(os.path.join(
-        self.workdir, protect_folder.WRITTEN), [], lines=True))
+    out["written"] = len({r.get("input") for r in _load(os.path.join(
+        self.workdir, protect_folder.WRITTEN), [], lines=True)})
     if self.thread.is_alive():
       out["state"] = "running"
       out.update(self._phase(out))
@@ -158,6 +159,9 @@ class Job:
       return {"phase": "reading"}
     if not os.path.exists(os.path.join(self.workdir, "noise.npy")):
       done = max((r["round"] for r in rounds), default=0)
+      if rounds and (done >= out["max_rounds"] or generate.stop_rule(
+          self.cfg)[0](rounds[-1]["train_accuracy"], rounds[-1]["round"])):
+        return {"phase": "finishing", "round": done}  # saving the noise
       mine = [r["seconds"] for r in rounds if r["seconds"]]
       eta = (float(np.mean(mine)) * (out["max_rounds"] - done)
              if mine else None)
@@ -194,7 +198,7 @@ class Job:
     if not _inside(original, self.input):
       raise PermissionError(rel)
     record = self.manifest_files().get(rel)
-    if record is None or kind not in KINDS:
+    if record is None or kind not in ("original", "noise", "protected"):
       raise LookupError(rel)
     copy = os.path.join(self.output, record["output"])
     if not _inside(copy, self.output):
