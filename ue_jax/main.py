@@ -43,6 +43,9 @@ _STAGE = flags.DEFINE_enum("stage", "all", ("all",) + pipeline.STAGES,
 _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete the workdir's checkpoints and outputs first "
     "and start afresh, even if another config made them.")
+_TENSORBOARD = flags.DEFINE_bool(
+    "tensorboard", False, "Also write the metrics as TensorBoard events in "
+    "WORKDIR/tensorboard (needs the tensorboardX package).")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "", "Multi-process: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0,
@@ -96,7 +99,7 @@ def main(argv):
             else (_STAGE.value,))
   try:
     pipeline.run(_CONFIG.value, _WORKDIR.value, stages,
-                 overwrite=_OVERWRITE.value)
+                 overwrite=_OVERWRITE.value, tensorboard=_TENSORBOARD.value)
   except UEError as e:
     _exit_with_error(e)
   except (Interrupted, Stopped) as e:

@@ -130,23 +130,28 @@ def kept(stage: str, cfg, workdir: str) -> str:
           f"{battery.paths(cfg, workdir)[1]}")
 
 
-def run(cfg, workdir: str, stages=None, *, overwrite: bool = False):
+def run(cfg, workdir: str, stages=None, *, overwrite: bool = False,
+        tensorboard: bool = False):
   """Runs `stages` (default: `default_stages`) in order; returns the results
   dict (also DIR/results.json).
 
-  With `overwrite` the workdir's earlier checkpoints and outputs are deleted
-  first; without it a workdir made by another config is refused. An eps a
+  With `tensorboard` the metrics are also written as TensorBoard events
+  (DIR/tensorboard, metrics.Board). With `overwrite` the workdir's earlier
+  checkpoints and outputs are deleted first; without it a workdir made by another config is refused. An eps a
   hair off k/255 is taken as k/255 (checks.snapped). SIGINT/SIGTERM raise
   errors.Stopped (the generation loop: errors.Interrupted, after a
   checkpoint).
   """
+  if tensorboard:
+    metrics_lib.board_writer()  # installed? (before anything is written)
   with interrupt.RaiseOnSignal("before the first stage; nothing was "
                                "written") as stop:
-    return _run(cfg, workdir, stages, overwrite=overwrite, stop=stop)
+    return _run(cfg, workdir, stages, overwrite=overwrite, stop=stop,
+                tensorboard=tensorboard)
 
 
 def _run(cfg, workdir: str, stages, *, overwrite: bool,
-         stop: interrupt.RaiseOnSignal):
+         stop: interrupt.RaiseOnSignal, tensorboard: bool = False):
   checks.check_config(cfg)
   cfg = checks.snapped(cfg)
   stages = default_stages(cfg) if stages is None else stages
@@ -167,7 +172,7 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
       cfg, workdir, overwrite=overwrite,
       run={"devices": placement.size, "processes": jax.process_count()})
   distributed.sync("claimed")  # the other processes wait for process 0
-  log = metrics_lib.MetricLog(workdir)
+  log = metrics_lib.MetricLog(workdir, tensorboard=tensorboard)
   results = workdir_lib.Results(workdir, {
       "config_name": cfg.name, "dataset": cfg.data.name,
       "model": cfg.model.name, "model_width": cfg.model.width,

@@ -1,8 +1,11 @@
-"""Run logging: a JSON-lines metric log in the workdir, and console progress
-with rate and ETA (absl logging, throttled)."""
+"""Run logging: a JSON-lines metric log in the workdir (and, on request, the
+same scalars as TensorBoard events in DIR/tensorboard, through the
+pure-Python tensorboardX package), and console progress with rate and ETA
+(absl logging, throttled)."""
 
 import json
 import os
+import socket
 import time
 from typing import Callable
 
@@ -10,16 +13,26 @@ import jax
 from absl import logging
 
 from ue_jax.io import artifacts
+from ue_jax.runtime.errors import UEError
+
+TENSORBOARD_DIR = "tensorboard"
+# The field of a record that is its step on TensorBoard's x axis, by
+# preference; a record with none of them takes its stage's record count.
+STEP_FIELDS = ("round", "epoch", "step")
 
 
 class MetricLog:
   """Appends one JSON object per line to DIR/metrics.jsonl (plot from it)."""
 
-  def __init__(self, workdir: str, filename: str = "metrics.jsonl"):
+  def __init__(self, workdir: str, filename: str = "metrics.jsonl", *,
+               tensorboard: bool = False):
     self.path = os.path.join(workdir, filename)
     self.enabled = artifacts.writes_files()  # process 0 only
+    self.board = None
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
+      if tensorboard:
+        self.board = Board(os.path.join(workdir, TENSORBOARD_DIR))
 
   def write(self, stage: str, **scalars):
     record = {"stage": stage, "time": round(time.time(), 3)}
@@ -29,6 +42,8 @@ class MetricLog:
     with open(self.path, "a", encoding="utf-8") as f:
       f.write(json.dumps(record) + "\n")
       f.flush()
+    if self.board is not None:
+      self.board.write(record)
     return record
 
   def drop(self, predicate: Callable[[dict], bool]) -> int:
@@ -45,6 +60,60 @@ class MetricLog:
       artifacts.save_text(self.path, "".join(
           line if line.endswith("\n") else line + "\n" for line in kept))
     return len(lines) - len(kept)
+
+
+def board_writer():
+  """tensorboardX's synchronous event-file writer and protos (a
+  SummaryWriter queues events on a thread and may not have written the last
+  ones when a run is killed), or a UEError naming the install."""
+  try:
+    # pylint: disable=g-import-not-at-top
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.proto import summary_pb2
+    from tensorboardX.record_writer import RecordWriter
+  except ImportError:
+    raise UEError("--tensorboard needs the tensorboardX package: pip install "
+                  "tensorboardX (or pip install 'ue_jax[tensorboard]')"
+                  ) from None
+  return RecordWriter, event_pb2, summary_pb2
+
+
+class Board:
+  """The scalars of each record as one TensorBoard event, written and
+  flushed at once: tag `stage/field`, step the record's round, epoch or step
+  (else its stage's count); lists, strings and booleans are left to
+  metrics.jsonl. Each run opens a new event file; a rerun that redoes work
+  writes its steps again (TensorBoard shows the latest)."""
+
+  def __init__(self, logdir: str):
+    writer, self.event_pb2, self.summary_pb2 = board_writer()
+    os.makedirs(logdir, exist_ok=True)
+    name = (f"events.out.tfevents.{time.time():.6f}."
+            f"{socket.gethostname()}.{os.getpid()}")
+    self.writer = writer(os.path.join(logdir, name))
+    self.counts = {}
+    self._put(self.event_pb2.Event(wall_time=time.time(),
+                                   file_version="brain.Event:2"))
+
+  def _put(self, event) -> None:
+    self.writer.write(event.SerializeToString())
+    self.writer.flush()
+
+  def write(self, record: dict) -> None:
+    stage = record["stage"]
+    self.counts[stage] = self.counts.get(stage, 0) + 1
+    step = next((record[f] for f in STEP_FIELDS
+                 if isinstance(record.get(f), int)), self.counts[stage])
+    values = [self.summary_pb2.Summary.Value(tag=f"{stage}/{key}",
+                                             simple_value=float(value))
+              for key, value in record.items()
+              if key not in ("stage", "time", *STEP_FIELDS)
+              and isinstance(value, (int, float))
+              and not isinstance(value, bool)]
+    if values:
+      self._put(self.event_pb2.Event(
+          wall_time=record["time"], step=step,
+          summary=self.summary_pb2.Summary(value=values)))
 
 
 def _parse(line: str):

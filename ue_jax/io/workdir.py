@@ -40,7 +40,8 @@ CONFIG_FILE = "config.json"
 # Everything a run writes into its workdir; --overwrite deletes these only.
 RESULTS, STAGE_RESULTS = "results.json", "results"
 OUTPUTS = (CONFIG_FILE, "checkpoints", "noise.npy", "release", "figure.png",
-           "curves.png", RESULTS, STAGE_RESULTS, "metrics.jsonl", "battery")
+           "curves.png", RESULTS, STAGE_RESULTS, "metrics.jsonl", "battery",
+           "tensorboard")
 # The stages, in order, whose results.json part is DIR/results/<stage>.json.
 RESULT_STAGES = ("generate", "release", "evaluate", "battery")
 # What ue_jax writes inside the folders of OUTPUTS (by the folder's path in
@@ -52,6 +53,7 @@ OWNED = {"checkpoints": (r"\d+", r"\d+\.orbax-checkpoint-tmp.*"),  # Orbax
          "battery": (r"battery\.(json|md|png)", "cells", "clean"),
          "battery/cells": (r"[0-9a-f]{16}\.json",),
          "battery/clean": (r"[0-9a-f]{16}\.json",),
+         "tensorboard": (r"events\.out\.tfevents\..+",),
          STAGE_RESULTS: (rf"({'|'.join(RESULT_STAGES)})\.json",
                          r"before_stage_files\.json")}
 # The temporary files of artifacts' atomic writes (a killed run's leftovers).
