@@ -239,6 +239,14 @@ class ServeTest(absltest.TestCase):
     self.assertEqual(summary["protected"], str(len(self.written)))
     self.assertEqual(summary["max abs delta"],
                      str(results["max_abs_delta"]))
+    # The run's account and what to expect, as the command line prints
+    # them: on the page before the start and at the end.
+    account = b.js("[...document.querySelectorAll('#account li')].map("
+                   "l => l.textContent)")
+    self.assertEqual(account, protect_folder.summary_lines(results))
+    expect = b.js("[...document.querySelectorAll('#expect li')].map("
+                  "l => l.textContent)")
+    self.assertEqual(expect, list(protect_folder.EXPECTATIONS))
     # The side-by-side: one original, noise and copy per class first,
     # every picture loaded, the noise amplified in colour.
     b.wait("[...document.querySelectorAll('#samples img')].every("

@@ -148,6 +148,8 @@ class Job:
       results = _load(os.path.join(self.workdir, "results.json"), {})
       out.update(state="done", phase="done", samples=self.samples(),
                  results={k: v for k, v in results.items() if k != "config"})
+      if "protected" in results:
+        out["account"] = protect_folder.summary_lines(results)
       if self.results and self.results.get("failed"):
         out["message"] = error_line(protect_folder.failures_line(
             self.results["failed"], self.results["protected"]))
@@ -234,7 +236,8 @@ class Server(http.server.ThreadingHTTPServer):
     eps = round(self.cfg.noise.eps * 255)
     return {"budgets": sorted({*BUDGETS, eps}), "budget": eps,
             "cwd": os.getcwd(), "reference": "reference" in
-            inspect.signature(protect_folder.run).parameters}
+            inspect.signature(protect_folder.run).parameters,
+            "expectations": list(protect_folder.EXPECTATIONS)}
 
   def start(self, form: dict) -> Job:
     """Starts a job for the page's form; raises UEError (one line)."""
