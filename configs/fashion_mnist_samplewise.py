@@ -29,8 +29,10 @@ def get_config():
   c.noise.num_steps = 20
   c.generate.batch_size = 256
   c.generate.train_steps = 10
-  # The IDX files are stored in a mixed class order, and every figure above
-  # walks it as stored (the original's unshuffled loader).
+  # The IDX files are stored in a mixed class order, and every figure
+  # measured with this config (README.md, docs/experiments.md) walked it as
+  # stored (the original's unshuffled loader); the configs that extend this
+  # one inherit it. common.base() walks a shuffled order.
   c.generate.model_order = "stored"
   c.generate.max_rounds = 8
   c.evaluate.epochs = 20

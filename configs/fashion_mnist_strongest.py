@@ -1,6 +1,6 @@
-"""The strongest imperceptible protection measured for one-channel data:
-linearly separable patches (LSP) on real Fashion-MNIST, eps = 16/255, no
-generator training.
+"""The strongest protection within eps = 16/255 measured for one-channel
+data: linearly separable patches (LSP) on real Fashion-MNIST, no generator
+training (a change of 16/255 is visible on flat areas, configs/protect.py).
 
 Every training image gets a point of its class's cluster (a random vertex
 of a hypercube of side 20 plus unit Gaussian noise), one value per 8x8
