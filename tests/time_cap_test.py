@@ -16,6 +16,7 @@ from ue_jax.io import workdir as workdir_lib
 from ue_jax.config import checks
 from ue_jax.runtime.errors import UEError
 from ue_jax.search import generate
+from ue_jax.search import harness
 from ue_jax.search import resume
 
 
@@ -61,7 +62,7 @@ class TimeCapTest(absltest.TestCase):
       return next(answers)
 
     workdir = os.path.join(self.tmp, "capped")
-    with mock.patch.object(generate, "over_time", over_time), \
+    with mock.patch.object(harness, "over_time", over_time), \
         self.assertLogs(level="WARNING") as logs:
       capped = run(tiny_config(60.0), self.train, workdir)
     self.assertTrue(capped["capped"])

@@ -204,8 +204,9 @@ def run(cfg, input_dir: str, output_dir: str, *, workdir: str = "",
                   if heldout else None)
   images, kept, facts, failed = read_working(
       listing, size=p.size, channels=p.channels, label="protect: read")
-  # The search walks its rows in order (the model steps unshuffled, as the
-  # original): a folder sorted by class would give single-class batches.
+  # Rows in a seeded shuffled order: the model steps walk them in the
+  # config's generate.model_order (shuffled by default; a stored walk of a
+  # folder sorted by class would give single-class batches).
   order = np.random.default_rng([cfg.seed, 5]).permutation(len(kept))
   images, kept, facts = (images[order], [kept[i] for i in order],
                          [facts[i] for i in order])

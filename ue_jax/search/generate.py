@@ -43,13 +43,12 @@ import os
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import logging
 
 from ue_jax.io import artifacts
 from ue_jax.search import baselines
+from ue_jax.search import harness as harness_lib
 from ue_jax.io import checkpoint as checkpoint_lib
-from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
 from ue_jax.runtime import interrupt
 from ue_jax.training import layouts
@@ -134,138 +133,34 @@ def build(cfg, train, placement=None):
   return state, fns
 
 
-def stop_rule(cfg):
-  """(reached(accuracy, round), words) for the config's kind of noise."""
-  g = cfg.generate
-  if cfg.noise.kind in ("error_max", *targeted.KINDS):
-    target = g.error_max_stop_accuracy
-    return (lambda acc, r: bool(acc <= target and r >= g.min_rounds),
-            f"stop at <= {target:.2f}")
-  return (lambda acc, r: bool(acc >= g.stop_accuracy and r >= g.min_rounds),
-          f"stop at >= {g.stop_accuracy:.2f}")
+# The names the rest of the package and the tests use.
+stop_rule, model_walk, over_time = (harness_lib.stop_rule,
+                                    harness_lib.model_walk,
+                                    harness_lib.over_time)
 
 
-def model_walk(cfg, train):
-  """The model steps' order over `train` (data.walk_order), with a warning
-  when a stored order puts few classes in each model batch."""
-  g = cfg.generate
-  order = data_lib.walk_order(len(train), kind=g.model_order, seed=cfg.seed)
-  if g.train_steps and g.model_order == "stored":
-    fewest = data_lib.classes_per_batch(train.labels, g.batch_size)
-    if fewest < min(train.num_classes, g.batch_size) / 2:
-      logging.warning(
-          "generate.model_order=stored: a model batch holds only %d of %d "
-          "classes (the data is stored class by class?); the search may "
-          "never leave chance: use generate.model_order=shuffled", fewest,
-          train.num_classes)
-  return order
-
-
-def over_time(max_seconds: float, clock: float, *,
-              round_end: bool = False) -> bool:
-  """Whether a search capped at `max_seconds` of generation (0: no cap)
-  stops now, `clock` seconds in. With one process it is asked before every
-  batch; with several, only at round ends (`round_end`), where process 0's
-  answer is shared (each process reads its own clock, and a checkpoint is
-  collective)."""
-  if not max_seconds:
-    return False
-  if jax.process_count() == 1:
-    return clock >= max_seconds
-  if not round_end:
-    return False
-  # pylint: disable-next=g-import-not-at-top
-  from jax.experimental import multihost_utils
-  return bool(multihost_utils.broadcast_one_to_all(
-      np.int32(clock >= max_seconds)))
-
-
-def _search(cfg, train: device_data.DeviceData, fit, state, fns,
-            log: metrics_lib.MetricLog, saver: resume_lib.Saver,
-            at: resume_lib.Position):
-  """Runs rounds from position `at` until the stop rule, `max_rounds` or
-  `generate.max_seconds` of generation; model steps walk `train`, noise
-  steps and the stop test the fit set `fit`. Returns (state, at, capped):
-  `capped` when the time cap ended it, after a checkpoint of the position
-  it stopped at (a rerun with a larger cap resumes from there)."""
-  g, n, n_fit = cfg.generate, len(train), len(fit)
+def _search(cfg, train, fit, state, fns, h: harness_lib.Harness, at):
+  """The min-min loop (docs/method.md §2), from position `at`: each round,
+  M model steps on the perturbed training set `train`, a K-step PGD on the
+  noise of each batch of the fit set `fit`, then the stop test on `fit`'s
+  released images; until the stop rule or generate.max_rounds. `h` does the
+  rest (harness.py: batches, resume, checkpoints, time cap, logs). Returns
+  (state, at, capped): `capped` when generate.max_seconds ended it."""
   model_step, noise_step, eval_step = fns
-  reached, stop_words = stop_rule(cfg)
-  nb = at.noise_batches
-  order = model_walk(cfg, train)
-
-  def capped(round_end=False):
-    if not over_time(g.max_seconds, saver.clock(), round_end=round_end):
-      return False
-    if saver.dirty or saver.last_number is None:
-      saver.save(state, at)
-    logging.warning("generate.max_seconds=%g reached (%s, %.1f s of "
-                    "generation); checkpoint %s in %s", g.max_seconds,
-                    at.describe(), saver.clock(), saver.last_number,
-                    saver.ckpt.directory)
-    return True
-
-  while not at.finished(g.max_rounds):
-    if capped(round_end=at.pos == nb + 1):
-      return state, at, True
-    if at.pos == nb + 1:
-      at = resume_lib.Position(
-          round=at.round + 1, noise_batches=nb, round_started=saver.clock(),
-          pretrain=at.pretrain, devices=at.devices, processes=at.processes)
-    if at.pos == 0:
-      step = int(jax.device_get(state.step))
-      if not (at.round - 1) * g.train_steps <= step <= at.round * g.train_steps:
-        raise UEError(f"checkpoint at step {step} does not fit round "
-                      f"{at.round} of {g.train_steps} model steps; rerun "
-                      "with --overwrite to start afresh")
-      model_rows = train_lib.cycle_batches(n, g.batch_size, start=step,
-                                           order=order)
-      for _ in range(at.round * g.train_steps - step):
-        if capped():
-          return state, at, True
-        state, m = model_step(state, saver.add_votes(
-            train.batch(next(model_rows))))
-        at.model_loss = m["loss"]
-        saver.after_batch(state, at, m, noise_batch=False)
-      saver.flush(state, at)
-      if at.model_loss is not None:
-        at.model_loss = float(at.model_loss)
-        if not np.isfinite(at.model_loss):
-          saver.ckpt.refuse_nonfinite("model loss", f"({at.describe()})")
-    progress = metrics_lib.Progress(
-        f"generate round {at.round}/{g.max_rounds} noise",
-        n_fit - min(n_fit, at.pos * g.batch_size), "img",
-        scale=cfg.noise.num_steps)
-    for k, rows in enumerate(layouts.noise_batches(
-        cfg.noise.layout, n_fit, g.batch_size, seed=cfg.seed,
-        round_=at.round)):
-      if k < at.pos:
-        continue
-      if capped():
-        return state, at, True
-      state, m = noise_step(state, saver.add_votes(fit.batch(rows)))
-      at.pos = k + 1
-      progress.update(int(np.sum(rows < n_fit)), state.noise)
-      saver.after_batch(state, at, m, noise_batch=True)
-    saver.flush(state, at)
-    acc, loss = train_lib.sweep(eval_step, state, fit, g.eval_batch_size)
-    if not np.isfinite(loss):
-      saver.ckpt.refuse_nonfinite("loss in the stop test",
-                                  f"(round {at.round})")
-    at.pos = nb + 1
-    at.stop = {"accuracy": acc, "loss": loss,
-               "reached": reached(acc, at.round)}
-    now = saver.clock()
-    # Logged before the round's checkpoint: a run killed in between redoes
-    # the stop test, and the resume drops this record first.
-    log.write("generate", round=at.round, train_accuracy=acc, train_loss=loss,
-              model_loss=at.model_loss, seconds=now - at.round_started,
-              total_seconds=now)
-    logging.info("generate round %d: accuracy on released train images %.4f "
-                 "(%s), loss %.4f, %.1f s", at.round, acc, stop_words, loss,
-                 now - at.round_started)
-    saver.save(state, at)  # the end of every round is saved
-    saver.flush(state, at)
+  try:
+    while not at.finished(cfg.generate.max_rounds):
+      at = h.start_round(state, at)
+      for batch in h.model_batches(state, at):
+        state, metrics = model_step(state, batch)
+        h.after_model_step(state, at, metrics)
+      for batch in h.noise_batches(state, at):
+        state, metrics = noise_step(state, batch)
+        h.after_noise_step(state, at, metrics)
+      accuracy, loss = train_lib.sweep(eval_step, state, fit,
+                                       cfg.generate.eval_batch_size)
+      h.end_round(state, at, accuracy, loss)
+  except harness_lib.Capped:
+    return state, at, True
   return state, at, False
 
 
@@ -314,8 +209,9 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
         if keep is not None:
           state = keep.install(state)
         saver.save(state, at)  # a resumed run starts after the pretraining
-      state, at, capped = _search(cfg, train, fit, state, fns, log, saver,
-                                  at)
+      state, at, capped = _search(
+          cfg, train, fit, state, fns,
+          harness_lib.Harness(cfg, train, fit, state, log, saver, nb), at)
       if capped and at.pos != nb + 1:  # mid-round: score the noise as it is
         acc, loss = train_lib.sweep(fns[2], state, fit, g.eval_batch_size)
         at = dataclasses.replace(at, stop={"accuracy": acc, "loss": loss,
