@@ -21,7 +21,7 @@ as the data subset is the same):
           --config.release.noise_path=runs/fm_samplewise/noise.npy --stage=$s
     done
   done
-  python -m ue_jax.evaluation.report runs/fm_partial_* --out=runs/report/fm_partial
+  python tools/report.py runs/fm_partial_* --out=runs/report/fm_partial
 
 Whole classes instead of a fraction: --config.partial.classes='(0,)' (then
 evaluation also reports test accuracy on the protected classes and on the

@@ -92,11 +92,26 @@ class ReportTest(absltest.TestCase):
       self.assertEqual(lines[at + 2], f"| {os.path.basename(run)} | clean | "
                        "0.750 | 1.000 | 0.875 |")
 
+  def test_memory_plan_tool(self):
+    proc = subprocess.run(
+        [sys.executable, "tools/memory_plan.py", "--n=1000", "--shape=8,8,3",
+         "--model=small_cnn", "--width=4", "--batch=64", "--devices=1,4",
+         "--storage=float32,int8"], cwd=helpers.REPO, capture_output=True,
+        text=True, check=False)
+    self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    rows = [l for l in proc.stdout.splitlines() if l.startswith("| 1000x8x8x3")]
+    self.assertLen(rows, 4)  # 2 device counts x 2 storages
+    # noise per device: 1000 rows x 192 values x 4 bytes on 1 device; int8
+    # a quarter of it; on 4 devices each holds 250 rows.
+    noise = [r.split("|")[5].strip() for r in rows]
+    self.assertEqual(noise, ["750.00 KiB", "187.50 KiB", "187.50 KiB",
+                             "46.88 KiB"])
+
   def test_cli_and_bad_input(self):
     tmp = self.create_tempdir().full_path
     run = fake_run(tmp, "a", unlearnable_test_accuracy=0.3,
                    clean_test_accuracy=0.9)
-    cmd = [sys.executable, "-m", "ue_jax.evaluation.report", run, f"--out={tmp}/r"]
+    cmd = [sys.executable, "tools/report.py", run, f"--out={tmp}/r"]
     proc = subprocess.run(cmd, cwd=helpers.REPO, capture_output=True,
                           text=True, check=False)
     self.assertEqual(proc.returncode, 0, proc.stderr)

@@ -1,6 +1,6 @@
 """Collects the results.json of several runs into a Markdown table and charts.
 
-  python -m ue_jax.evaluation.report DIR... --out=PATH_PREFIX
+  python tools/report.py DIR... --out=PATH_PREFIX
 
 Writes
 - PATH_PREFIX.md: one row per run (noise type, layout, poison rate, clean test
@@ -22,12 +22,9 @@ and exit code 2.
 
 import collections
 import os
-import sys
 from typing import Dict, List, Optional
 
 import numpy as np
-from absl import app
-from absl import flags
 
 from ue_jax.io import artifacts
 from ue_jax.io import data as data_lib
@@ -210,7 +207,7 @@ def partial_chart(series: Dict[tuple, List[dict]], num_classes: int):
 def write(paths: List[str], out: str, *, class_groups=None) -> Dict[str, str]:
   """Writes the report for the runs at `paths`; returns what it wrote."""
   if not paths:
-    raise UEError("no runs given; usage: python -m ue_jax.evaluation.report DIR... "
+    raise UEError("no runs given; usage: python tools/report.py DIR... "
                   "--out=PATH_PREFIX")
   rows = [load_row(p) for p in paths]
   written = {}
@@ -228,37 +225,3 @@ def write(paths: List[str], out: str, *, class_groups=None) -> Dict[str, str]:
     text += ["## Per-class test accuracy (last epoch)", "", per_class, ""]
   written["table"] = artifacts.save_text(out + ".md", "\n".join(text))
   return written
-
-
-_OUT = flags.DEFINE_string("out", None, "Output path prefix: writes "
-                           "PREFIX.md, PREFIX.png (and PREFIX_partial.png).")
-_GROUPS = flags.DEFINE_list("class_groups", None, "A group number per class "
-                            "(e.g. 0,1,0,0,0,2,0,2,3,2): adds each model's "
-                            "accuracy at the level of groups.")
-
-
-def parse_groups(values) -> Optional[List[int]]:
-  if not values:
-    return None
-  try:
-    return [int(v) for v in values]
-  except ValueError:
-    raise UEError(f"--class_groups={','.join(values)}: give one integer "
-                  "group per class, comma-separated") from None
-
-
-def main(argv):
-  try:
-    if not _OUT.value:
-      raise UEError("--out=PATH_PREFIX is required")
-    groups = parse_groups(_GROUPS.value)
-    for kind, path in write(argv[1:], _OUT.value,
-                            class_groups=groups).items():
-      print(f"{kind}: {path}")
-  except UEError as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(2)
-
-
-if __name__ == "__main__":
-  app.run(main)

@@ -13,12 +13,11 @@ is read whole first, an .npz only for those rows), and one chunk of the
 noise export. For sep the optimizer state is its ensemble, one slot per
 member (search/targeted.py).
 
-  python -m ue_jax.parallel.memory --n=50000 --shape=32,32,3 --classes=10 \
+  python tools/memory_plan.py --n=50000 --shape=32,32,3 --classes=10 \
       --model=resnet18 --width=64 --batch=512 --devices=16,256 \
       --devices_per_host=4 --storage=float32,bfloat16,int8
 """
 
-import argparse
 import functools
 import math
 from typing import Dict, Sequence
@@ -124,33 +123,3 @@ def table(plans) -> str:
         f"{human(state)} | {human(p['batch'])} | {human(p['device_total'])} | "
         f"{human(p['noise_total'])} | {human(p['host_dataset'])} |")
   return "\n".join(lines)
-
-
-def main(argv=None):
-  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--n", type=int, required=True)
-  p.add_argument("--shape", required=True, help="H,W,C")
-  p.add_argument("--classes", type=int, default=10)
-  p.add_argument("--model", default="resnet18")
-  p.add_argument("--width", type=int, default=64)
-  p.add_argument("--batch", type=int, default=512)
-  p.add_argument("--devices", default="1", help="comma-separated counts")
-  p.add_argument("--devices_per_host", type=int, default=0,
-                 help="devices per process (a TPU VM: 4 chips); 0: one "
-                 "process for all")
-  p.add_argument("--storage", default="float32",
-                 help="comma-separated: float32,bfloat16,int8")
-  a = p.parse_args(argv)
-  shape = tuple(int(s) for s in a.shape.split(","))
-  plans = [plan(n=a.n, image_shape=shape, num_classes=a.classes,
-                model=a.model, width=a.width, batch_size=a.batch,
-                devices=int(d), storage=s,
-                processes=-(-int(d) // (a.devices_per_host or int(d))))
-           for d in a.devices.split(",") for s in a.storage.split(",")]
-  for q in plans:
-    print(format_plan(q))
-  print(table(plans))
-
-
-if __name__ == "__main__":
-  main()
