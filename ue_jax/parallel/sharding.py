@@ -11,9 +11,11 @@ from `cfg.mesh`. Global-view `jax.jit` with `in_shardings`/`out_shardings`
   step, rng, class-wise noise,
   metrics                             P()        replicated
 
-Batch statistics and losses are computed over the global batch, so results do
-not depend on the device count (tests/sharding_test.py checks 1 vs 8 devices
-and 1 vs 2 processes). XLA partitions the noise gather/scatter by the rows
+Batch statistics and losses are computed over the global batch, so the math
+does not depend on the device count; the floating-point sums run in another
+order on another count, so the results agree within rounding (and a sign
+of PGD near zero may flip), not bit for bit (tests/sharding_test.py checks 1
+vs 8 devices and 1 vs 2 processes within its stated tolerances). XLA partitions the noise gather/scatter by the rows
 each device owns: a masked local gather plus an all-reduce of one batch, never
 an all-gather of the noise (checked in the compiled HLO). Auto rather than
 Explicit axes: with in/out shardings on every jit the partitioner needs no
@@ -22,8 +24,10 @@ gather and scatter of the noise inside the pure steps.
 
 Rows: the noise holds N_pad = ceil(N / D) * D rows; the padding rows are never
 read or written (a padded batch row's index is mapped to N_pad, out of range,
-so `mode='fill'/'drop'` skips it). A checkpoint therefore resumes on a device
-count with the same N_pad. Batch sizes must be multiples of D.
+so `mode='fill'/'drop'` skips it). An unfinished search resumes only on the
+device and process counts of its checkpoint (search/resume.py refuses
+another); a finished one reruns its later stages on any count. Batch sizes
+must be multiples of D.
 
 Multi-process: every process runs the same program; each one hands only its
 own rows of a batch to `jax.make_array_from_process_local_data`, and builds
