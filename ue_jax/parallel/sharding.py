@@ -229,10 +229,19 @@ class Placement:
                returns_state: bool = True, donate: bool = True,
                full_batches: bool = False) -> Step:
     """`fn(state, batch)` jitted over the mesh: state in/out with its
-    shardings (donated), batch on `data`, metrics replicated. A batch may
-    carry its images as row numbers into a dataset on the mesh
-    (`gather_images`). With `full_batches` (model steps) a padded batch is
-    refused."""
+    shardings (donated), batch on `data`, metrics replicated. With
+    `full_batches` (model steps) a padded batch is refused.
+
+    The compiled program takes (state, host batch) and gives `fn` another
+    batch. The host batch (device_data.DeviceData.batch, resume.Saver
+    .add_votes) is {"images": the dataset's uint8 [N_pad, H, W, C] on the
+    mesh, "rows": int32 [B] rows of it, "label": int32 [B], "index": int32
+    [B] noise rows, "mask": float32 [B] (0 for padding), and with several
+    processes "votes": int32 [B, k]}; `fn` sees {"image": images[rows]
+    (`gather_images`), "label", "index", "mask"} and returns (state,
+    metrics), or metrics alone when not `returns_state`; the program adds
+    "votes" (their maximum over the batch, `agree`) to the metrics. A batch
+    that carries "image" itself (a host Dataset) reaches `fn` as it is."""
     out = ((state_shardings, self.replicated) if returns_state
            else self.replicated)
     jitted = jax.jit(agree(gather_images(fn)),
