@@ -4,11 +4,16 @@ from the event files (TFRecord framing, tensorboardX's Event proto)."""
 import glob
 import os
 import struct
+import sys
 import tempfile
+from unittest import mock
 
 from absl.testing import absltest
 
+from configs import test_tiny
 from tests import helpers
+from ue_jax import pipeline
+from ue_jax.runtime.errors import UEError
 from ue_jax.io import metrics
 from ue_jax.io import workdir as workdir_lib
 
@@ -66,13 +71,13 @@ class TensorBoardTest(absltest.TestCase):
     self.assertFalse(os.path.exists(os.path.join(tmp,
                                                  metrics.TENSORBOARD_DIR)))
 
-  def test_main_writes_the_search_rounds_and_overwrite_removes_them(self):
+  def test_main_writes_them_by_default_and_notensorboard_stops_it(self):
     tmp = tempfile.mkdtemp()
     train, test = helpers.write_npz(tmp)
     data = [f"--config.data.train_path={train}",
             f"--config.data.test_path={test}"]
     work = os.path.join(tmp, "w")
-    proc = helpers.run_main(work, "--tensorboard", *data, stage="generate")
+    proc = helpers.run_main(work, *data, stage="generate")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     rounds = [r for r in metrics.read_log(os.path.join(work, "metrics.jsonl"),
                                           "generate")]
@@ -81,10 +86,21 @@ class TensorBoardTest(absltest.TestCase):
         got["generate/train_accuracy"],
         [(r["round"], round(r["train_accuracy"], 5)) for r in rounds])
     self.assertIn(metrics.TENSORBOARD_DIR, workdir_lib.OUTPUTS)
-    proc = helpers.run_main(work, "--overwrite", *data, stage="generate")
+    proc = helpers.run_main(work, "--overwrite", "--notensorboard", *data,
+                            stage="generate")
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     self.assertEqual(glob.glob(os.path.join(work, metrics.TENSORBOARD_DIR,
                                             "events.*")), [])
+
+  def test_insisting_without_the_package_writes_nothing(self):
+    tmp = tempfile.mkdtemp()
+    with mock.patch.dict(sys.modules, {"tensorboardX": None,
+                                       "tensorboardX.proto": None}):
+      self.assertFalse(metrics.board_available())
+      with self.assertRaisesRegex(UEError, "pip install tensorboardX"):
+        pipeline.run(test_tiny.get_config(), os.path.join(tmp, "w"),
+                     tensorboard=True)
+    self.assertEqual(os.listdir(tmp), [])
 
 
 if __name__ == "__main__":

@@ -44,8 +44,10 @@ _OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete the workdir's checkpoints and outputs first "
     "and start afresh, even if another config made them.")
 _TENSORBOARD = flags.DEFINE_bool(
-    "tensorboard", False, "Also write the metrics as TensorBoard events in "
-    "WORKDIR/tensorboard (needs the tensorboardX package).")
+    "tensorboard", True, "Also write the metrics as TensorBoard events in "
+    "WORKDIR/tensorboard: by default where the tensorboardX package is "
+    "installed; --tensorboard insists (an error without it), "
+    "--notensorboard turns them off.")
 _COORDINATOR = flags.DEFINE_string(
     "coordinator_address", "", "Multi-process: host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0,
@@ -99,7 +101,9 @@ def main(argv):
             else (_STAGE.value,))
   try:
     pipeline.run(_CONFIG.value, _WORKDIR.value, stages,
-                 overwrite=_OVERWRITE.value, tensorboard=_TENSORBOARD.value)
+                 overwrite=_OVERWRITE.value,
+                 tensorboard=(_TENSORBOARD.value if _TENSORBOARD.present
+                              else None))
   except UEError as e:
     _exit_with_error(e)
   except (Interrupted, Stopped) as e:

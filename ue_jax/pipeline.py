@@ -11,6 +11,7 @@ release stage leaves on the mesh are what a following evaluate stage trains on.
 """
 
 import os
+from typing import Optional
 import time
 
 import jax
@@ -131,18 +132,21 @@ def kept(stage: str, cfg, workdir: str) -> str:
 
 
 def run(cfg, workdir: str, stages=None, *, overwrite: bool = False,
-        tensorboard: bool = False):
+        tensorboard: Optional[bool] = None):
   """Runs `stages` (default: `default_stages`) in order; returns the results
   dict (also DIR/results.json).
 
-  With `tensorboard` the metrics are also written as TensorBoard events
-  (DIR/tensorboard, metrics.Board). With `overwrite` the workdir's earlier
+  The metrics are also written as TensorBoard events (DIR/tensorboard,
+  metrics.Board) with `tensorboard` True (a UEError when tensorboardX is
+  missing) or None where tensorboardX is installed. With `overwrite` the workdir's earlier
   checkpoints and outputs are deleted first; without it a workdir made by another config is refused. An eps a
   hair off k/255 is taken as k/255 (checks.snapped). SIGINT/SIGTERM raise
   errors.Stopped (the generation loop: errors.Interrupted, after a
   checkpoint).
   """
-  if tensorboard:
+  if tensorboard is None:
+    tensorboard = metrics_lib.board_available()
+  elif tensorboard:
     metrics_lib.board_writer()  # installed? (before anything is written)
   with interrupt.RaiseOnSignal("before the first stage; nothing was "
                                "written") as stop:

@@ -78,6 +78,16 @@ def board_writer():
   return RecordWriter, event_pb2, summary_pb2
 
 
+def board_available() -> bool:
+  """Whether tensorboardX is installed (its events are then written by
+  default)."""
+  try:
+    board_writer()
+  except UEError:
+    return False
+  return True
+
+
 class Board:
   """The scalars of each record as one TensorBoard event, written and
   flushed at once: tag `stage/field`, step the record's round, epoch or step
