@@ -77,8 +77,8 @@ class ReferenceCliTest(absltest.TestCase):
       self.assertLessEqual(np.abs(a - b).max(), protect_test.EPS_255)
 
   def test_summary_and_psnr_of_each_copy(self):
-    self.assertIn("What undoes it: converting the copies to grayscale",
-                  self.proc.stdout)
+    for line in protect.EXPECTATIONS:
+      self.assertIn(line, self.proc.stdout)
     self.assertIn("visibility: PSNR median", self.proc.stdout)
     with open(os.path.join(self.out, ".ue_jax", "manifest.json")) as f:
       files = json.load(f)["files"]
