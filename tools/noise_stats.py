@@ -9,7 +9,9 @@ the clean images:
 - the share of variance between classes;
 - the norm of each class's mean deviation from the overall mean, for the
   perturbation and for the content: a linear learner picks up first the
-  feature whose class means differ most.
+  feature whose class means differ most;
+- how visible it is (evaluation/quality.py): PSNR, SSIM and mean |change|
+  of the released images against the originals, over the protected ones.
 
   python tools/noise_stats.py --workdir=runs/fmnist
 """
@@ -24,6 +26,7 @@ from absl import app
 from absl import flags
 
 from ue_jax import pipeline
+from ue_jax.evaluation import quality
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -63,6 +66,11 @@ def main(_):
   print(f"mean |perturbation| {np.abs(delta).mean() * 255:.2f}/255; at the "
         f"bound {np.mean(np.abs(delta) >= bound - 1e-6):.3f}; on zero pixels "
         f"{delta[x == 0].mean() * 255:+.2f}/255 on average")
+  seen = quality.summary(train.images, release["images"],
+                         release["protected"].astype(bool))
+  print(f"visibility over the {seen['images']} protected images: PSNR "
+        f"{seen['psnr_db']:.2f} dB, SSIM {seen['ssim']:.4f}, mean |change| "
+        f"{seen['mean_abs_change_255']:.2f}/255")
   for name, z in (("perturbation", delta), ("content", x)):
     ncm, between, norms = class_stats(z, train.labels, k)
     print(f"{name:12s} nearest-class-mean accuracy {ncm:.3f}, between-class "
