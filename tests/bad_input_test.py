@@ -18,6 +18,7 @@ from absl.testing import absltest
 from absl.testing import parameterized
 
 from tests import helpers
+from ue_jax.io import metrics as metrics_lib
 from ue_jax.io import workdir as workdir_lib
 from ue_jax.runtime.errors import UEError
 from configs import test_tiny
@@ -553,9 +554,11 @@ class WorkdirTest(absltest.TestCase):
                               "--overwrite"], "", workdir="used")
     proc = run_case(case, fixtures)
     self.assertEqual(proc.returncode, 0, proc.stderr[-2000:])
+    # (TensorBoard events too where tensorboardX is installed: main's default)
     self.assertCountEqual(os.listdir(used),
                           ["config.json", "notes.txt", "release", "figure.png",
-                           "results.json", "results"])
+                           "results.json", "results"]
+                          + ["tensorboard"] * metrics_lib.board_available())
     cfg = tiny_config(fixtures["train"], fixtures["test"])
     cfg.release.noise_path = noise
     self.assertEqual(read_json(os.path.join(used, "config.json"))["sha256"],
