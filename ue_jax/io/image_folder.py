@@ -242,7 +242,12 @@ def read(path: str) -> Picture:
   except OSError as e:
     raise BadFile(f"cannot be opened ({e.strerror or type(e).__name__})"
                   ) from None
-  image, file_mode = decode(raw, name=path)
+  return from_bytes(raw, name=path)
+
+
+def from_bytes(raw: bytes, *, name: str = "") -> Picture:
+  """The picture of an image file's bytes (see `decode`). Raises BadFile."""
+  image, file_mode = decode(raw, name=name)
   pixels = np.asarray(image, np.uint8)
   if pixels.ndim == 2:
     pixels = pixels[..., None]

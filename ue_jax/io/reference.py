@@ -87,13 +87,9 @@ def load(path: str, *, size: int, channels: int, exclude: Sequence[str] = (),
   for i, row in enumerate(rows):
     name = split.names[row]
     try:
-      image, _ = folder_lib.decode(split.tree.read(name), name=name)
+      picture = folder_lib.from_bytes(split.tree.read(name), name=name)
     except (folder_lib.BadFile, OSError) as e:
       raise UEError(f"--reference {path}: {name} is unusable: {e}") from None
-    pixels = np.asarray(image, np.uint8)
-    picture = folder_lib.Picture(
-        pixels if pixels.ndim == 3 else pixels[..., None], image.mode,
-        image.mode, "")
     images[i] = folder_lib.to_working(picture, size=size, channels=channels)
     labels[i] = new_label[int(split.labels[row])]
     progress.update(1)
