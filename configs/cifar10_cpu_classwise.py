@@ -13,7 +13,7 @@ released images, at most 50 rounds.
   python -m ue_jax.main --config=configs/cifar10_cpu_classwise.py \
       --workdir=runs/c10_classwise --config.data.path=CIFAR10_TREE_OR_TAR
 
-Measured figures: README.md and docs/experiments.md.
+Measured figures: docs/results.md.
 """
 
 from configs import cifar10_cpu_samplewise

@@ -20,7 +20,7 @@ conversion and JPEG compression:
   python -m ue_jax.main --config=configs/cifar10_cpu_robust.py \
       --workdir=runs/c10_robust --config.data.path=CIFAR10_TREE_OR_TAR
 
-Measured figures: docs/methods.md (robust search).
+Measured figures: docs/results.md (robust search).
 """
 
 from configs import cifar10_cpu_samplewise

@@ -19,7 +19,7 @@ Generator and learner: the CIFAR ResNet-18 at width 16 (channels
 16/32/64/128), what 2 cores afford; the learner trains 30 epochs (batch 128,
 cosine from 0.1, crop + flip; the authors' QuickStart evaluation length),
 last-epoch clean test accuracy.
-Measured figures: README.md and docs/experiments.md.
+Measured figures: docs/results.md.
 """
 
 from configs import common

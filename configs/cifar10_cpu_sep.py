@@ -2,7 +2,7 @@
 
 Chen et al. (ICLR 2023), "Self-Ensemble Protection: Training Checkpoints Are
 Good Data Protectors", plain SEP (ue_jax/search/targeted.py,
-docs/methods.md): the generator (the width-16 ResNet-18) is trained on the
+docs/method.md): the generator (the width-16 ResNet-18) is trained on the
 clean images for 40 epochs with the evaluation recipe, and the states at
 the end of every 4th epoch, the last included (SEP's spacing: 30 of 120),
 form a frozen ensemble of 10 (BatchNorm in eval mode); 30 signed-gradient
@@ -15,7 +15,7 @@ configs/cifar10_cpu_samplewise.py:
   python -m ue_jax.main --config=configs/cifar10_cpu_sep.py \
       --workdir=runs/c10_sep --config.data.path=CIFAR10_TREE_OR_TAR
 
-Measured figures: docs/methods.md.
+Measured figures: docs/results.md.
 """
 
 from configs import cifar10_cpu_samplewise

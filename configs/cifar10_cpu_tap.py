@@ -1,7 +1,7 @@
 """Targeted adversarial poisons (TAP) on real CIFAR-10, sized for 2 CPU cores.
 
 Fowl et al. (NeurIPS 2021), "Adversarial Examples Make Strong Poisons", class
-targeted (ue_jax/search/targeted.py, docs/methods.md): the generator (the
+targeted (ue_jax/search/targeted.py, docs/method.md): the generator (the
 width-16 ResNet-18) is first trained on the clean images for 40 epochs with
 the evaluation recipe (TAP's surrogate trains 40), then frozen (BatchNorm in
 eval mode, no model steps) while 250 signed-gradient steps of 0.4/255
@@ -16,7 +16,7 @@ configs/cifar10_cpu_samplewise.py:
   python -m ue_jax.main --config=configs/cifar10_cpu_tap.py \
       --workdir=runs/c10_tap --config.data.path=CIFAR10_TREE_OR_TAR
 
-Measured figures: docs/methods.md.
+Measured figures: docs/results.md.
 """
 
 from configs import cifar10_cpu_samplewise

@@ -20,7 +20,7 @@ Run on an accelerator (data via TFDS, so install the extra once):
 Cost: about 200 epochs-equivalent of ResNet-18 forward/backward passes for
 generation (10 rounds x 20 PGD steps over 50k images) plus 2 x 60 training
 epochs. The full run has not been measured: it needs an accelerator (on 2
-CPU cores one round would take hours: docs/performance.md).
+CPU cores one round would take hours: docs/operations.md).
 tests/tfds_test.py runs this config's code path end to end on TFDS mock data
 at this model size, with a few images and steps.
 """

@@ -36,7 +36,7 @@ def base() -> ml_collections.ConfigDict:
   # bfloat16 (convolutions and matmuls in bf16, for GPUs and TPUs, where
   # bf16 matrix work is about twice as fast; parameters, optimizer state,
   # BatchNorm statistics, logits, losses and the noise stay float32; its
-  # measured agreement with float32: docs/performance.md).
+  # measured agreement with float32: docs/operations.md).
   c.model.compute_dtype = "float32"
 
   c.noise = ml_collections.ConfigDict()
@@ -114,7 +114,7 @@ def base() -> ml_collections.ConfigDict:
   # seeded permutation fixed for the run; "stored", rows as stored (the
   # original's unshuffled loader, sound only on data stored in a mixed order,
   # as CIFAR-10's files are; on a class-sorted image folder the search never
-  # leaves chance, docs/experiments.md).
+  # leaves chance, docs/results.md).
   c.generate.model_order = "shuffled"
   c.generate.lr = 0.1             # constant (the original never steps it)
   c.generate.momentum = 0.9
@@ -169,7 +169,7 @@ def base() -> ml_collections.ConfigDict:
   # to any value (L0 = 1) instead of keeping every pixel within eps.
   c.release.one_pixel = False
 
-  # The protection battery (--stage=battery; docs/battery.md): the release
+  # The protection battery (--stage=battery; docs/method.md): the release
   # measured against many learners x defenses. Each training uses the
   # evaluate block's recipe, with the overrides below (0 = evaluate's).
   c.battery = ml_collections.ConfigDict()
@@ -193,7 +193,7 @@ def base() -> ml_collections.ConfigDict:
   # subset of this size (0 or more than the test set = all of it). The sweep
   # is a large part of a training: at the quick start's size a ResNet-18
   # training took 2 min 10 s with curves on 10000 test images, 1 min 28 s on
-  # 2000 (docs/battery.md); the standard error of an accuracy on 2000 is at
+  # 2000 (docs/operations.md); the standard error of an accuracy on 2000 is at
   # most 0.011.
   c.battery.test_size = 2000
   c.battery.adv_eps = 0.0      # PGD-AT radius; 0 = noise.eps (the release's)

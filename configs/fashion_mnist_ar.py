@@ -11,7 +11,7 @@ quick start's clean-trained row is this recipe's).
   python -m ue_jax.main --config=configs/fashion_mnist_ar.py \
       --workdir=runs/fm_ar
 
-Measured figures: docs/methods.md ("Every method, measured the same way").
+Measured figures: docs/results.md ("Every method, measured the same way").
 """
 
 from configs import fashion_mnist_samplewise

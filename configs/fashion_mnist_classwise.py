@@ -12,7 +12,7 @@ on the subset's released images, at most 40 rounds.
   python -m ue_jax.main --config=configs/fashion_mnist_classwise.py \
       --workdir=runs/fm_classwise
 
-Measured figures: docs/experiments.md.
+Measured figures: docs/results.md.
 """
 
 from configs import common

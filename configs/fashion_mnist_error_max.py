@@ -11,7 +11,7 @@ Same data, learner and recipe as configs/fashion_mnist_samplewise.py.
   python -m ue_jax.main --config=configs/fashion_mnist_error_max.py \
       --workdir=runs/fm_error_max
 
-Measured figures: docs/experiments.md.
+Measured figures: docs/results.md.
 """
 
 from configs import fashion_mnist_samplewise

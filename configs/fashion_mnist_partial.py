@@ -28,7 +28,7 @@ evaluation also reports test accuracy on the protected classes and on the
 others). Or one self-contained run per rate, generating its own noise:
 --config.partial.rate=0.4 with the default --stage=all.
 
-Measured figures: docs/experiments.md.
+Measured figures: docs/results.md.
 """
 
 from configs import fashion_mnist_samplewise

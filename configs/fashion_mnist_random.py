@@ -9,7 +9,7 @@ accuracy close to clean.
   python -m ue_jax.main --config=configs/fashion_mnist_random.py \
       --workdir=runs/fm_random
 
-Measured figures: docs/experiments.md.
+Measured figures: docs/results.md.
 """
 
 from configs import fashion_mnist_samplewise

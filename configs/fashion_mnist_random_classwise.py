@@ -10,7 +10,7 @@ says early stopping defeats it).
   python -m ue_jax.main --config=configs/fashion_mnist_random_classwise.py \
       --workdir=runs/fm_random_classwise
 
-Measured figures: docs/experiments.md.
+Measured figures: docs/results.md.
 """
 
 from configs import fashion_mnist_samplewise

@@ -8,7 +8,7 @@ installed (the IDX files in /usr/share/datasets/fashion-mnist).
 
 Generator and learner: the CIFAR ResNet-18 at width 16 (channels
 16/32/64/128) on a seeded class-stratified subset of 4000 images; eps = 16/255.
-Measured figures: README.md and docs/experiments.md (rounds, time,
+Measured figures: docs/results.md (rounds, time,
 accuracies, and why one-channel data resists this method).
 """
 
@@ -30,7 +30,7 @@ def get_config():
   c.generate.batch_size = 256
   c.generate.train_steps = 10
   # The IDX files are stored in a mixed class order, and every figure
-  # measured with this config (README.md, docs/experiments.md) walked it as
+  # measured with this config (docs/results.md) walked it as
   # stored (the original's unshuffled loader); the configs that extend this
   # one inherit it. common.base() walks a shuffled order.
   c.generate.model_order = "stored"

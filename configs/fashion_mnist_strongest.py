@@ -13,7 +13,7 @@ clean-trained row is this recipe's).
   python -m ue_jax.main --config=configs/fashion_mnist_strongest.py \
       --workdir=runs/fm_strongest
 
-Measured figures: docs/methods.md ("Every method, measured the same way"),
+Measured figures: docs/results.md ("Every method, measured the same way"),
 with the learners and defenses where it does not hold.
 """
 

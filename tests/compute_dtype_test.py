@@ -4,7 +4,7 @@ Parameters, optimizer state, batch statistics, logits and the noise stay
 float32 in both; only the layers' arithmetic changes. The tolerances below
 were measured on the CPU (XLA:CPU, JAX 0.10) on the CIFAR ResNet-18 at
 width 8, 32 random 32x32x3 images, 10 classes, one float32 init shared by
-both (docs/performance.md, "bfloat16 compute"), measured -> bound:
+both (docs/operations.md, "bfloat16 compute"), measured -> bound:
 - forward (eval mode): logits relative L2 error 0.0013 -> 0.01; argmax
   agreement 1.0 -> 0.9;
 - one model step (train mode, SGD 0.1 / momentum 0.9 / clip 5): cosine of

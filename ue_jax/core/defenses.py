@@ -24,7 +24,7 @@ from ue_jax.core import augment as augment_lib
 
 Transform = Callable[[jax.Array, jax.Array, jax.Array], tuple]
 
-# Hyperparameters of the battery's defenses (documented in docs/battery.md).
+# Hyperparameters of the battery's defenses (documented in docs/method.md).
 CUTOUT_FRACTION = 0.5   # cutout square side / image side (16 px on 32 px)
 MIX_ALPHA = 1.0         # mixup / cutmix: lambda ~ Beta(alpha, alpha)
 NOISE_STD = 0.1         # Gaussian noise std, [0, 1] units

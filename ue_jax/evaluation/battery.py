@@ -1,5 +1,5 @@
 """The protection battery: a release measured against many learners and
-defenses (docs/battery.md).
+defenses (docs/method.md, "The protection battery").
 
 For every (learner, defense) cell a fresh model trains on the released
 images and, with the same learner, defense, seed and recipe, on the clean

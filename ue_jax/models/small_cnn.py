@@ -8,7 +8,7 @@ Max-pooling is written as a reshape and a max over the 2x2 windows, not as
 `nn.max_pool`: the same function and, without exact ties inside a window, the
 same gradient, but `nn.max_pool`'s backward pass is a select-and-scatter that
 XLA:CPU runs slowly. The reshape form makes this model's PGD step 2.7x faster
-on the 2-core CPU (docs/performance.md). At a tie the reshape form shares the
+on the 2-core CPU (docs/operations.md). At a tie the reshape form shares the
 gradient equally among the tied entries where select-and-scatter gives it to
 the first; after the ReLU the common tie is between zeros, whose gradient the
 ReLU drops in both.

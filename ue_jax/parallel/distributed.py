@@ -37,7 +37,7 @@ def cpu_device_count(cores: int, batch_sizes=()) -> int:
 # several CPU devices get ten minutes before the abort instead. A program
 # with two collectives that do not depend on each other (and that XLA does
 # not combine) can deadlock there whatever the timeout: the devices may run
-# them in different orders (docs/performance.md); such a run still ends,
+# them in different orders (docs/operations.md); such a run still ends,
 # with XLA's message. Flag names of xla/debug_options_flags.cc
 # (jaxlib >= 0.8); values in seconds.
 COLLECTIVE_TIMEOUTS = (
@@ -71,7 +71,7 @@ def use_cpu_cores(count: int = -1, batch_sizes=()) -> int:
   XLA:CPU runs one device's convolutions on all cores with intra-op
   threads; one device per core, each with its share of the batch, is
   faster: on 2 cores 1.4x for the width-16 ResNet's PGD step and 1.2x for
-  its model step (docs/performance.md). Results do not depend on the
+  its model step (docs/operations.md). Results do not depend on the
   device count (sharding.py), but the sums run in another order, so a
   run on 2 devices is not bit-identical to one on 1. Must run before JAX
   starts its backends; it leaves a count fixed in XLA_FLAGS alone, and only

@@ -84,7 +84,7 @@ class Step:
   at once, and with several devices in one process XLA:CPU can then run two
   of them on one device's worker threads, each blocked in its all-reduce
   waiting for the other device, which gets no thread: a deadlock that
-  aborted runs with 2 devices on 2 cores (docs/performance.md).
+  aborted runs with 2 devices on 2 cores (docs/operations.md).
 
   With `wait` (several CPU devices), every call waits for its own output
   before it returns, so no two calls of any steps overlap: the state orders

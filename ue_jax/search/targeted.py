@@ -1,5 +1,5 @@
 """Targeted adversarial poisons against frozen surrogates (noise.kind tap
-and sep; docs/methods.md).
+and sep; docs/method.md).
 
 - tap (Fowl et al., NeurIPS 2021, "Adversarial Examples Make Strong
   Poisons"): sign-gradient *descent* of each image's cross-entropy toward a
