@@ -74,6 +74,24 @@ class EndToEndTest(absltest.TestCase):
     self.assertEqual(stages.count("generate"), 2)
     self.assertEqual(stages.count("evaluate_clean"), 1)
 
+  def test_workdir_defaults_to_runs_and_the_config_name(self):
+    """No --workdir: the run's folder is runs/<config.name> under the
+    current directory, and the same command again resumes it."""
+    cwd = tempfile.mkdtemp(prefix="ue_jax_cwd_")
+    cmd = helpers.main_command("unused", *self.data, stage="generate")
+    cmd = [a for a in cmd if not a.startswith("--workdir=")]
+    cmd.append("--config.generate.max_rounds=1")
+    for _ in range(2):
+      proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
+                            timeout=600, check=False)
+      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    self.assertEqual(os.listdir(cwd), ["runs"])
+    workdir = os.path.join(cwd, "runs", "test_tiny")
+    with open(os.path.join(workdir, "config.json")) as f:
+      self.assertEqual(json.load(f)["config"]["name"], "test_tiny")
+    self.assertTrue(os.path.isfile(os.path.join(workdir, "noise.npy")))
+    self.assertIn(f"the run's folder is {workdir}", proc.stderr)
+
   def test_eps_typed_as_a_decimal_releases_8_levels(self):
     # 0.0313725 lies a hair below 8/255: taken as 8/255, so the release of
     # a +-eps noise changes pixels by exactly 8 levels, not 7.

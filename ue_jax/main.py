@@ -1,4 +1,4 @@
-"""Command line: `python -m ue_jax.main --config=configs/NAME.py --workdir=DIR`.
+"""Command line: `python -m ue_jax.main --config=configs/NAME.py [--workdir=DIR]`.
 
 Runs generate, release, evaluate and, with battery.enabled, the battery (or
 one stage with --stage); a rerun in the same workdir resumes generation from
@@ -6,9 +6,11 @@ its latest checkpoint, a battery from its finished cells. All logic
 lives in the library. Bad input, flags included, ends with one line
 `error: ...` on stderr and exit code 2; SIGINT/SIGTERM exit with 130/143
 and one `stopped:` line, after a checkpoint during generation (the other
-stages keep what they finished).
+stages keep what they finished). Without --workdir the run's folder is
+runs/<config name> under the current directory.
 """
 
+import os
 import sys
 
 from ue_jax.runtime import interrupt
@@ -37,7 +39,9 @@ from ue_jax.runtime.errors import UEError
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, f"Experiment config file. {cli.CONFIG_HELP}",
     lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Output directory; default runs/<the config's name> "
+    "under the current directory (a rerun of the same command resumes it).")
 _STAGE = flags.DEFINE_enum("stage", "all", ("all",) + pipeline.STAGES,
                            "Which stage to run.")
 _OVERWRITE = flags.DEFINE_bool(
@@ -65,7 +69,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
     "2 cores, for benchmarks and sharding tests: XLA:CPU's in-process "
     "collectives can then abort a run (docs/architecture.md). "
     "Single-process runs only.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
 
 
 def _exit_with_error(message) -> None:
@@ -84,11 +88,8 @@ def main(argv):
     checks.check_config(_CONFIG.value)
     if not (_COORDINATOR.value or _NUM_PROCESSES.value > 1
             or _DISTRIBUTED.value):
-      c = _CONFIG.value
-      distributed.use_cpu_cores(_CPU_DEVICES.value, batch_sizes=(
-          c.generate.batch_size, c.generate.eval_batch_size,
-          c.evaluate.batch_size, c.evaluate.eval_batch_size,
-          c.battery.batch_size or c.evaluate.batch_size))
+      distributed.use_cpu_cores(_CPU_DEVICES.value, batch_sizes=tuple(
+          pipeline.batch_sizes(_CONFIG.value, pipeline.STAGES).values()))
     distributed.initialize_distributed(
         coordinator_address=_COORDINATOR.value,
         num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
@@ -99,8 +100,12 @@ def main(argv):
                jax.process_index(), jax.process_count(), jax.devices())
   stages = (pipeline.default_stages(_CONFIG.value) if _STAGE.value == "all"
             else (_STAGE.value,))
+  workdir = _WORKDIR.value or os.path.join("runs", _CONFIG.value.name)
+  if not _WORKDIR.value:
+    logging.info("no --workdir given: the run's folder is %s",
+                 os.path.abspath(workdir))
   try:
-    pipeline.run(_CONFIG.value, _WORKDIR.value, stages,
+    pipeline.run(_CONFIG.value, workdir, stages,
                  overwrite=_OVERWRITE.value,
                  tensorboard=(_TENSORBOARD.value if _TENSORBOARD.present
                               else None))
