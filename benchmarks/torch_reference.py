@@ -9,9 +9,11 @@ released images (clip, round to uint8, keep within the integer eps-ball).
 The models have the same shapes, initialisation and BatchNorm settings as
 ue_jax/models (resnet.py, small_cnn.py), so timings compare like with like.
 
-It is a timing baseline, not part of the library. compare_torch.py runs it
-side by side with ue_jax; on its own (from the repository root, with a venv
-TORCH_VENV holding torch==2.13.0 and ue_jax):
+It is a timing baseline, not part of the library. benchmarks/throughput.py
+--torch=True times its PGD and model step beside ue_jax's and checks it
+computes the same function (same_function below); on its own, the search
+to the stop rule (from the repository root, with a venv TORCH_VENV holding
+torch==2.13.0 and ue_jax):
 
   TORCH_VENV/bin/python benchmarks/torch_reference.py \
       --model=small_cnn --width=32 --size=1000 --max_rounds=8
@@ -26,7 +28,6 @@ import argparse
 import contextlib
 import dataclasses
 import math
-import statistics
 import time
 from typing import Callable, Dict, Iterator, List, Optional
 
@@ -43,9 +44,9 @@ BN_EPS = 1e-5
 class SameConv2d(nn.Conv2d):
   """Conv2d with TensorFlow/XLA "SAME" padding (extra pixel bottom/right).
 
-  Only for checking that a model computes exactly what the Flax version does:
-  for stride 2 on an even input, "SAME" pads (0, 1) where PyTorch's
-  `padding=1` pads (1, 1), which shifts the sampling grid by one pixel.
+  Only for the same-function check's contrast: ue_jax's ResNet pads as
+  PyTorch's `padding=1` does, (1, 1); for stride 2 on an even input "SAME"
+  pads (0, 1), which shifts the sampling grid by one pixel.
   """
 
   def forward(self, x):
@@ -93,7 +94,8 @@ class BasicBlock(nn.Module):
 class ResNet18(nn.Module):
   """CIFAR ResNet-18 (kuangliu): 3x3 stride-1 stem, no max-pool, stages of
   [2,2,2,2] BasicBlocks with w/2w/4w/8w channels, global average pooling,
-  Linear head. `xla_padding=True` mimics Flax's "SAME" padding exactly."""
+  Linear head. `xla_padding=True`: XLA's "SAME" padding instead of
+  ue_jax's (and PyTorch's) symmetric one."""
 
   def __init__(self, in_channels, num_classes, width=64, xla_padding=False):
     super().__init__()
@@ -396,42 +398,34 @@ def generate(model: nn.Module, images_u8: np.ndarray, labels: np.ndarray,
           "noise": delta.permute(0, 2, 3, 1).numpy()}
 
 
-# ---------------------------------------------------------------- timings
-def _median_seconds(fn, repeats: int) -> float:
-  fn()  # warm-up (allocator, oneDNN primitive caches)
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return statistics.median(times)
-
-
-def time_pgd(model, x, y, *, eps, step_size, num_steps) -> float:
-  """Seconds for one K-step PGD pass over one batch (zero warm start)."""
-  delta = torch.zeros_like(x)
-  t0 = time.perf_counter()
-  with frozen(model):
-    min_min_pgd(model, x, y, delta, eps=eps, step_size=step_size,
-                num_steps=num_steps)
-  return time.perf_counter() - t0
-
-
-def pgd_throughput(model, x, y, *, eps=8 / 255, step_size=0.8 / 255,
-                   num_steps=20, repeats=3) -> float:
-  """Median PGD image*steps/s on one batch."""
-  t = _median_seconds(lambda: time_pgd(model, x, y, eps=eps,
-                                       step_size=step_size,
-                                       num_steps=num_steps), repeats)
-  return len(y) * num_steps / t
-
-
-def model_step_throughput(model, opt, x, y, *, grad_clip=5.0, repeats=3
-                          ) -> float:
-  """Median model-step images/s on one batch (the weights do change)."""
-  t = _median_seconds(lambda: model_step(model, opt, x, y,
-                                         grad_clip=grad_clip), repeats)
-  return len(y) / t
+# ------------------------------------------------------------ same function
+def same_function(name: str, width: int, shape, n: int = 4) -> dict:
+  """The largest |logit difference| between ue_jax's Flax model `name`
+  (float32, input `shape` HWC, 10 classes) and this twin loaded with the
+  Flax weights, on `n` random images, eval and train mode, for the twin in
+  PyTorch's symmetric padding (its default, and ue_jax's) and in XLA's
+  "SAME" one (differs at stride 2); and the largest |logit|, for scale."""
+  # pylint: disable=g-import-not-at-top
+  import jax
+  from ue_jax.models import get_model as flax_model
+  # pylint: enable=g-import-not-at-top
+  x = np.random.default_rng(1).random((n, *shape), dtype=np.float32)
+  model = flax_model(name, num_classes=10, width=width)
+  variables = model.init(jax.random.key(0), x, train=False)
+  ours = {"eval": model.apply(variables, x, train=False),
+          "train": model.apply(variables, x, train=True,
+                               mutable=["batch_stats"])[0]}
+  xt = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
+  out = {"logit_scale": float(np.abs(ours["eval"]).max())}
+  for label, xla in (("xla_padding", True), ("torch_padding", False)):
+    twin = get_model(name, in_channels=shape[-1], num_classes=10,
+                     width=width, xla_padding=xla)
+    load_flax_variables(twin, jax.device_get(variables))
+    with torch.no_grad():
+      out[label] = {mode: float(np.abs(
+          getattr(twin, mode)()(xt).numpy() - np.asarray(ours[mode])).max())
+                    for mode in ("eval", "train")}
+  return out
 
 
 # -------------------------------------------------------------------- CLI

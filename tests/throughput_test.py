@@ -1,6 +1,9 @@
 """benchmarks/throughput.py at tiny sizes: every mode writes its JSON, and
-the figures in it agree with each other (no timing thresholds)."""
+the figures in it agree with each other (no timing thresholds); a bfloat16
+row times bfloat16 convolutions; the PyTorch twin computes the same
+function as the Flax model."""
 
+import importlib.util
 import json
 import math
 import os
@@ -10,6 +13,7 @@ import sys
 import tempfile
 from unittest import mock
 
+import numpy as np
 from absl.testing import absltest
 
 from benchmarks import throughput
@@ -26,7 +30,13 @@ ROW_KEYS = {
     "flops_per_image_step", "flops_per_s", "pgd_seconds", "pgd_seconds_all",
     "pgd_image_steps_per_s", "model_step_seconds", "model_step_seconds_all",
     "model_step_images_per_s", "eval_seconds", "eval_seconds_all",
-    "eval_images_per_s"}
+    "eval_images_per_s", "peak_bytes_in_use"}
+TWIN_KEYS = {
+    "torch", "torch_device", "torch_check", "torch_pgd_seconds",
+    "torch_pgd_seconds_all", "torch_pgd_image_steps_per_s",
+    "torch_model_step_seconds", "torch_model_step_seconds_all",
+    "torch_model_step_images_per_s", "pgd_ours_over_torch",
+    "model_step_ours_over_torch"}
 
 
 def run(*flags):
@@ -43,8 +53,8 @@ def run(*flags):
 
 class ThroughputTest(absltest.TestCase):
 
-  def check_row(self, row):
-    self.assertEqual(set(row), ROW_KEYS)
+  def check_row(self, row, extra=frozenset()):
+    self.assertEqual(set(row), ROW_KEYS | extra)
     self.assertEqual(row["images"], row["calls"] * row["batch"])
     for part, per_image in (("pgd", row["pgd_steps"]), ("model_step", 1),
                             ("eval", 1)):
@@ -67,6 +77,9 @@ class ThroughputTest(absltest.TestCase):
     # float32 noise rows of 8x8x1 pixels
     self.assertEqual(row["noise_bytes_per_device"],
                      row["noise_rows_per_device"] * 8 * 8 * 1 * 4)
+    # XLA:CPU keeps no memory statistics; an accelerator reports its peak
+    self.assertEqual(row["peak_bytes_in_use"] is None,
+                     row["platform"] == "cpu")
 
   def test_steps_here(self):
     results, stdout = run(*TINY, "--unroll=False")
@@ -99,14 +112,73 @@ class ThroughputTest(absltest.TestCase):
     self.assertIn("(1.00x)", stdout)
     self.assertIn("| 2 |", stdout)
 
+  @absltest.skipUnless(importlib.util.find_spec("torch"), "needs torch")
+  def test_twin_beside_each_dtype(self):
+    results, stdout = run(*TINY, "--torch=True", "--threads=1",
+                          "--dtype=float32,bfloat16")
+    rows = results["rows"]
+    self.assertEqual([r["dtype"] for r in rows], ["float32", "bfloat16"])
+    for row in rows:
+      self.check_row(row, TWIN_KEYS)
+      for part, per_image in (("pgd", row["pgd_steps"]), ("model_step", 1)):
+        times = row[f"torch_{part}_seconds_all"]
+        self.assertLen(times, 1)
+        self.assertAlmostEqual(
+            row[f"torch_{part}_{throughput.PARTS[part]}_per_s"]
+            * statistics.median(times) / (row["images"] * per_image), 1,
+            places=9)
+        # ours/torch: the ratio of the rates, so of the inverse seconds
+        self.assertAlmostEqual(
+            row[f"{part}_ours_over_torch"],
+            row[f"torch_{part}_seconds"] / row[f"{part}_seconds"], places=9)
+      self.assertNotIn("torch_eval_seconds", row)
+      # small_cnn has no strided convolution: both paddings agree
+      check = row["torch_check"]
+      for padding in ("xla_padding", "torch_padding"):
+        for mode in ("eval", "train"):
+          self.assertLess(check[padding][mode],
+                          1e-5 * max(1.0, check["logit_scale"]), check)
+    self.assertIn("| float32 |", stdout)
+    self.assertIn("| bfloat16 |", stdout)
+
+  @absltest.skipUnless(importlib.util.find_spec("torch"), "needs torch")
+  def test_twin_computes_the_same_resnet(self):
+    # ue_jax's ResNet-18 pads its convolutions as PyTorch's padding=1 does:
+    # the twin in that padding (its default) gives the same logits; in
+    # XLA's "SAME" (one extra row and column at the end where the stride is
+    # 2) different ones, so the check can tell.
+    from benchmarks import torch_reference  # pylint: disable=g-import-not-at-top
+    check = torch_reference.same_function("resnet18", 4, (16, 16, 3))
+    scale = check["logit_scale"]
+    self.assertGreater(scale, 0)
+    for mode in ("eval", "train"):
+      self.assertLess(check["torch_padding"][mode], 1e-4 * max(1.0, scale),
+                      check)
+      self.assertGreater(check["xla_padding"][mode],
+                         100 * check["torch_padding"][mode], check)
+
+  def test_bfloat16_rows_time_bfloat16_convolutions(self):
+    # The PGD step a bfloat16 row times convolves in bfloat16, a float32
+    # row's in float32; the noise stays float32 in both.
+    for dtype in ("float32", "bfloat16"):
+      state, steps, batches = throughput.build(throughput.Spec(
+          "resnet18", 4, (8, 8, 3), 8, 2, dtype=dtype))
+      hlo = steps["pgd"].lower(state, batches[0]).as_text()
+      convs = [line for line in hlo.splitlines() if "convolution" in line]
+      self.assertNotEmpty(convs)
+      self.assertEqual({"bf16" in line for line in convs},
+                       {dtype == "bfloat16"}, dtype)
+      self.assertEqual(state.noise.dtype, np.float32)
+
   def test_roofline_here(self):
     # The roofline's code path with a tiny model and made-up roofs (the
     # real roofs multiply 2048^2 matrices and sum 256 MiB).
     tiny = {"small_cnn": throughput.Spec("small_cnn", 4, (8, 8, 1), 8, 2)}
     folder = tempfile.mkdtemp(prefix="ue_jax_roofline_")
     out = os.path.join(folder, "roofline.json")
+    roofline = throughput._roofline  # pylint: disable=protected-access
     with mock.patch.object(throughput, "MODELS", tiny), \
-        mock.patch.object(throughput, "roofs", lambda: {
+        mock.patch.object(roofline, "roofs", lambda: {
             "gemm_flops_per_s": 1e11, "memory_bytes_per_s": 1e10}):
       throughput.main(["--measure=roofline", "--repeats=1", f"--out={out}"])
     with open(out, encoding="utf-8") as f:
