@@ -1,45 +1,49 @@
 #!/usr/bin/env bash
-# The paper's sample-wise CIFAR-10 run on one GPU in at most 8 minutes of
-# wall time (benchmarks/gpu_paper.py): (a) ue_jax and PyTorch ResNet-18
-# throughput in float32 and bfloat16, (b) the paper's search on all 50000
-# CIFAR-10 training images read from the JPEG tar (folder source) to the stop
-# rule or a wall-clock cap, then the release, (c) a ResNet-18 trained on the
-# release for as many epochs as the budget leaves (at most 30), test accuracy
-# per epoch. Results go to $OUT after every stage: gpu_paper.json (the
-# stages), metrics.jsonl (rounds and epochs as they end), gpu_paper.log (the
-# whole output), nvidia_smi.csv.
+# The paper's sample-wise CIFAR-10 run on one GPU, as two plain commands:
+#  1. benchmarks/throughput.py: PGD, model-step and eval throughput of the
+#     paper's ResNet-18 (width 64) at 32x32x3, batch 512, K = 20, in float32
+#     and bfloat16 compute, with the peak device memory and, where torch
+#     imports, the PyTorch twin beside it ($OUT/throughput.json);
+#  2. python -m ue_jax.main --config=configs/cifar10_samplewise.py: all 50000
+#     training images read from the CIFAR-10 JPEG tar (folder source), the
+#     search capped at $GEN_SECONDS s of generation (generate.max_seconds:
+#     the noise is released as it is when the cap ends it), the release, and
+#     a ResNet-18 trained on it for $EPOCHS epochs in $DTYPE compute (the
+#     clean baseline off). Workdir $OUT/run: its metrics.jsonl gets every
+#     round and epoch as it ends, its summary JSONs every finished stage.
+# The whole output goes to $OUT/gpu_paper.log, nvidia-smi's line to
+# $OUT/nvidia_smi.csv.
 #
-#   bash benchmarks/gpu_paper.sh --prepare   # here, once: fills .gpu_paper/
-#   bash benchmarks/gpu_paper.sh             # on the GPU machine ($OUT)
-#   bash benchmarks/gpu_paper.sh --smoke     # tiny sizes on a CPU (tests)
+#   bash benchmarks/gpu_paper.sh --prepare            # here, once: .gpu_paper/
+#   bash benchmarks/gpu_paper.sh [--data=TAR]         # on the GPU machine
+#   bash benchmarks/gpu_paper.sh --smoke --data=TREE  # CPU, under a minute
 #
 # --prepare copies what the device machine lacks into the ignored folder
-# .gpu_paper/ (about 20 MiB): ml_collections (pure Python, from this
-# machine's interpreter, $PYTHON) as .gpu_paper/py/ml_collections, and the
-# CIFAR-10 tar ($UE_JAX_CIFAR10, else ../shared/data/cifar10-jpeg.tar.gz) as
-# .gpu_paper/cifar10-jpeg.tar.gz. The device call (the `run` tool; no GPU
-# was lent to the session that wrote this, so it has not run yet):
+# .gpu_paper/: ml_collections and yaml (pure Python, from $PYTHON's
+# packages) as .gpu_paper/py/, put on PYTHONPATH, and the CIFAR-10 tar
+# ($UE_JAX_CIFAR10, else ../shared/data/cifar10-jpeg.tar.gz) as
+# .gpu_paper/cifar10-jpeg.tar.gz. Then the device call:
 #
-#   run(command="bash benchmarks/gpu_paper.sh",
-#       carry=[".gpu_paper"], timeout_s=540)
+#   run(command="bash benchmarks/gpu_paper.sh", carry=[".gpu_paper"],
+#       timeout_s=540)
 #
-# The script stops Python at 470 s ($GPU_PAPER_LIMIT; its stages plan for
-# $GPU_PAPER_BUDGET = 440 s) and leaves every finished stage in $OUT.
-# Data: --data=PATH or $UE_JAX_CIFAR10, else .gpu_paper/cifar10-jpeg.tar.gz,
-# else ../shared/data/cifar10-jpeg.tar.gz.
-# Python: $PYTHON (default python3; on the device it holds jax and torch).
+# --smoke runs the same two commands with the same flags and overrides at
+# tiny sizes (configs/test_tiny.py on an image tree, a width-4 small CNN),
+# to check them on a CPU. Each command runs under `timeout`
+# ($THROUGHPUT_LIMIT, default 150 s; $RUN_LIMIT, default 330 s); the
+# script's exit status is the first failure's.
+# Not yet run on a GPU: the defaults of GEN_SECONDS and EPOCHS are guesses.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 
 MODE=full
 DATA="${UE_JAX_CIFAR10:-}"
-EXTRA=()
 for arg in "$@"; do
   case "$arg" in
     --smoke) MODE=smoke ;;
     --prepare) MODE=prepare ;;
     --data=*) DATA="${arg#--data=}" ;;
-    *) EXTRA+=("$arg") ;;
+    *) echo "error: unknown argument $arg" >&2; exit 2 ;;
   esac
 done
 PYTHON="${PYTHON:-python3}"
@@ -47,11 +51,14 @@ SHARED_TAR="../shared/data/cifar10-jpeg.tar.gz"
 
 if [ "$MODE" = prepare ]; then
   mkdir -p .gpu_paper/py
-  src="$("$PYTHON" -c 'import os, ml_collections as m
-print(os.path.dirname(m.__file__))')" || exit 1
-  rm -rf .gpu_paper/py/ml_collections
-  cp -r "$src" .gpu_paper/py/ml_collections
-  find .gpu_paper/py -name __pycache__ -prune -exec rm -rf {} +
+  for mod in ml_collections yaml; do
+    src="$("$PYTHON" -c "import os, $mod as m
+print(os.path.dirname(m.__file__))")" || exit 1
+    rm -rf ".gpu_paper/py/$mod"
+    cp -r "$src" ".gpu_paper/py/$mod"
+  done
+  find .gpu_paper/py \( -name __pycache__ -o -name '*.so' \) -prune \
+    -exec rm -rf {} +
   tar_src="${DATA:-$SHARED_TAR}"
   if [ ! -f "$tar_src" ]; then
     echo "error: no CIFAR-10 tar at $tar_src" >&2
@@ -65,35 +72,60 @@ print(os.path.dirname(m.__file__))')" || exit 1
 fi
 
 OUT="${OUT:-runs/gpu_paper}"
-mkdir -p "$OUT"
-if [ -d .gpu_paper/py ]; then
-  export PYTHONPATH="$PWD/.gpu_paper/py${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONUNBUFFERED=1
-ARGS=(--out="$OUT")
+DTYPE="${DTYPE:-bfloat16}"
 if [ "$MODE" = smoke ]; then
-  # A budget no part reaches on a CPU: every part runs.
-  ARGS+=(--smoke --budget_s=400)
-  LIMIT=450
+  CONFIG=configs/test_tiny.py
+  # shellcheck disable=SC2054  # the commas are inside --shape's value
+  SIZES=(--model=small_cnn --width=4 --shape=8,8,3 --batch=8 --steps=2
+         --repeats=1)
+  GEN_SECONDS="${GEN_SECONDS:-60}"
+  EPOCHS="${EPOCHS:-1}"
 else
+  CONFIG=configs/cifar10_samplewise.py
+  # shellcheck disable=SC2054
+  SIZES=(--model=resnet18 --width=64 --shape=32,32,3 --batch=512 --steps=20
+         --repeats=3)
+  GEN_SECONDS="${GEN_SECONDS:-180}"
+  EPOCHS="${EPOCHS:-10}"
   if [ -z "$DATA" ]; then
     for cand in .gpu_paper/cifar10-jpeg.tar.gz "$SHARED_TAR"; do
       if [ -f "$cand" ]; then DATA="$cand"; break; fi
     done
   fi
-  ARGS+=(--data="$DATA" --budget_s="${GPU_PAPER_BUDGET:-440}")
-  LIMIT="${GPU_PAPER_LIMIT:-470}"
-  # JAX takes 75 % of the GPU by default; leave the PyTorch twin room.
-  export XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}"
 fi
+if [ -z "$DATA" ] || [ ! -e "$DATA" ]; then
+  echo "error: no data at '$DATA': pass --data=PATH or set UE_JAX_CIFAR10" >&2
+  exit 2
+fi
+mkdir -p "$OUT"
+if [ -d .gpu_paper/py ]; then
+  export PYTHONPATH="$PWD/.gpu_paper/py${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONUNBUFFERED=1
 if command -v nvidia-smi >/dev/null; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv \
     > "$OUT/nvidia_smi.csv" 2>&1
 fi
+TWIN=()
+if "$PYTHON" -c "import torch" 2>/dev/null; then TWIN=(--torch=True); fi
+
 start=$(date +%s)
-timeout -k 10 "$LIMIT" "$PYTHON" benchmarks/gpu_paper.py "${ARGS[@]}" \
-  "${EXTRA[@]}" 2>&1 | tee "$OUT/gpu_paper.log"
-rc=${PIPESTATUS[0]}
-echo "gpu_paper.sh: exit $rc after $(( $(date +%s) - start )) s" \
-  | tee -a "$OUT/gpu_paper.log"
-exit "$rc"
+rc=0
+{
+  # JAX takes 75 % of a GPU by default; leave the twin room.
+  XLA_PYTHON_CLIENT_MEM_FRACTION="${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.6}" \
+    timeout -k 10 "${THROUGHPUT_LIMIT:-150}" "$PYTHON" \
+    benchmarks/throughput.py "${SIZES[@]}" --dtype=float32,bfloat16 \
+    "${TWIN[@]}" --out="$OUT/throughput.json" || rc=$?
+  echo "gpu_paper.sh: throughput exit $rc after $(( $(date +%s) - start )) s"
+  timeout -k 10 "${RUN_LIMIT:-330}" "$PYTHON" -m ue_jax.main \
+    --config="$CONFIG" --workdir="$OUT/run" \
+    --config.data.source=folder --config.data.path="$DATA" \
+    --config.data.cache_dir=none --config.model.compute_dtype="$DTYPE" \
+    --config.generate.max_seconds="$GEN_SECONDS" \
+    --config.evaluate.epochs="$EPOCHS" --config.evaluate.train_clean=False \
+    || { r=$?; [ "$rc" = 0 ] && rc=$r; }
+  echo "gpu_paper.sh: exit $rc after $(( $(date +%s) - start )) s"
+  exit "$rc"
+} 2>&1 | tee "$OUT/gpu_paper.log"
+exit "${PIPESTATUS[0]}"
