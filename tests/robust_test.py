@@ -75,6 +75,17 @@ class TransformTest(parameterized.TestCase):
                 key, x), jpeg_lib.jpeg(x, q, rounding="ste"))
     self.assertEqual(seen, set(augment.JPEG_QUALITIES))
 
+  def test_jpeg10_is_pillows_quality_10_on_every_batch(self):
+    u8 = np.asarray(jax.random.randint(jax.random.key(3), (4, 16, 16, 3), 0,
+                                       256), np.uint8)
+    x = jnp.asarray(u8, jnp.float32) / 255.0
+    for seed in range(3):
+      got = augment.augment(jax.random.key(seed), x, kind="jpeg10")
+      chex.assert_trees_all_close(got, jpeg_lib.jpeg(x, 10, rounding="ste"))
+    # pillow's quality-10 JPEG of the same pixels, as the battery's defense
+    want = defenses.jpeg_u8(u8, quality=10).astype(np.float32) / 255.0
+    self.assertLess(float(jnp.abs(got - want).mean()), 2.0 / 255)
+
   def test_one_channel_jpeg_is_pillows_gray_jpeg(self):
     rng = np.random.default_rng(0)
     u8 = rng.integers(0, 256, (3, 12, 10, 1), np.uint8)

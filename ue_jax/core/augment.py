@@ -8,7 +8,8 @@ on them, `generate.augment`):
 - "gray": each image turned to its BT.601 luma with probability 1/2;
 - "jpeg": the batch through the differentiable JPEG round trip
   (core/jpeg.py, straight-through rounding) at a quality drawn per batch
-  from JPEG_QUALITIES;
+  from JPEG_QUALITIES; "jpeg10": the same at quality 10 for every batch (the
+  battery's jpeg10 defense, the harshest setting);
 - "strong": AUE's augmentation at strength 0.6 (random resized crop, flip,
   colour jitter, random grayscale; `strong`);
 - "pool": each image one of crop_flip, gray, jpeg and strong, uniformly.
@@ -90,7 +91,7 @@ JPEG_QUALITIES = (10, 30, 50, 75)     # "jpeg": one drawn per batch
 # saturation) applied with p min(0.99, 0.8 s), grayscale with p 0.2 s.
 STRENGTH = 0.6
 POOL = ("crop_flip", "gray", "jpeg", "strong")
-ROBUST_KINDS = ("gray", "jpeg", "strong", "pool")
+ROBUST_KINDS = ("gray", "jpeg", "jpeg10", "strong", "pool")
 
 
 def luma(x):
@@ -213,6 +214,8 @@ def robust(key, x, *, kind: str, pad: int = 4):
     return random_gray(key, x)
   if kind == "jpeg":
     return random_jpeg(key, x)
+  if kind == "jpeg10":
+    return jpeg_round_trip(x, 10)
   if kind == "strong":
     return strong(key, x)
   if kind != "pool":
