@@ -1,14 +1,14 @@
 """ue_jax.parallel.collectives: the collectives of compiled programs, and
 the default CPU path's programs, which hold none."""
 
+import functools
 import json
 import os
 import subprocess
 import sys
-import tempfile
 import textwrap
 
-import jax
+import numpy as np
 from absl.testing import absltest
 
 from tests import helpers
@@ -58,6 +58,87 @@ _COMPILED = textwrap.dedent("""
     """)
 
 
+_ONE_DEVICE = textwrap.dedent("""
+    import json
+    import jax
+    jax.config.update("jax_num_cpu_devices", 1)
+    from tests import collectives_test
+    from ue_jax.parallel import collectives
+    print(json.dumps({"devices": jax.device_count(), "found": {
+        name: collectives.find(hlo)
+        for name, hlo in collectives_test.programs().items()}}))
+    """)
+
+
+def programs():
+  """{name: compiled HLO text} of every step of the pipeline on the tiny
+  test config over this process's devices: the generator's (sample-wise,
+  class-wise, error-maximizing, EOT, REM), the learner's training steps
+  (every augmentation) and eval step, and every battery defense's."""
+  # pylint: disable=g-import-not-at-top
+  from configs import test_tiny
+  from ue_jax.core import defenses
+  from ue_jax.core import optim
+  from ue_jax.core import steps
+  from ue_jax.core.state import create_state
+  from ue_jax.evaluation import battery
+  from ue_jax.models import get_model
+  from ue_jax.parallel import device_data
+  from ue_jax.parallel import sharding
+  from ue_jax.search import generate
+  # pylint: enable=g-import-not-at-top
+  out = {}
+  base = test_tiny.get_config()
+  placement = sharding.Placement(sharding.make_mesh(base.mesh.data))
+  train = device_data.place(helpers.synthetic(n=64), placement)
+  rows = np.arange(base.generate.batch_size)
+
+  def variant(**fields):
+    cfg = test_tiny.get_config()
+    for path, value in fields.items():
+      block, field = path.split("__")
+      cfg[block][field] = value
+    return cfg
+
+  generators = {
+      "samplewise": variant(),
+      "classwise": variant(noise__layout="classwise"),
+      "error_max": variant(noise__kind="error_max"),
+      "eot": variant(noise__eot_augment="crop_flip", noise__eot_samples=2,
+                     generate__augment="crop_flip"),
+      "rem": variant(noise__eot_augment="crop", noise__rem_radius=4 / 255,
+                     noise__rem_steps=2, generate__augment="crop"),
+  }
+  for name, cfg in generators.items():
+    state, fns = generate.build(cfg, train, placement)
+    for step_name, step in zip(("model", "noise", "eval"), fns):
+      out[f"generate/{name}/{step_name}"] = step.lower(
+          state, train.batch(rows)).compile().as_text()
+
+  e = base.evaluate
+  model = get_model(e.model or base.model.name, num_classes=4,
+                    width=e.width or base.model.width)
+  tx = optim.recipe(e.lr, epochs=2, steps_per_epoch=4, momentum=e.momentum,
+                    weight_decay=e.weight_decay, grad_clip=e.grad_clip)
+  state, shardings = placement.create(functools.partial(
+      create_state, model, tx, seed=0, image_shape=train.image_shape))
+  batch = train.batch(np.arange(e.batch_size))
+  learner_steps = {f"learner/{a}": functools.partial(steps.model_step,
+                                                     augment=a)
+                   for a in ("none", "crop", "crop_flip",
+                             "crop_flip_rotate")}
+  learner_steps.update({f"battery/{d}": battery.step_fn(base, d, 4)
+                        for d in defenses.BATCH
+                        if d != "grayscale"})  # colour only; data: 1 channel
+  for name, fn in learner_steps.items():
+    out[name] = placement.jit_step(fn, shardings, full_batches=True).lower(
+        state, batch).compile().as_text()
+  out["learner/eval"] = placement.jit_step(
+      steps.eval_step, shardings, returns_state=False).lower(
+          state, batch).compile().as_text()
+  return out
+
+
 class UnorderedTest(absltest.TestCase):
 
   def test_pairs_of_a_handwritten_module(self):
@@ -103,27 +184,23 @@ class UnorderedTest(absltest.TestCase):
 class DefaultPathTest(absltest.TestCase):
 
   def test_every_step_on_one_device_has_no_collective(self):
-    """benchmarks/collective_order.py on one CPU device (ue_jax.main's
-    default): the generator's steps (sample-wise, class-wise,
-    error-maximizing, EOT, REM), the learner's and every battery defense's
-    compile to programs with no collective, so no rendezvous can wait."""
-    with tempfile.TemporaryDirectory() as tmp:
-      out = os.path.join(tmp, "order.json")
-      proc = subprocess.run(
-          [sys.executable, "benchmarks/collective_order.py", "--devices=1",
-           f"--out={out}"], cwd=helpers.REPO, capture_output=True, text=True,
-          timeout=900, check=False, env=dict(os.environ, XLA_FLAGS=""))
-      self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-      with open(out) as f:
-        got = json.load(f)
+    """On one CPU device (ue_jax.main's default) the generator's steps
+    (sample-wise, class-wise, error-maximizing, EOT, REM), the learner's
+    and every battery defense's compile to programs with no collective, so
+    no rendezvous can wait."""
+    proc = subprocess.run([sys.executable, "-c", _ONE_DEVICE],
+                          cwd=helpers.REPO, capture_output=True, text=True,
+                          timeout=900, check=False,
+                          env=dict(os.environ, XLA_FLAGS=""))
+    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
     self.assertEqual(got["devices"], 1)
-    names = [r["program"] for r in got["rows"]]
     for want in ("generate/samplewise/noise", "generate/eot/noise",
                  "generate/rem/model", "battery/mixup", "battery/cutmix",
-                 "battery/ueraser", "learner/crop_flip"):
-      self.assertIn(want, names)
-    for r in got["rows"]:
-      self.assertEqual(r["collectives"], 0, r)
+                 "battery/ueraser", "learner/crop_flip", "learner/eval"):
+      self.assertIn(want, got["found"])
+    for name, found in got["found"].items():
+      self.assertEqual(found, [], name)
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ with no collective cannot do that, and on one device XLA emits none: that
 is why the CPU default is one device (docs/architecture.md).
 `find` lists the collectives of compiled HLO text
 (`jax.jit(f).lower(...).compile().as_text()`); `unordered` the pairs that
-do not form one chain of data dependencies (benchmarks/collective_order.py
-reports both for every step of the pipeline).
+do not form one chain of data dependencies (tests/collectives_test.py
+finds no collective in any step of the pipeline on one device).
 """
 
 import re
