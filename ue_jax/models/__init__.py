@@ -2,32 +2,37 @@
 
 `dtype` ("float32" | "bfloat16", config field model.compute_dtype) is the
 dtype the layers compute in (Flax's `dtype`); parameters stay float32
-(`param_dtype`) and every model returns float32 logits.
+(`param_dtype`) and every model returns float32 logits. A model's module
+is imported when the model is built (MODULES: name -> module, class and
+its fixed arguments), so a run loads only the models it uses.
 """
+
+import importlib
 
 import jax.numpy as jnp
 
 from ue_jax.runtime.errors import UEError
-from ue_jax.models.resnet import ResNet
-from ue_jax.models.mobilenet import MobileNetV2
-from ue_jax.models.small_cnn import SmallCNN
-from ue_jax.models.vgg import VGG
-from ue_jax.models.vit import ViT
 
-MODELS = {
-    "resnet18": lambda num_classes, width, dtype: ResNet(
-        num_classes, width=width, dtype=dtype),
-    "small_cnn": lambda num_classes, width, dtype: SmallCNN(
-        num_classes, width=width, dtype=dtype),
-    "small_cnn_avg": lambda num_classes, width, dtype: SmallCNN(
-        num_classes, width=width, pool="avg", dtype=dtype),
-    "vgg11": lambda num_classes, width, dtype: VGG(num_classes, width=width,
-                                                   dtype=dtype),
-    "mobilenetv2": lambda num_classes, width, dtype: MobileNetV2(
-        num_classes, width=width, dtype=dtype),
-    "vit": lambda num_classes, width, dtype: ViT(num_classes, width=width,
-                                                 dtype=dtype),
+# name -> (module of ue_jax/models/, class, fixed keyword arguments).
+MODULES = {
+    "resnet18": ("resnet", "ResNet", {}),
+    "small_cnn": ("small_cnn", "SmallCNN", {}),
+    "small_cnn_avg": ("small_cnn", "SmallCNN", {"pool": "avg"}),
+    "vgg11": ("vgg", "VGG", {}),
+    "mobilenetv2": ("mobilenet", "MobileNetV2", {}),
+    "vit": ("vit", "ViT", {}),
 }
+
+
+def _builder(module: str, cls: str, fixed):
+  def build(num_classes, width, dtype):
+    model = getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return model(num_classes, width=width, dtype=dtype, **fixed)
+  return build
+
+
+# name -> fn(num_classes, width, dtype) that builds the Flax module.
+MODELS = {name: _builder(*spec) for name, spec in MODULES.items()}
 MODEL_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
