@@ -3,6 +3,7 @@ trip against pillow's, its gradients and constant colours."""
 
 import io
 import os
+import sys
 
 import chex
 import jax
@@ -12,8 +13,11 @@ from absl.testing import absltest
 from absl.testing import parameterized
 from PIL import Image
 
-from benchmarks import jpeg_match
+from tests import helpers
 from ue_jax.core import jpeg as jpeg_lib
+
+sys.path.insert(0, os.path.join(helpers.REPO, "tools"))
+import jpeg_match  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CIFAR10 = os.environ.get("UE_JAX_CIFAR10", "")
 QUALITIES = (10, 50, 75)
@@ -60,7 +64,7 @@ def run_jpeg(images_u8, quality, rounding="ste"):
 def assert_matches_pillow(test, images_u8, quality):
   """Measured on pillow 13.0 (libjpeg-turbo, the jpeg 6.2 API): identical
   outputs, mean and max difference 0, on every image here and on the first
-  1000 CIFAR-10 training images at q 10, 50, 75 (benchmarks/jpeg_match.py).
+  1000 CIFAR-10 training images at q 10, 50, 75 (tools/jpeg_match.py).
   The bound leaves room for a libjpeg build whose arithmetic differs in a
   few coefficients: mean below 0.01 levels, 99.9% of values identical."""
   ref = jpeg_match.pillow_round_trip(images_u8, quality).astype(np.int32)

@@ -24,7 +24,7 @@ integer arithmetic, reimplemented from its published algorithm (the
 Loeffler-Ligtenberg-Moschytz DCT with 13-bit constants, two passes), so it
 is pillow's output bit for bit where libjpeg-turbo follows the same
 algorithm (measured with pillow 13.0: identical on 10000 CIFAR-10 training
-and 10000 test images at q 10, 50 and 75; benchmarks/jpeg_match.py). The
+and 10000 test images at q 10, 50 and 75; tools/jpeg_match.py). The
 gradient is that of the same pipeline in exact float math (orthonormal DCT,
 real-valued colour maps, averages), each stage's float value shifted to the
 integer one by a stop-gradient term: every integer step is straight-through.

@@ -1,7 +1,7 @@
 """How closely ue_jax.core.jpeg.jpeg matches pillow's JPEG on real images.
 
-  python benchmarks/jpeg_match.py --cifar10=/path/cifar10-jpeg.tar.gz
-  UE_JAX_CIFAR10=/path/cifar10-jpeg.tar.gz python benchmarks/jpeg_match.py \
+  python tools/jpeg_match.py --cifar10=/path/cifar10-jpeg.tar.gz
+  UE_JAX_CIFAR10=/path/cifar10-jpeg.tar.gz python tools/jpeg_match.py \
       --n=1000 --qualities=10,50,75
 
 Takes --n training images of the CIFAR-10 image-folder tar (the first
@@ -12,7 +12,6 @@ mean and largest absolute difference in uint8 levels, the share of values
 that differ, and pillow's own mean change of the image (how lossy q is).
 """
 
-import argparse
 import io
 import os
 import posixpath
@@ -21,9 +20,20 @@ import time
 
 import jax.numpy as jnp
 import numpy as np
+from absl import app
+from absl import flags
 from PIL import Image
 
 from ue_jax.core import jpeg as jpeg_lib
+
+_CIFAR10 = flags.DEFINE_string(
+    "cifar10", os.environ.get("UE_JAX_CIFAR10"),
+    "CIFAR-10 image-folder tar (default: $UE_JAX_CIFAR10)")
+_N = flags.DEFINE_integer("n", 1000, "Training images to compare.",
+                          lower_bound=1)
+_QUALITIES = flags.DEFINE_list("qualities", ["10", "50", "75"],
+                               "JPEG qualities.")
+_SPLIT = flags.DEFINE_string("split", "train", "The tar's split folder.")
 
 
 def pillow_round_trip(images_u8: np.ndarray, quality: int) -> np.ndarray:
@@ -80,24 +90,17 @@ def measure(images_u8: np.ndarray, quality: int, *, batch: int = 500):
               pillow_change=float(np.abs(ref - images_u8).mean()))
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--cifar10", default=os.environ.get("UE_JAX_CIFAR10"),
-                      help="CIFAR-10 image-folder tar (default: "
-                      "$UE_JAX_CIFAR10)")
-  parser.add_argument("--n", type=int, default=1000)
-  parser.add_argument("--qualities", default="10,50,75")
-  parser.add_argument("--split", default="train")
-  args = parser.parse_args()
-  if not args.cifar10:
-    parser.error("give --cifar10 or set UE_JAX_CIFAR10")
+def main(argv):
+  del argv
+  if not _CIFAR10.value:
+    raise app.UsageError("give --cifar10 or set UE_JAX_CIFAR10")
   start = time.time()
-  images = cifar10_images(args.cifar10, args.n, split=args.split)
-  print(f"{len(images)} {args.split} images "
+  images = cifar10_images(_CIFAR10.value, _N.value, split=_SPLIT.value)
+  print(f"{len(images)} {_SPLIT.value} images "
         f"{images.shape[1]}x{images.shape[2]} from "
-        f"{posixpath.basename(args.cifar10)} ({time.time() - start:.1f} s)")
+        f"{posixpath.basename(_CIFAR10.value)} ({time.time() - start:.1f} s)")
   print("quality  mean |diff|  max |diff|  differing  pillow's mean change")
-  for quality in (int(q) for q in args.qualities.split(",")):
+  for quality in (int(q) for q in _QUALITIES.value):
     r = measure(images, quality)
     print(f"{quality:7d}  {r['mean_abs']:11.4f}  {r['max_abs']:10d}  "
           f"{r['differing']:9.2%}  {r['pillow_change']:20.3f}")
@@ -105,4 +108,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)
