@@ -20,7 +20,6 @@ from absl import logging
 from ue_jax.config import checks
 from ue_jax.io import data as data_lib
 from ue_jax.parallel import device_data
-from ue_jax.evaluation import battery
 from ue_jax.evaluation import evaluate
 from ue_jax.search import generate
 from ue_jax.search import resume
@@ -32,6 +31,14 @@ from ue_jax.runtime import interrupt
 from ue_jax.io import workdir as workdir_lib
 
 STAGES = ("generate", "release", "evaluate", "battery")
+
+
+def _battery():
+  """evaluation/battery.py (and with it the defenses and their steps),
+  imported only by a run whose stages include the battery."""
+  # pylint: disable-next=g-import-not-at-top
+  from ue_jax.evaluation import battery
+  return battery
 
 
 def default_stages(cfg):
@@ -103,6 +110,7 @@ def check_inputs(cfg, train, workdir: str, stages, *, overwrite: bool):
     needs.append(("evaluate", release.release_path(workdir),
                   lambda: evaluate.load_release(train, workdir)))
   if "battery" in stages:
+    battery = _battery()
     battery.plan(cfg)  # learner and defense names
     # W's own release: the release stage's, or the evaluate stage's load.
     if cfg.battery.release_path or not {"release", "evaluate"} & set(stages):
@@ -128,7 +136,7 @@ def kept(stage: str, cfg, workdir: str) -> str:
   if stage == "evaluate":
     return "in the evaluate stage; its trainings start afresh on a rerun"
   return ("in the battery stage; its finished cells are kept in "
-          f"{battery.paths(cfg, workdir)[1]}")
+          f"{_battery().paths(cfg, workdir)[1]}")
 
 
 def run(cfg, workdir: str, stages=None, *, overwrite: bool = False,
@@ -208,8 +216,8 @@ def _run(cfg, workdir: str, stages, *, overwrite: bool,
       released = inputs.get("battery")
       if released is None:  # W's release, made or loaded by this run
         released = inputs["evaluate"][0]
-      summary = battery.run(cfg, train, test, workdir, log,
-                            released=released)
+      summary = _battery().run(cfg, train, test, workdir, log,
+                               released=released)
     union = results.record(stage, summary)
     ran.update(summary)
     workdir_lib.record_stage(cfg, workdir, stage)

@@ -12,10 +12,9 @@ import numpy as np
 from absl import logging
 
 from ue_jax.core import augment
-from ue_jax.core import defenses
+from ue_jax.core.defense_names import NAMES as DEFENSES
 from ue_jax.io import data as data_lib
 from ue_jax.core import noise as noise_lib
-from ue_jax.core import shortcuts
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import MODEL_DTYPES
 from ue_jax.models import MODELS
@@ -110,15 +109,15 @@ def learner_specs(name, value):
 
 
 def defense_names(name, value):
-  """A non-empty tuple of distinct defense names (core/defenses.py)."""
+  """A non-empty tuple of distinct defense names (core/defense_names.py)."""
   if not isinstance(value, (tuple, list)) or not value or not all(
       isinstance(v, str) for v in value):
     return (f"{name} must be a non-empty tuple of defense names, got "
             f"{value!r}")
   for d in value:
-    if d not in defenses.NAMES:
+    if d not in DEFENSES:
       return (f"unknown defense {d!r} ({name}); choose from "
-              f"{', '.join(defenses.NAMES)}")
+              f"{', '.join(DEFENSES)}")
   if len(set(value)) != len(value):
     return f"{name} names a defense twice: {tuple(value)!r}"
   return None
@@ -391,6 +390,7 @@ def check_data(cfg, train: data_lib.Dataset, test: data_lib.Dataset):
          f"{train.num_classes} classes: every image would keep its own class "
          "as target; choose a shift that is not")
   if cfg.noise.kind == "lsp":
+    from ue_jax.core import shortcuts  # pylint: disable=g-import-not-at-top
     dim = shortcuts.lsp_blocks(train.images.shape[1:], cfg.noise.lsp_patch)
     if dim < 63 and train.num_classes > 2 ** dim:
       fail(f"noise.kind='lsp' needs a distinct vertex per class: "

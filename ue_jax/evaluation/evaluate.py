@@ -26,7 +26,6 @@ from ue_jax.training import train as train_lib
 from ue_jax.runtime.errors import UEError
 from ue_jax.models import get_model
 from ue_jax.core.state import create_state
-from ue_jax.core import defenses
 
 
 def train_model(cfg, train, test, *, label: str, log=None, groups=None,
@@ -45,7 +44,9 @@ def train_model(cfg, train, test, *, label: str, log=None, groups=None,
                             e.width or cfg.model.width)
   model = get_model(name, num_classes=train.num_classes, width=width,
                     dtype=cfg.model.compute_dtype)
-  if test_transform is not None:
+  if test_transform is not None:  # a defense's: only then its module
+    # pylint: disable-next=g-import-not-at-top
+    from ue_jax.core import defenses
     model = defenses.EvalInputs(model, test_transform)
   placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
   groups = {k: device_data.place(v, placement)
