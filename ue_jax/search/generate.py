@@ -23,6 +23,8 @@ noise, sample-wise or class-wise (docs/method.md §2-§4).
 - random: delta ~ U(-eps, eps), no model and no search (baselines.py, as
   the error-max pretraining).
 - ar, lsp, ops: shortcut noise, no model and no search (shortcuts.py).
+The modules of these kinds (and baselines.py's pretraining) are imported
+when a run needs them (search/__init__.py: MAKERS).
 `noise.layout` (training/layouts.py) picks the fit set and how noise is indexed:
 sample-wise, every training example; class-wise, one noise per class, fitted
 and stop-tested on a stratified `classwise_subset` of the training set.
@@ -45,16 +47,14 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
+from ue_jax import search
 from ue_jax.io import artifacts
-from ue_jax.search import baselines
 from ue_jax.search import harness as harness_lib
 from ue_jax.io import checkpoint as checkpoint_lib
 from ue_jax.parallel import device_data
 from ue_jax.runtime import interrupt
 from ue_jax.training import layouts
 from ue_jax.search import resume as resume_lib
-from ue_jax.search import shortcuts
-from ue_jax.search import targeted
 from ue_jax.parallel import memory
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.core import noise as noise_lib
@@ -111,7 +111,8 @@ def build(cfg, train, placement=None):
     noise = jnp.pad(store.encode(noise), [(0, placement.padded(rows) - rows)]
                     + [(0, 0)] * (noise.ndim - 1))
     if cfg.noise.kind == "sep":
-      state = targeted.with_member_slots(state, cfg.noise.sep_members)
+      state = search.maker("sep").with_member_slots(state,
+                                                    cfg.noise.sep_members)
     return state.replace(noise=noise)
 
   state, shardings = placement.create(make, samplewise=samplewise)
@@ -123,8 +124,9 @@ def build(cfg, train, placement=None):
       codec=store, eot_augment=cfg.noise.eot_augment,
       eot_samples=cfg.noise.eot_samples, adv=adversary(cfg),
       form=cfg.noise.form, form_block=cfg.noise.form_block)
-  if cfg.noise.kind in targeted.KINDS:
-    noise_fn = targeted.bound_noise_step(cfg, train.num_classes, store)
+  if search.MAKERS.get(cfg.noise.kind) == "targeted":
+    noise_fn = search.maker(cfg.noise.kind).bound_noise_step(
+        cfg, train.num_classes, store)
   fns = (placement.jit_step(model_fn, shardings, rows=rows,
                             full_batches=True),
          placement.jit_step(noise_fn, shardings, rows=rows),
@@ -170,10 +172,12 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   `test` only scores the pretraining epochs (default: `train`)."""
   g = cfg.generate
   placement, train, test = device_data.on_mesh(cfg.mesh.data, train, test)
-  if cfg.noise.kind == "random":
-    return baselines.random_noise(cfg, train, workdir, placement=placement)
-  if cfg.noise.kind in shortcuts.KINDS:
-    return shortcuts.shortcut_noise(cfg, train, workdir)
+  made_by = search.MAKERS.get(cfg.noise.kind)  # None: the loop below
+  if made_by == "baselines":  # random
+    return search.maker(cfg.noise.kind).random_noise(cfg, train, workdir,
+                                                     placement=placement)
+  if made_by == "shortcuts":
+    return search.maker(cfg.noise.kind).shortcut_noise(cfg, train, workdir)
   fit = layouts.fit_set(cfg.noise.layout, train, fraction=g.classwise_subset,
                         seed=cfg.seed + 2, classes=tuple(cfg.noise.fit_classes))
   if not len(fit):
@@ -199,10 +203,12 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
       log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
       saver = resume_lib.Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
       if fresh and g.pretrain_epochs:
+        baselines = search.module("baselines")
         log.drop(lambda r: r["stage"] == baselines.PRETRAIN)
-        keep = (targeted.Snapshots(g.pretrain_epochs, cfg.noise.sep_members,
-                                   placement.replicated)
-                if cfg.noise.kind == "sep" else None)
+        keep = None  # sep: the pretraining checkpoints of its ensemble
+        if cfg.noise.kind == "sep":
+          keep = search.maker("sep").Snapshots(
+              g.pretrain_epochs, cfg.noise.sep_members, placement.replicated)
         state, at.pretrain = baselines.pretrain(
             cfg, state, train, train if test is None else test, log, signals,
             placement=placement, snapshot=keep)

@@ -15,10 +15,10 @@ import jax
 import numpy as np
 from absl import logging
 
+from ue_jax import search
 from ue_jax.io import data as data_lib
 from ue_jax.io import metrics as metrics_lib
 from ue_jax.search import resume as resume_lib
-from ue_jax.search import targeted
 from ue_jax.training import layouts
 from ue_jax.training import train as train_lib
 from ue_jax.runtime.errors import UEError
@@ -31,7 +31,8 @@ class Capped(Exception):
 def stop_rule(cfg):
   """(reached(accuracy, round), words) for the config's kind of noise."""
   g = cfg.generate
-  if cfg.noise.kind in ("error_max", *targeted.KINDS):
+  if (cfg.noise.kind == "error_max"
+      or search.MAKERS.get(cfg.noise.kind) == "targeted"):
     target = g.error_max_stop_accuracy
     return (lambda acc, r: bool(acc <= target and r >= g.min_rounds),
             f"stop at <= {target:.2f}")
