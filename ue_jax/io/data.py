@@ -21,7 +21,6 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from ue_jax.io import folder_source
 from ue_jax.io import npz
 from ue_jax.runtime.errors import UEError
 
@@ -242,6 +241,8 @@ def load_folder(name: str, *, path: str = "", train_path: str = "",
                 cache_dir: str = "") -> Tuple[Dataset, Dataset]:
   """(train, test) of an image-folder source (folder_source.load); the
   class count and names are the folder's."""
+  # Imported here: only a folder source reads image folders.
+  from ue_jax.io import folder_source  # pylint: disable=g-import-not-at-top
   arrays = folder_source.load(path=path, train_path=train_path,
                               test_path=test_path, image_size=image_size,
                               cache_dir=cache_dir)
