@@ -21,8 +21,6 @@ import math
 import jax
 import jax.numpy as jnp
 
-from ue_jax.core import jpeg as jpeg_lib
-
 
 def random_crop(key, x, *, pad: int):
   if pad <= 0:
@@ -113,6 +111,9 @@ def jpeg_round_trip(x, quality: int):
   """core/jpeg.py's round trip (straight-through rounding) of images
   [B, H, W, C]; a one-channel batch goes through as R = G = B, whose
   chroma is flat, and comes back as its luma."""
+  # Imported here: only a JPEG augmentation traces it.
+  # pylint: disable-next=g-import-not-at-top
+  from ue_jax.core import jpeg as jpeg_lib
   if x.shape[-1] == 3:
     return jpeg_lib.jpeg(x, quality, rounding="ste")
   out = jpeg_lib.jpeg(jnp.repeat(x, 3, axis=-1), quality, rounding="ste")
