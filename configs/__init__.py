@@ -1,1 +1,2 @@
-"""Experiment configs: one file = one experiment (ml_collections)."""
+"""Experiment configs: one file per experiment family (ml_collections), each
+variant one experiment, chosen as `--config=configs/FILE.py:key=value,...`."""

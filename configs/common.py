@@ -1,6 +1,8 @@
 """Shared defaults: the paper's sample-wise min-min settings (docs/method.md §2, §6).
 
-Every experiment file starts from `base()` and overrides what differs.
+Every experiment file starts from `base()` and overrides what differs; its
+variants come from the text after `file.py:` in --config, read by
+`parse_arg`.
 """
 
 import ml_collections
@@ -223,3 +225,32 @@ def classwise(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.generate.stop_accuracy = 0.99
   c.generate.max_rounds = 50
   return c
+
+
+def parse_arg(arg, **choices) -> dict:
+  """The `key=value,...` text that --config passes after `file.py:` (None
+  or "" without one) as {key: value} for every key of `choices`, which maps
+  each key to its allowed values, the default first (values are strings).
+
+  An unknown key or value, a key given twice or a pair without "=" raises
+  ValueError naming what to choose from."""
+  keys = ", ".join(choices)
+  values = {key: allowed[0] for key, allowed in choices.items()}
+  given = set()
+  for pair in (arg or "").split(","):
+    if not pair.strip():
+      continue
+    key, eq, value = (part.strip() for part in pair.partition("="))
+    if not eq:
+      raise ValueError(f"config argument {pair.strip()!r} is not key=value; "
+                       f"keys: {keys}")
+    if key not in choices:
+      raise ValueError(f"unknown config argument {key!r}; keys: {keys}")
+    if key in given:
+      raise ValueError(f"config argument {key!r} given twice")
+    if value not in choices[key]:
+      raise ValueError(f"config argument {key}={value!r}: choose one of "
+                       f"{', '.join(choices[key])}")
+    given.add(key)
+    values[key] = value
+  return values

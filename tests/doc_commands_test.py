@@ -1,9 +1,10 @@
 """Every command the Markdown pages give still parses: the script it runs
 exists (or the page names the commit that has it, as `COMMIT:PATH`), the
-config file it names exists, each `--config.a.b=...` override names a field of that config,
-and each other `--flag` is defined by the command it is passed to
-(`python -m ue_jax.main`, `python -m ue_jax.protect`, `python tools/X.py`,
-`python benchmarks/X.py`).
+config file it names exists and builds (`--config=FILE:ARG` builds
+get_config(ARG), as the CLI does), each `--config.a.b=...` override names
+a field of that config, and each other `--flag` is defined by the command
+it is passed to (`python -m ue_jax.main`, `python -m ue_jax.protect`,
+`python tools/X.py`, `python benchmarks/X.py`).
 
 Commands are read from fenced code blocks (with `\\` continuations and the
 block's `NAME="..."` shell variables expanded) and from code spans in the
@@ -127,15 +128,16 @@ def defined_flags(script):
 
 
 @functools.lru_cache(maxsize=None)
-def load_config(path):
-  """get_config() of the config file at `path` (relative to the repo)."""
+def load_config(path, arg=None):
+  """get_config() of the config file at `path` (relative to the repo), or
+  get_config(arg) for `--config=path:arg`."""
   spec = importlib.util.spec_from_file_location(
       "doc_config_" + re.sub(r"\W", "_", path), os.path.join(REPO, path))
   module = importlib.util.module_from_spec(spec)
   if REPO not in sys.path:
     sys.path.insert(0, REPO)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config(arg) if arg else module.get_config()
 
 
 def _has_field(config, dotted):
@@ -172,12 +174,16 @@ def problems(command):
                                     and name[2:] in flags):
       out.append(f"--{name}: not a flag of {os.path.relpath(script, REPO)}")
   config = config or default
-  if config and config.endswith(".py") and not PLACEHOLDER.search(config):
-    if config in ABSENT_ON_PURPOSE:
+  path, _, arg = (config or "").partition(":")
+  if path.endswith(".py") and not PLACEHOLDER.search(config):
+    if path in ABSENT_ON_PURPOSE:
       return out
-    if not os.path.isfile(os.path.join(REPO, config)):
-      return out + [f"no config {config}"]
-    c = load_config(config)
+    if not os.path.isfile(os.path.join(REPO, path)):
+      return out + [f"no config {path}"]
+    try:
+      c = load_config(path, arg or None)
+    except (TypeError, ValueError) as e:  # what the CLI refuses, too
+      return out + [f"--config={config}: {e}"]
     out += [f"--config.{f}: no such field in {config}" for f in fields
             if not _has_field(c, f)]
   elif fields and config is None:
@@ -226,6 +232,9 @@ class DocCommandsTest(absltest.TestCase):
         "python tools/noise_stats.py --workdir=w --nope",
         "python -m ue_jax.main --config=configs/gone.py",
         "python -m ue_jax.main --config=configs/NAME.py --config.x.y=1",
+        "python -m ue_jax.main --config=configs/fashion_mnist.py:variant=ar"
+        " --config.noise.ar_l2_eps=2.0 --config.noise.ar_l2=2.0",
+        "python -m ue_jax.main --config=configs/fashion_mnist.py:variant=x",
         "```"])
     found = [p for _, c in commands(page) for p in problems(c)]
     self.assertEqual(found, [
@@ -234,6 +243,11 @@ class DocCommandsTest(absltest.TestCase):
         "--config.protect.sise: no such field in configs/protect.py",
         "--nope: not a flag of tools/noise_stats.py",
         "no config configs/gone.py",
+        "--config.noise.ar_l2: no such field in "
+        "configs/fashion_mnist.py:variant=ar",
+        "--config=configs/fashion_mnist.py:variant=x: config argument "
+        "variant='x': choose one of samplewise, classwise, random, "
+        "random_classwise, error_max, ar, partial, strongest",
         "--config.noise.epss: no such field in configs/test_tiny.py"])
 
 

@@ -79,6 +79,11 @@ def parse_flags(argv, config):
     rest = flags.FLAGS(resolve_config_flag(argv))
     config.value.to_dict()  # config_flags may defer a loading error
   except flags.Error as e:
+    if "Error whilst parsing config file" in str(e):
+      # config_flags re-raises get_config's TypeError/ValueError with its
+      # traceback in the message; its last line is the error itself.
+      exit_with_error("cannot load --config: "
+                      + str(e).strip().splitlines()[-1])
     exit_with_error(e)
   except (AttributeError, KeyError) as e:  # ml_collections: no such field
     exit_with_error(unknown_field(argv, e))
