@@ -11,7 +11,7 @@ upsampled bilinearly to each image's own size, bounded to eps and added;
 the copies are written as PNG with the same names, sizes and modes.
 
 eps = 16/255: the budget of this project's Fashion-MNIST quick start with
-this generator (configs/fashion_mnist_samplewise.py); resizing a protected
+this generator (configs/fashion_mnist.py); resizing a protected
 picture averages part of the noise away, which the larger budget leaves room
 for. The change is visible on flat areas; --config.noise.eps=0.0313725 (8/255,
 the paper's) is the quieter choice and was not measured here.

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs one config on this machine: generate, release and evaluate.
-#   launch/run_local.sh configs/fashion_mnist_samplewise.py runs/fmnist [--config.x=y ...]
+#   launch/run_local.sh configs/fashion_mnist.py runs/fmnist [--config.x=y ...]
 # Uses .venv/bin/python when present, else python3.
 set -euo pipefail
 if [ "$#" -lt 2 ]; then

@@ -41,7 +41,7 @@ class Cifar10Test(absltest.TestCase):
         "--config.data.train_size=500", "--config.data.test_size=1000",
         "--config.generate.batch_size=128", "--config.generate.max_rounds=12",
         "--config.evaluate.epochs=12",
-        config="configs/cifar10_cpu_samplewise.py", timeout=1800)
+        config="configs/cifar10_samplewise.py:scale=cpu", timeout=1800)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "results.json")) as f:
       r = json.load(f)

@@ -29,7 +29,7 @@ class FashionMnistTest(absltest.TestCase):
         workdir, "--config.data.train_size=2000",
         "--config.data.test_size=2000", "--config.evaluate.epochs=8",
         "--config.model.name=small_cnn", "--config.model.width=32",
-        config="configs/fashion_mnist_samplewise.py", timeout=1800)
+        config="configs/fashion_mnist.py", timeout=1800)
     self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
     with open(os.path.join(workdir, "results.json")) as f:
       r = json.load(f)

@@ -8,7 +8,7 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import common
-from configs import fashion_mnist_samplewise
+from configs import fashion_mnist
 from configs import test_tiny
 from ue_jax.training import train as train_lib
 from ue_jax.io import data as data_lib
@@ -52,7 +52,7 @@ class WalkOrderTest(absltest.TestCase):
   def test_defaults(self):
     self.assertEqual(common.base().generate.model_order, "shuffled")
     # Its figures were measured on the IDX files' own (mixed) order.
-    self.assertEqual(fashion_mnist_samplewise.get_config()
+    self.assertEqual(fashion_mnist.get_config()
                      .generate.model_order, "stored")
 
 
