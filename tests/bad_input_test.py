@@ -43,6 +43,9 @@ CASES = (
     Case("missing_config_file", [],
          "No such file or directory: 'configs/no_such.py'",
          config="configs/no_such.py"),
+    Case("unknown_config_variant", [], "cannot load --config: ValueError: "
+         "unknown config argument 'layot'; keys: scale, layout, kind, robust",
+         config="configs/cifar10_samplewise.py:layot=classwise"),
     Case("unknown_stage", [], "value should be one of <all|generate|release|",
          stage="train"),
     Case("extra_argument", ["extra"], "unexpected arguments: extra"),
