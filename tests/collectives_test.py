@@ -139,6 +139,16 @@ def programs():
   return out
 
 
+def run_child(test, code, *, timeout):
+  """Runs `code` in a fresh interpreter on one CPU device (XLA_FLAGS
+  cleared); the JSON of its last stdout line."""
+  proc = subprocess.run([sys.executable, "-c", code], cwd=helpers.REPO,
+                        capture_output=True, text=True, timeout=timeout,
+                        check=False, env=dict(os.environ, XLA_FLAGS=""))
+  test.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
+  return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 class UnorderedTest(absltest.TestCase):
 
   def test_pairs_of_a_handwritten_module(self):
@@ -160,12 +170,7 @@ class UnorderedTest(absltest.TestCase):
     # Two independent all-gathers (the ten-line program that deadlocks
     # XLA:CPU) are a pair; a sum over b scaled by a sum over a (two
     # all-reduces, the second needing the first) is a chain.
-    proc = subprocess.run([sys.executable, "-c", _COMPILED],
-                          cwd=helpers.REPO, capture_output=True, text=True,
-                          timeout=240, check=False,
-                          env=dict(os.environ, XLA_FLAGS=""))
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = run_child(self, _COMPILED, timeout=240)
     self.assertLen(got["both"], 1)
     self.assertIn("all-gather", got["both"][0][1])
     self.assertEqual(got["chain"], [])
@@ -188,12 +193,7 @@ class DefaultPathTest(absltest.TestCase):
     (sample-wise, class-wise, error-maximizing, EOT, REM), the learner's
     and every battery defense's compile to programs with no collective, so
     no rendezvous can wait."""
-    proc = subprocess.run([sys.executable, "-c", _ONE_DEVICE],
-                          cwd=helpers.REPO, capture_output=True, text=True,
-                          timeout=900, check=False,
-                          env=dict(os.environ, XLA_FLAGS=""))
-    self.assertEqual(proc.returncode, 0, proc.stderr[-3000:])
-    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    got = run_child(self, _ONE_DEVICE, timeout=900)
     self.assertEqual(got["devices"], 1)
     for want in ("generate/samplewise/noise", "generate/eot/noise",
                  "generate/rem/model", "battery/mixup", "battery/cutmix",
