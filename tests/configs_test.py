@@ -26,7 +26,8 @@ VARIANTS = [(name, arg) for name in NAMES for arg in getattr(
 EXPERIMENTS = {
     "cifar10_samplewise", "cifar10_classwise", "cifar10_cpu_samplewise",
     "cifar10_cpu_classwise", "cifar10_cpu_tap", "cifar10_cpu_sep",
-    "cifar10_cpu_robust", "cifar100_samplewise", "cifar100_classwise",
+    "cifar10_cpu_robust", "cifar10_cpu_robust_classwise",
+    "cifar100_samplewise", "cifar100_classwise",
     "svhn_samplewise", "svhn_classwise", "fashion_mnist_samplewise",
     "fashion_mnist_classwise", "fashion_mnist_random",
     "fashion_mnist_random_classwise", "fashion_mnist_error_max",
@@ -104,8 +105,10 @@ class ConfigsTest(parameterized.TestCase):
       ("cifar10_samplewise", "scale=cpu,scale=paper",
        "'scale' given twice"),
       ("cifar10_samplewise", "kind=tap", "scale=cpu,layout=samplewise only"),
-      ("cifar10_samplewise", "scale=cpu,layout=classwise,robust=true",
+      ("cifar10_samplewise", "scale=cpu,layout=classwise,kind=sep",
        "scale=cpu,layout=samplewise only"),
+      ("cifar10_samplewise", "robust=true",
+       "robust=true is a variant of scale=cpu only"),
       ("cifar10_samplewise", "scale=cpu,kind=sep,robust=true",
        "robust=true is a variant of kind=error_min only"),
       ("paper", "dataset=cifar10", "dataset='cifar10': choose one of "
