@@ -237,10 +237,13 @@ def get_config(arg=None):
     c.model.width = 64
     c.evaluate.epochs = 60
   else:
-    c.name = "cifar10_cpu_" + (
-        a["kind"] if a["kind"] != "error_min" else
-        ("robust" + ("_classwise" if a["layout"] == "classwise" else ""))
-        if robust else a["layout"])
+    if a["kind"] != "error_min":
+      c.name = f"cifar10_cpu_{a['kind']}"
+    elif robust:
+      c.name = "cifar10_cpu_robust" + (
+          "_classwise" if a["layout"] == "classwise" else "")
+    else:
+      c.name = f"cifar10_cpu_{a['layout']}"
     c.data.source = "folder"
     c.data.train_size = 5000
     c.data.test_size = 10000
