@@ -81,6 +81,34 @@ class GenerateTest(absltest.TestCase):
     self.assertEqual(summary["noise_fit_size"], 19)
     self.assertLessEqual(np.abs(noise).max(), cfg.noise.eps + 1e-7)
 
+  def test_a_raised_min_rounds_continues_a_stopped_search(self):
+    """A search that met its stop rule at round 2, resumed with
+    min_rounds=3, runs round 3 from where it stopped: the noise of a
+    straight 3-round run, bit for bit."""
+    two = tiny_config(layout="classwise", num_steps=1)
+    two.generate.stop_accuracy = 0.0  # met at every round: min_rounds rules
+    two.generate.max_rounds = 5
+    first = os.path.join(self.tmp, "stopped")
+    self.assertEqual(run(two, self.train, first)["rounds"], 2)
+    three = tiny_config(layout="classwise", num_steps=1)
+    three.generate.stop_accuracy = 0.0
+    three.generate.min_rounds, three.generate.max_rounds = 3, 5
+    straight = run(three, self.train, os.path.join(self.tmp, "straight"))
+    self.assertEqual(straight["rounds"], 3)
+    with self.assertLogs(level="INFO") as logs:
+      continued = run(three, self.train, first)
+    self.assertTrue(any("the search continues" in line
+                        for line in logs.output))
+    self.assertEqual(continued["rounds"], 3)
+    self.assertTrue(continued["stop_reached"])
+    np.testing.assert_array_equal(np.load(straight["noise_path"]),
+                                  np.load(continued["noise_path"]))
+    rounds = [r["round"] for r in metrics.read_log(
+        os.path.join(first, "metrics.jsonl"), "generate")]
+    self.assertEqual(rounds, [1, 2, 3])
+    # Resumed again with the first config, the finished search stays put.
+    self.assertEqual(run(two, self.train, first)["rounds"], 3)
+
   def test_error_max_resumes_after_pretraining_and_raises_the_loss(self):
     cfg = tiny_config(kind="error_max")
     cfg.generate.train_steps = 0

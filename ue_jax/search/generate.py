@@ -141,6 +141,21 @@ stop_rule, model_walk, over_time = (harness_lib.stop_rule,
                                     harness_lib.over_time)
 
 
+def _restate_stop(cfg, at, nb: int):
+  """A resumed search that ended a round is judged by the stop rule as
+  configured now: a raised generate.min_rounds (or stop_accuracy) continues
+  a search that had stopped, from the noise and model it stopped with."""
+  if at.stop is None or at.pos != nb + 1:
+    return
+  reached = stop_rule(cfg)[0](at.stop["accuracy"], at.round)
+  if reached != at.stop["reached"]:
+    logging.info("round %d (accuracy %.4f): the stop rule as configured now "
+                 "says %s; the search %s", at.round, at.stop["accuracy"],
+                 "stop" if reached else "go on",
+                 "stops here" if reached else "continues")
+  at.stop["reached"] = reached
+
+
 def _search(cfg, train, fit, state, fns, h: harness_lib.Harness, at):
   """The min-min loop (docs/method.md §2), from position `at`: each round,
   M model steps on the perturbed training set `train`, a K-step PGD on the
@@ -199,6 +214,7 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
       state, at = resume_lib.resume(ckpt, state, nb, devices=placement.size,
                                     processes=jax.process_count(),
                                     max_rounds=g.max_rounds)
+      _restate_stop(cfg, at, nb)
       completed = at.completed_rounds()
       log.drop(lambda r: r["stage"] == "generate" and r["round"] > completed)
       saver = resume_lib.Saver(ckpt, cfg.checkpoint, signals, at.elapsed)
