@@ -86,9 +86,9 @@ def base() -> ml_collections.ConfigDict:
   # form_block block per channel: JPEG keeps more of it) | luma_lowfreq.
   c.noise.form = "rgb"
   c.noise.form_block = 4
-  # Sample-wise searches only: the classes whose noise is searched (their
-  # examples are the noise steps' and the stop test's); the other classes'
-  # noise stays zero, so they are released unchanged while the model steps
+  # error_min / error_max: the classes whose noise is searched (their
+  # examples, class-wise those of the fit subset, are the noise steps' and
+  # the stop test's); the other classes' noise stays zero, so they are released unchanged while the model steps
   # still train on them. () = every class. A data owner's photos as one
   # class beside a reference set of others (docs/protect.md).
   c.noise.fit_classes = ()

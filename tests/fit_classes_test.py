@@ -13,6 +13,7 @@ from ue_jax.config import checks
 from ue_jax.evaluation import battery
 from ue_jax.evaluation import evaluate
 from ue_jax.evaluation import release
+from ue_jax.io import data as data_lib
 from ue_jax.io import metrics
 from ue_jax.runtime.errors import UEError
 from ue_jax.search import generate
@@ -45,7 +46,37 @@ class FitRowsTest(absltest.TestCase):
                   train)
 
 
+  def test_classwise_keeps_the_subsets_rows_of_those_classes(self):
+    train = helpers.synthetic(n=40, classes=4)
+    whole = data_lib.stratified_rows(train, 8, 5)
+    fit = layouts.fit_set("classwise", train, fraction=0.2, seed=5,
+                          classes=(2,))
+    mine = whole[train.labels[whole] == 2]
+    np.testing.assert_array_equal(fit.rows, mine)
+    self.assertLen(fit, 2)  # 0.2 of 40, stratified: 2 of class 2
+    np.testing.assert_array_equal(fit.labels, [2, 2])
+    every = layouts.fit_set("classwise", train, fraction=1.0, seed=5,
+                            classes=(1, 3))
+    np.testing.assert_array_equal(every.rows,
+                                  np.flatnonzero(np.isin(train.labels, (1, 3))))
+
+
 class FitClassesSearchTest(absltest.TestCase):
+
+  def test_classwise_fits_only_its_classes_row(self):
+    train = helpers.synthetic(n=96, classes=4)
+    cfg = generate_test.tiny_config(fit_classes=(2,), layout="classwise",
+                                    num_steps=1)
+    cfg.generate.classwise_subset = 1.0
+    workdir = tempfile.mkdtemp(prefix="ue_jax_fit_classes_cw_")
+    summary = generate.run(cfg, train, workdir, metrics.MetricLog(workdir))
+    noise = np.load(os.path.join(workdir, "noise.npy"))
+    self.assertEqual(noise.shape, (4, 12, 12, 1))
+    others = np.delete(noise, 2, axis=0)
+    chex.assert_trees_all_equal(others, np.zeros_like(others))
+    self.assertGreater(np.abs(noise[2]).max(), 0)
+    self.assertLessEqual(np.abs(noise).max(), cfg.noise.eps + 1e-7)
+    self.assertEqual(summary["noise_fit_size"], int((train.labels == 2).sum()))
 
   def test_only_the_fit_classes_get_noise(self):
     train = helpers.synthetic(n=96, classes=4)
@@ -76,8 +107,7 @@ class FitClassesSearchTest(absltest.TestCase):
                                   train.labels == 2)
 
   def test_refused_where_the_other_rows_would_not_stay_zero(self):
-    for noise in ({"layout": "classwise"}, {"init": "uniform"},
-                  {"kind": "random"}):
+    for noise in ({"init": "uniform"}, {"kind": "random"}):
       cfg = generate_test.tiny_config(fit_classes=(1,), **noise)
       with self.assertRaisesRegex(UEError, "noise.fit_classes"):
         checks.check_config(cfg)

@@ -288,13 +288,12 @@ def _search_rules(cfg):
   if n.form != "rgb" and n.kind not in ("error_min", "error_max"):
     fail(f"noise.form={n.form!r} shapes the PGD of error_min and error_max; "
          f"noise.kind={n.kind!r} has none (leave it at 'rgb')")
-  if n.fit_classes and (n.layout != "samplewise" or n.init != "zeros"
+  if n.fit_classes and (n.init != "zeros"
                         or n.kind not in ("error_min", "error_max")):
     fail(f"noise.fit_classes={tuple(n.fit_classes)!r} searches the noise of "
          "some classes and leaves the others' at zero: it needs "
-         "noise.layout='samplewise', noise.init='zeros' and noise.kind "
-         f"error_min or error_max (got {n.layout!r}, {n.init!r}, "
-         f"{n.kind!r})")
+         "noise.init='zeros' and noise.kind error_min or error_max (got "
+         f"{n.init!r}, {n.kind!r})")
   if n.rem_radius and n.kind != "error_min":
     fail(f"noise.rem_radius={n.rem_radius} (robust error-minimizing noise) "
          f"needs noise.kind='error_min', got {n.kind!r}")

@@ -34,15 +34,21 @@ def fit_set(layout: str, train, *, fraction: float, seed: int,
   class-wise noise (keyed by label) never reads. A subset of a DeviceData
   is a view of its images. Sample-wise: all of `train`, or with `classes`
   (noise.fit_classes) the examples of those classes, keyed by their rows
-  of `train` (FitRows)."""
+  of `train` (FitRows). Class-wise with `classes`: the subset's examples of
+  those classes (the other classes' noise is never fitted)."""
+  labels = np.asarray(train.labels)
   if noise_lib.samplewise(layout):
     if not classes:
       return train
-    return FitRows(train, np.flatnonzero(np.isin(train.labels, classes)))
-  if fraction >= 1.0:
-    return train
+    return FitRows(train, np.flatnonzero(np.isin(labels, classes)))
   size = max(train.num_classes, int(round(fraction * len(train))))
-  return data_lib.stratified_subset(train, size, seed)
+  if not classes:
+    return train if fraction >= 1.0 else data_lib.stratified_subset(
+        train, size, seed)
+  rows = None if fraction >= 1.0 else data_lib.stratified_rows(train, size,
+                                                               seed)
+  rows = np.arange(len(train)) if rows is None else rows
+  return FitRows(train, rows[np.isin(labels[rows], classes)])
 
 
 class FitRows:
