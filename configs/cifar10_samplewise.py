@@ -251,7 +251,9 @@ def get_config(arg=None):
     c.generate.max_rounds = 15
     c.evaluate.epochs = 30
   c.evaluate.augment = "crop_flip"
-  if a["layout"] == "classwise":
+  if a["layout"] == "classwise" and robust:
+    common.robust_classwise(c)
+  elif a["layout"] == "classwise":
     common.classwise(c)
 
   if a["kind"] == "tap":
@@ -276,10 +278,5 @@ def get_config(arg=None):
     c.noise.eot_samples = 2
     c.noise.form = "luma_lowfreq"
     c.noise.form_block = 4
-    c.generate.augment = "pool"
-  elif robust:
-    c.noise.eot_augment = "jpeg"
-    c.noise.eot_samples = 2
-    c.noise.form = "luma"
     c.generate.augment = "pool"
   return c

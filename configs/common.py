@@ -227,6 +227,20 @@ def classwise(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
+def robust_classwise(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Switches `c` to the class-wise search made to survive grayscale and
+  JPEG (docs/method.md, "The robust search"): `classwise`, with luma noise
+  (one value per pixel, the same in R, G and B), every PGD step through 2
+  JPEG round trips at qualities drawn from 10/30/50/75, and the generator's
+  model steps on the "pool" augmentation of the perturbed images."""
+  classwise(c)
+  c.noise.eot_augment = "jpeg"
+  c.noise.eot_samples = 2
+  c.noise.form = "luma"
+  c.generate.augment = "pool"
+  return c
+
+
 def parse_arg(arg, **choices) -> dict:
   """The `key=value,...` text that --config passes after `file.py:` (None
   or "" without one) as {key: value} for every key of `choices`, which maps

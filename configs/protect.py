@@ -17,6 +17,20 @@ for. The change is visible on flat areas; --config.noise.eps=0.0313725 (8/255,
 the paper's) is the quieter choice and was not measured here.
 
 Measured figures: docs/protect.md (a Fashion-MNIST folder) and README.md.
+
+protect_robust (robust=true): noise made to survive grayscale and JPEG.
+
+  python -m ue_jax.protect --input=MY_PHOTOS --output=MY_PHOTOS_PROTECTED \
+      --config=configs/protect.py:robust=true
+
+The robust class-wise search of
+configs/cifar10_samplewise.py:scale=cpu,layout=classwise,robust=true: one
+noise pattern per class (with --reference, for the input's class only),
+fitted on all of the class's images, of form "luma" (the same change in R,
+G and B, which a grayscale conversion keeps), every step through 2 JPEG
+round trips at qualities drawn from 10/30/50/75, the generator trained on
+the "pool" augmentation; at most 50 rounds. The same eps as above. Measured
+figures: docs/protect.md.
 """
 
 import ml_collections
@@ -24,7 +38,11 @@ import ml_collections
 from configs import common
 
 
-def get_config():
+VARIANTS = ("", "robust=true")
+
+
+def get_config(arg=None):
+  robust = common.parse_arg(arg, robust=("false", "true"))["robust"] == "true"
   c = common.base()
   c.name = "protect"
   for block in ("data", "partial", "release", "battery"):  # the folder
@@ -46,4 +64,8 @@ def get_config():
   c.protect.channels = 0       # 0: 1 if every image is gray, else 3
   c.protect.upsample = "bilinear"  # bilinear | nearest: noise to native size
   c.protect.preview = 6        # rows of preview.png (original, noise, copy)
+  if robust:
+    c.name = "protect_robust"
+    common.robust_classwise(c)
+    c.generate.classwise_subset = 1.0  # every image of the class
   return c

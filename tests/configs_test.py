@@ -32,7 +32,7 @@ EXPERIMENTS = {
     "fashion_mnist_classwise", "fashion_mnist_random",
     "fashion_mnist_random_classwise", "fashion_mnist_error_max",
     "fashion_mnist_ar", "fashion_mnist_partial", "fashion_mnist_strongest",
-    "protect", "test_tiny"}
+    "protect", "protect_robust", "test_tiny"}
 
 
 def load(name, arg=""):

@@ -22,9 +22,9 @@ from ue_jax.io import reference as reference_lib
 from ue_jax.runtime.errors import UEError
 
 
-def tiny_config():
-  """configs/protect.py with protect_test.TINY's overrides."""
-  cfg = protect_config.get_config()
+def tiny_config(arg=None):
+  """configs/protect.py[:arg] with protect_test.TINY's overrides."""
+  cfg = protect_config.get_config(arg)
   for flag in protect_test.TINY:
     dotted, value = flag[len("--config."):].split("=")
     block, field = dotted.split(".")
@@ -32,11 +32,11 @@ def tiny_config():
   return cfg
 
 
-def write_loose(folder, count, seed, size=(20, 16)):
+def write_loose(folder, count, seed, size=(20, 16), low=0, high=256):
   rng = np.random.default_rng(seed)
   os.makedirs(folder, exist_ok=True)
   for k in range(count):
-    pixels = rng.integers(0, 256, (size[1], size[0], 3), np.uint8)
+    pixels = rng.integers(low, high, (size[1], size[0], 3), np.uint8)
     Image.fromarray(pixels).save(os.path.join(folder, f"p{k}.png"))
 
 
@@ -162,6 +162,34 @@ class ReferenceUnitTest(absltest.TestCase):
     np.testing.assert_array_equal(ref.labels, [0, 0])
     with self.assertRaisesRegex(UEError, "no class other than the input's"):
       reference_lib.load(tmp, size=4, channels=3, exclude=("a", "b"))
+
+  def test_robust_variant_gives_the_owners_class_one_luma_pattern(self):
+    """protect.py:robust=true beside a reference: class-wise noise, one
+    row per class; the reference's rows stay zero, the owner's row is a
+    luma pattern (R = G = B), and every copy (all of one size) carries that
+    pattern, up to the rounding of its pixels. (The owner's pixels stay
+    eps away from 0 and 255: no clip to the pixel range leaves the form.)"""
+    tmp = tempfile.mkdtemp(prefix="ue_jax_reference_robust_")
+    mine, ref, out = (os.path.join(tmp, d) for d in ("mine", "ref", "out"))
+    write_loose(mine, 6, seed=0, size=(16, 16), low=20, high=236)
+    helpers.write_image_tree(ref, classes=("cat", "dog"), per_class=5,
+                             size=(16, 16), splits=("",))
+    cfg = tiny_config("robust=true")
+    cfg.generate.max_rounds = 2
+    self.assertEqual((cfg.noise.layout, cfg.noise.form), ("classwise", "luma"))
+    protect.run(cfg, mine, out, reference=ref)
+    noise = np.load(os.path.join(out, ".ue_jax", "noise.npy"))
+    chex.assert_shape(noise, (3, 16, 16, 3))
+    chex.assert_trees_all_equal(noise[1:], np.zeros_like(noise[1:]))
+    self.assertGreater(np.abs(noise[0]).max(), 0)
+    chex.assert_trees_all_close(noise[0, ..., 0], noise[0, ..., 1], atol=1e-6)
+    chex.assert_trees_all_close(noise[0, ..., 0], noise[0, ..., 2], atol=1e-6)
+    eps = round(cfg.noise.eps * 255)
+    for k in range(6):
+      a = np.asarray(Image.open(os.path.join(mine, f"p{k}.png")), np.int16)
+      b = np.asarray(Image.open(os.path.join(out, f"p{k}.png")), np.int16)
+      self.assertLessEqual(np.abs(a - b).max(), eps)
+      self.assertLessEqual(np.abs((b - a) - noise[0] * 255).max(), 0.5 + 1e-3)
 
   def test_a_reference_overlapping_the_input_is_refused(self):
     tmp = tempfile.mkdtemp()

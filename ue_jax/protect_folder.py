@@ -170,11 +170,9 @@ def with_fit_classes(cfg, listing, reference: str):
   follow the input's and keep zero noise)."""
   if not reference:
     return cfg
-  if cfg.noise.layout != "samplewise" or cfg.noise.kind not in (
-      "error_min", "error_max"):
+  if cfg.noise.kind not in ("error_min", "error_max"):
     checks.fail(f"--reference searches the noise of the input's images only: "
-                "it needs sample-wise error_min or error_max noise (got "
-                f"noise.layout={cfg.noise.layout!r}, noise.kind="
+                "it needs error_min or error_max noise (got noise.kind="
                 f"{cfg.noise.kind!r})")
   cfg = cfg.copy_and_resolve_references()
   cfg.noise.fit_classes = tuple(range(len(listing.classes)))
