@@ -22,3 +22,9 @@ def maker(kind: str):
   """The module MAKERS[kind] of noise.kind `kind`, imported now; None for
   error_min and error_max (generate.py's own)."""
   return module(MAKERS[kind]) if kind in MAKERS else None
+
+
+def is_targeted(kind: str) -> bool:
+  """Whether noise.kind `kind` is a targeted adversarial poison (tap, sep):
+  the loop's noise step and stop rule are those of targeted.py."""
+  return MAKERS.get(kind) == "targeted"

@@ -124,7 +124,7 @@ def build(cfg, train, placement=None):
       codec=store, eot_augment=cfg.noise.eot_augment,
       eot_samples=cfg.noise.eot_samples, adv=adversary(cfg),
       form=cfg.noise.form, form_block=cfg.noise.form_block)
-  if search.MAKERS.get(cfg.noise.kind) == "targeted":
+  if search.is_targeted(cfg.noise.kind):
     noise_fn = search.maker(cfg.noise.kind).bound_noise_step(
         cfg, train.num_classes, store)
   fns = (placement.jit_step(model_fn, shardings, rows=rows,

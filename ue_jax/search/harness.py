@@ -31,8 +31,7 @@ class Capped(Exception):
 def stop_rule(cfg):
   """(reached(accuracy, round), words) for the config's kind of noise."""
   g = cfg.generate
-  if (cfg.noise.kind == "error_max"
-      or search.MAKERS.get(cfg.noise.kind) == "targeted"):
+  if cfg.noise.kind == "error_max" or search.is_targeted(cfg.noise.kind):
     target = g.error_max_stop_accuracy
     return (lambda acc, r: bool(acc <= target and r >= g.min_rounds),
             f"stop at <= {target:.2f}")
