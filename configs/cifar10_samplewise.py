@@ -194,7 +194,8 @@ robust release measured best so far, 2 CPU cores.
   grayscale conversion keeps it exactly) whose every step descends the
   loss averaged over 2 JPEG round trips, each at a quality drawn from
   10/30/50/75, while the generator's model steps train on the "pool"
-  augmentation of the perturbed images.
+  augmentation of the perturbed images; the noise found is written at the
+  bound, eps times its sign (noise.at_bound), which JPEG keeps more of.
 
     python -m ue_jax.main \\
         --config=configs/cifar10_samplewise.py:scale=cpu,layout=classwise,robust=true \\

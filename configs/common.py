@@ -86,10 +86,15 @@ def base() -> ml_collections.ConfigDict:
   # form_block block per channel: JPEG keeps more of it) | luma_lowfreq.
   c.noise.form = "rgb"
   c.noise.form_block = 4
+  # Searched kinds (error_min, error_max, tap, sep): write the noise found
+  # as eps * sign(its projection onto noise.form), every value at the bound
+  # with the sign the search gave it (zeros stay zero), instead of as it is.
+  # The search itself is unchanged; its stop test scores the noise as found.
+  c.noise.at_bound = False
   # error_min / error_max: the classes whose noise is searched (their
   # examples, class-wise those of the fit subset, are the noise steps' and
-  # the stop test's); the other classes' noise stays zero, so they are released unchanged while the model steps
-  # still train on them. () = every class. A data owner's photos as one
+  # the stop test's); the other classes' noise stays zero, so they are
+  # released unchanged while the model steps still train on them. () = every class. A data owner's photos as one
   # class beside a reference set of others (docs/protect.md).
   c.noise.fit_classes = ()
   # tap / sep only: the target class of an image of class y is
@@ -229,11 +234,13 @@ def classwise(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def robust_classwise(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Switches `c` to the class-wise search made to survive grayscale and
-  JPEG (docs/method.md, "The robust search"): `classwise`, with luma noise
+  JPEG (docs/method.md, "Robust search"): `classwise`, with luma noise
   (one value per pixel, the same in R, G and B), every PGD step through 2
-  JPEG round trips at qualities drawn from 10/30/50/75, and the generator's
-  model steps on the "pool" augmentation of the perturbed images."""
+  JPEG round trips at qualities drawn from 10/30/50/75, the generator's
+  model steps on the "pool" augmentation of the perturbed images, and the
+  noise found written at the bound (eps * sign)."""
   classwise(c)
+  c.noise.at_bound = True
   c.noise.eot_augment = "jpeg"
   c.noise.eot_samples = 2
   c.noise.form = "luma"

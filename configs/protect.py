@@ -29,8 +29,9 @@ noise pattern per class (with --reference, for the input's class only),
 fitted on all of the class's images, of form "luma" (the same change in R,
 G and B, which a grayscale conversion keeps), every step through 2 JPEG
 round trips at qualities drawn from 10/30/50/75, the generator trained on
-the "pool" augmentation; at most 50 rounds. The same eps as above. Measured
-figures: docs/protect.md.
+the "pool" augmentation, the noise written at the bound (eps times its
+sign); at most 50 rounds. The same eps as above. Measured figures:
+docs/protect.md.
 """
 
 import ml_collections

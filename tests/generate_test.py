@@ -14,6 +14,7 @@ import numpy as np
 from absl.testing import absltest
 
 from configs import test_tiny
+from ue_jax.config import checks
 from ue_jax.core import noise as noise_lib
 from ue_jax.io import artifacts
 from ue_jax.io import checkpoint as checkpoint_lib
@@ -25,6 +26,7 @@ from ue_jax.io import metrics
 from ue_jax.core import steps
 from ue_jax.training import train as train_lib
 from tests import helpers
+from ue_jax.runtime.errors import UEError
 
 
 def tiny_config(**noise):
@@ -108,6 +110,33 @@ class GenerateTest(absltest.TestCase):
     self.assertEqual(rounds, [1, 2, 3])
     # Resumed again with the first config, the finished search stays put.
     self.assertEqual(run(two, self.train, first)["rounds"], 3)
+
+  def test_at_bound_writes_the_signs_of_the_same_search(self):
+    """noise.at_bound: the same search, its noise written as eps * sign;
+    the rows of classes outside noise.fit_classes stay zero; a kind that is
+    not searched is refused."""
+    found = {}
+    for at_bound in (False, True):
+      cfg = tiny_config(fit_classes=(1, 2), at_bound=at_bound)
+      workdir = os.path.join(self.tmp, f"at_bound_{at_bound}")
+      found[at_bound] = np.load(run(cfg, self.train, workdir)["noise_path"])
+    eps = np.float32(cfg.noise.eps)
+    np.testing.assert_array_equal(found[True], np.sign(found[False]) * eps)
+    # A luma noise gets one sign per pixel: its channel mean's.
+    cfg = tiny_config(form="luma", at_bound=True)
+    stored = np.array([[[[0.01, 0.01, -0.03]], [[1e-9, -1e-9, 0.0]]]],
+                      np.float32)
+    np.testing.assert_array_equal(
+        generate.exported(cfg)(stored),
+        np.array([[[[-1, -1, -1]], [[0, 0, 0]]]], np.float32) * eps)
+    others = ~np.isin(self.train.labels, (1, 2))
+    self.assertTrue(np.all(found[True][others] == 0))
+    mine = found[True][~others]
+    self.assertGreater(np.mean(np.abs(mine) == eps), 0.5)
+    self.assertTrue(np.all((mine == 0) | (np.abs(mine) == eps)))
+    cfg = tiny_config(kind="random", at_bound=True)
+    with self.assertRaisesRegex(UEError, "noise.at_bound"):
+      checks.check_config(cfg)
 
   def test_error_max_resumes_after_pretraining_and_raises_the_loss(self):
     cfg = tiny_config(kind="error_max")

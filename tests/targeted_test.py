@@ -340,7 +340,7 @@ class ConfigRulesTest(absltest.TestCase):
     path = workdir_lib.claim(cfg, workdir, overwrite=False)
     with open(path) as f:
       record = json.load(f)
-    for field in ("target_shift", "sep_members"):
+    for field in ("target_shift", "sep_members", "at_bound"):
       del record["config"]["noise"][field]
     with open(path, "w") as f:
       json.dump(record, f)

@@ -171,6 +171,7 @@ SCHEMA: Dict[str, Rule] = {
     "noise.sep_members": number(1, 10_000, integer=True),
     "noise.form": choice(*noise_lib.FORMS, noun="noise form"),
     "noise.form_block": number(1, 1 << 16, integer=True),
+    "noise.at_bound": boolean,
     "noise.fit_classes": int_tuple,
     "noise.layout": choice(*noise_lib.LAYOUTS, noun="noise layout"),
     "noise.storage": choice(*noise_lib.STORAGES),
@@ -294,6 +295,10 @@ def _search_rules(cfg):
          "some classes and leaves the others' at zero: it needs "
          "noise.init='zeros' and noise.kind error_min or error_max (got "
          f"{n.init!r}, {n.kind!r})")
+  if n.at_bound and n.kind not in ("error_min", "error_max") + TARGETED:
+    fail(f"noise.at_bound writes a searched noise at the bound; "
+         f"noise.kind={n.kind!r} is not searched (random: "
+         "noise.random_values='sign' draws at the bound)")
   if n.rem_radius and n.kind != "error_min":
     fail(f"noise.rem_radius={n.rem_radius} (robust error-minimizing noise) "
          f"needs noise.kind='error_min', got {n.kind!r}")

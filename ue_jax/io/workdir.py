@@ -77,6 +77,7 @@ ADDED_FIELDS = {"model.compute_dtype": "float32",
                 "generate.model_order": "stored",
                 "noise.lsp_l2_eps": 0.0,
                 "noise.form": "rgb", "noise.form_block": 4,
+                "noise.at_bound": False,
                 "noise.target_shift": 0, "noise.sep_members": 30,
                 "noise.fit_classes": []}
 # The stages after generation whose outputs stay in the workdir, the files

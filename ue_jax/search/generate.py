@@ -70,6 +70,19 @@ def codec(cfg) -> noise_lib.Codec:
   return noise_lib.Codec(cfg.noise.storage, cfg.noise.eps)
 
 
+def exported(cfg):
+  """The noise as written to noise.npy from its storage: decoded, and with
+  noise.at_bound moved to the bound, eps * sign, of its projection onto its
+  form (noise.form: the channel mean for luma, so the three channels get
+  one sign; zeros stay zero)."""
+  decode, eps = codec(cfg).decode, cfg.noise.eps
+  if not cfg.noise.at_bound:
+    return decode
+  subspace = noise_lib.form_projection(cfg.noise.form, cfg.noise.form_block)
+  subspace = subspace or (lambda a: a)
+  return lambda stored: jnp.sign(subspace(decode(stored))) * jnp.float32(eps)
+
+
 def adversary(cfg):
   """REM's inner maximization (steps.Adversary), or None when
   noise.rem_radius is 0 (error-minimizing noise as the paper's)."""
@@ -257,7 +270,7 @@ def run(cfg, train, workdir: str, log: metrics_lib.MetricLog, *, test=None):
   clean_acc, _ = train_lib.sweep(clean_eval, state, train, g.eval_batch_size)
   path, max_abs = artifacts.export_noise(
       state.noise, layouts.noise_shape(cfg.noise.layout, train)[0], placement,
-      os.path.join(workdir, "noise.npy"), decode=codec(cfg).decode)
+      os.path.join(workdir, "noise.npy"), decode=exported(cfg))
   summary = {"rounds": at.round, "stop_reached": at.stop["reached"],
              "completed_rounds": at.completed_rounds(), "capped": capped,
              "generation_seconds": at.elapsed,
