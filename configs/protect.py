@@ -30,8 +30,10 @@ fitted on all of the class's images, of form "luma" (the same change in R,
 G and B, which a grayscale conversion keeps), every step through 2 JPEG
 round trips at qualities drawn from 10/30/50/75, the generator trained on
 the "pool" augmentation, the noise written at the bound (eps times its
-sign); at most 50 rounds. The same eps as above. Measured figures:
-docs/protect.md.
+sign); at most 50 rounds. The same eps as above. Meant for a folder of
+several classes: for one class beside --reference it did not protect
+against the standard learner (docs/protect.md, "The robust variant for one
+class"), and the run warns.
 """
 
 import ml_collections

@@ -177,7 +177,10 @@ class ReferenceUnitTest(absltest.TestCase):
     cfg = tiny_config("robust=true")
     cfg.generate.max_rounds = 2
     self.assertEqual((cfg.noise.layout, cfg.noise.form), ("classwise", "luma"))
-    protect.run(cfg, mine, out, reference=ref)
+    with self.assertLogs(level="WARNING") as logs:
+      protect.run(cfg, mine, out, reference=ref)
+    self.assertTrue(any("class-wise noise for one class" in line
+                        for line in logs.output))
     noise = np.load(os.path.join(out, ".ue_jax", "noise.npy"))
     chex.assert_shape(noise, (3, 16, 16, 3))
     chex.assert_trees_all_equal(noise[1:], np.zeros_like(noise[1:]))

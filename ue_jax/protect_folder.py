@@ -174,6 +174,12 @@ def with_fit_classes(cfg, listing, reference: str):
     checks.fail(f"--reference searches the noise of the input's images only: "
                 "it needs error_min or error_max noise (got noise.kind="
                 f"{cfg.noise.kind!r})")
+  if not noise_lib.samplewise(cfg.noise.layout) and len(listing.classes) == 1:
+    logging.warning(
+        "class-wise noise for one class beside a reference: measured on "
+        "CIFAR-10 cats, a learner with crop + flip recognized the protected "
+        "class as well as the clean one (docs/protect.md, \"The robust variant "
+        "for one class\"); the default sample-wise search protected it")
   cfg = cfg.copy_and_resolve_references()
   cfg.noise.fit_classes = tuple(range(len(listing.classes)))
   return cfg
