@@ -94,8 +94,9 @@ def base() -> ml_collections.ConfigDict:
   # error_min / error_max: the classes whose noise is searched (their
   # examples, class-wise those of the fit subset, are the noise steps' and
   # the stop test's); the other classes' noise stays zero, so they are
-  # released unchanged while the model steps still train on them. () = every class. A data owner's photos as one
-  # class beside a reference set of others (docs/protect.md).
+  # released unchanged while the model steps still train on them. () =
+  # every class. A data owner's photos as one class beside a reference set
+  # of others (docs/protect.md).
   c.noise.fit_classes = ()
   # tap / sep only: the target class of an image of class y is
   # (y + target_shift) mod K; 0 = the method's own (tap 1, sep K // 2).

@@ -45,7 +45,6 @@ class FitRowsTest(absltest.TestCase):
     self.assertIs(layouts.fit_set("samplewise", train, fraction=0.2, seed=0),
                   train)
 
-
   def test_classwise_keeps_the_subsets_rows_of_those_classes(self):
     train = helpers.synthetic(n=40, classes=4)
     whole = data_lib.stratified_rows(train, 8, 5)

@@ -43,10 +43,8 @@ def fit_set(layout: str, train, *, fraction: float, seed: int,
     return FitRows(train, np.flatnonzero(np.isin(labels, classes)))
   size = max(train.num_classes, int(round(fraction * len(train))))
   if not classes:
-    return train if fraction >= 1.0 else data_lib.stratified_subset(
-        train, size, seed)
-  rows = None if fraction >= 1.0 else data_lib.stratified_rows(train, size,
-                                                               seed)
+    return data_lib.stratified_subset(train, size, seed)
+  rows = data_lib.stratified_rows(train, size, seed)  # None: all of train
   rows = np.arange(len(train)) if rows is None else rows
   return FitRows(train, rows[np.isin(labels[rows], classes)])
 
