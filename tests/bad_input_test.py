@@ -107,6 +107,10 @@ CASES = (
                               "--config.noise.eot_augment=crop"],
          "noise.eot_augment / noise.eot_samples shape the PGD of error_min, "
          "tap, sep and error_max; noise.kind='lsp' has none"),
+    Case("at_bound_for_random", ["--config.noise.kind=random",
+                                 "--config.noise.at_bound=True"],
+         "noise.at_bound writes a searched noise at the bound; "
+         "noise.kind='random' is not searched"),
     Case("rem_radius_over_eps", ["--config.noise.rem_radius=0.5"],
          "noise.rem_radius=0.5 must not exceed noise.eps"),
     Case("rem_for_error_max", ["--config.noise.kind=error_max",

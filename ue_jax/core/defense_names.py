@@ -1,6 +1,6 @@
 """The battery's defense names without the defenses' code.
 
-Every config check reads them (config/checks.py: battery.defenses), while
+Every config check reads them (config/rules.py: battery.defenses), while
 core/defenses.py, which implements each one, is imported only by a run
 whose battery stage runs or that asks for a defense. The same names in the
 same order as `defenses.NAMES` (tests/lazy_imports_test.py holds the two
