@@ -67,8 +67,13 @@ def get_config(arg=None):
   c.protect.channels = 0       # 0: 1 if every image is gray, else 3
   c.protect.upsample = "bilinear"  # bilinear | nearest: noise to native size
   c.protect.preview = 6        # rows of preview.png (original, noise, copy)
-  if robust:
-    c.name = "protect_robust"
-    common.robust_classwise(c)
-    c.generate.classwise_subset = 1.0  # every image of the class
+  return make_robust(c) if robust else c
+
+
+def make_robust(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The robust variant's changes on `c` (its budget, model and the rest
+  kept): what robust=true does, and the protect page's robust choice."""
+  c.name = "protect_robust"
+  common.robust_classwise(c)
+  c.generate.classwise_subset = 1.0  # every image of the class
   return c

@@ -28,6 +28,7 @@ import urllib.error
 import urllib.request
 from unittest import mock
 
+import chex
 import numpy as np
 from absl.testing import absltest
 from PIL import Image
@@ -159,7 +160,8 @@ class ServeTest(absltest.TestCase):
       self.skipTest("chromium is not installed (apt-get install chromium)")
     return self.browser
 
-  def page_start(self, input_dir, output_dir="", *, budget=None):
+  def page_start(self, input_dir, output_dir="", *, budget=None,
+                 robust=False):
     """Fills the form on a fresh page and clicks Start."""
     b = self.need_browser()
     b.open(self.url)
@@ -175,6 +177,8 @@ class ServeTest(absltest.TestCase):
     if budget:
       b.js(f"document.querySelector('input[name=budget][value=\"{budget}\"]')"
            ".click()")
+    if robust:
+      b.js("document.getElementById('robust').click()")
     b.js("document.getElementById('start').click()")
     return b
 
@@ -297,6 +301,47 @@ class ServeTest(absltest.TestCase):
     self.assertEqual({rel: sha(os.path.join(out, rel))
                       for rel in self.written}, before)
     self.assertLen(status["rounds"], len(rounds))
+
+  def test_robust_box_gives_each_class_one_luma_pattern(self):
+    """The robust box runs configs/protect.py:robust=true's search on the
+    page's budget: every copy of a class carries the same change, the same
+    in R, G and B (nothing clips on these pictures), at most the budget and
+    reaching it (the noise is written at the bound)."""
+    self.assertEqual(self.server.defaults()["robust"], "off")
+    out = os.path.join(self.tmp, "robust_out")
+    b = self.page_start(self.src, out, budget=BUDGET, robust=True)
+    b.wait("document.body.dataset.state === 'done' || "
+           "document.body.dataset.state === 'error'", timeout=300)
+    self.assertEqual(b.js("document.body.dataset.state"), "done",
+                     b.js("document.getElementById('message').textContent"))
+    with open(os.path.join(out, ".ue_jax", "results.json")) as f:
+      noise = json.load(f)["config"]["noise"]
+    self.assertEqual((noise["layout"], noise["form"], noise["at_bound"],
+                      round(noise["eps"] * 255, 6)),
+                     ("classwise", "luma", True, BUDGET))
+    for name in CLASSES:
+      deltas = [np.asarray(Image.open(os.path.join(out, rel))).astype(int)
+                - pixels for rel, pixels in sorted(self.written.items())
+                if rel.startswith(name + "/")]
+      self.assertLen(deltas, PER_CLASS)
+      for delta in deltas[1:]:
+        chex.assert_trees_all_equal(delta, deltas[0])
+      chex.assert_trees_all_equal(deltas[0][..., 1], deltas[0][..., 0])
+      chex.assert_trees_all_equal(deltas[0][..., 2], deltas[0][..., 0])
+      self.assertEqual(np.abs(deltas[0]).max(), BUDGET, name)
+    # A server whose config already searches class-wise shows the box
+    # ticked and fixed.
+    cfg = protect_config.make_robust(tiny_config())
+    self.assertEqual(serve.robust_choice(cfg), "on")
+    second = start_server(cfg)
+    try:
+      b.open(second.url)
+      b.wait("document.body.dataset.ready === '1'")
+      self.assertEqual(b.js("[document.getElementById('robust').checked, "
+                            "document.getElementById('robust').disabled]"),
+                       [True, True])
+    finally:
+      stop_server(second)
 
   def test_bad_input_shows_the_command_line_and_writes_nothing(self):
     missing = os.path.join(self.tmp, "no_such_folder")

@@ -1,6 +1,7 @@
 """A local web page for the folder tool: `python -m ue_jax.protect --serve`.
 
-The page (web/page.html) asks for the folders and the budget, then runs
+The page (web/page.html) asks for the folders, the budget and whether to
+search the robust noise (configs/protect.py:robust=true), then runs
 `protect_folder.run` in one background thread, the call the command line
 makes: a bad input is the same one line, raised before anything is written,
 and a second start of the same folders resumes from the workdir. Progress
@@ -219,6 +220,25 @@ class Job:
     return buffer.getvalue()
 
 
+def robust_recipe():
+  """configs/protect.py's `make_robust` (the robust=true variant's changes),
+  or None where the configs package is not importable."""
+  try:
+    from configs import protect as protect_config  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return None
+  return getattr(protect_config, "make_robust", None)
+
+
+def robust_choice(cfg) -> str:
+  """The page's robust box: "on" when the server's config already searches
+  class-wise noise (e.g. --config=configs/protect.py:robust=true), "off"
+  when the page may switch it on, "" when it cannot."""
+  if cfg.noise.layout == "classwise":
+    return "on"
+  return "off" if robust_recipe() else ""
+
+
 class Server(http.server.ThreadingHTTPServer):
   """The page's server: the base config and at most one job."""
 
@@ -237,6 +257,7 @@ class Server(http.server.ThreadingHTTPServer):
     return {"budgets": sorted({*BUDGETS, eps}), "budget": eps,
             "cwd": os.getcwd(), "reference": "reference" in
             inspect.signature(protect_folder.run).parameters,
+            "robust": robust_choice(self.cfg),
             "expectations": list(protect_folder.EXPECTATIONS)}
 
   def start(self, form: dict) -> Job:
@@ -252,6 +273,8 @@ class Server(http.server.ThreadingHTTPServer):
       raise UEError(f"budget {budget}/255 is not one of the page's choices")
     cfg = self.cfg.copy_and_resolve_references()
     cfg.noise.eps = budget / 255
+    if form.get("robust") and robust_choice(cfg) == "off":
+      cfg = robust_recipe()(cfg)
     with self.lock:
       if self.job is not None and self.job.thread.is_alive():
         raise Busy(f"a job is running (protecting {self.job.input} into "
