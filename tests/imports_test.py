@@ -215,9 +215,19 @@ DISTRIBUTIONS = {"absl": "absl-py", "ml_collections": "ml-collections",
                  "tensorflow_datasets": "tensorflow-datasets"}
 
 
-def third_party_imports(root):
+def shipped_packages(setup_cfg=os.path.join(helpers.REPO, "setup.cfg")):
+  """The top-level packages the distribution ships (setup.cfg's
+  [options.packages.find] include: ue_jax and configs)."""
+  parser = configparser.ConfigParser()
+  parser.read(setup_cfg)
+  include = parser["options.packages.find"]["include"]
+  return {name.strip().split(".")[0] for name in include.split(",")
+          if name.strip()}
+
+
+def third_party_imports(root, first_party=("ue_jax",)):
   """The top-level names of every module the package imports that is
-  neither the standard library nor ue_jax."""
+  neither the standard library nor one of `first_party`."""
   names = set()
   for folder, _, files in os.walk(root):
     for name in files:
@@ -231,7 +241,7 @@ def third_party_imports(root):
         elif isinstance(node, ast.ImportFrom) and node.level == 0:
           names.add(node.module.split(".")[0])
   return {n for n in names
-          if n != "ue_jax" and n not in sys.stdlib_module_names}
+          if n not in first_party and n not in sys.stdlib_module_names}
 
 
 class DeclaredDependenciesTest(absltest.TestCase):
@@ -247,8 +257,13 @@ class DeclaredDependenciesTest(absltest.TestCase):
     with open(os.path.join(helpers.REPO, "requirements.txt"),
               encoding="utf-8") as f:
       listed = f.read().lower()
-    found = third_party_imports(os.path.join(helpers.REPO, "ue_jax"))
+    shipped = shipped_packages()
+    self.assertEqual(shipped, {"ue_jax", "configs"})
+    found = third_party_imports(os.path.join(helpers.REPO, "ue_jax"),
+                                first_party=shipped)
     self.assertIn("orbax", found)
+    self.assertIn("configs", third_party_imports(
+        os.path.join(helpers.REPO, "ue_jax")))
     for name in sorted(found):
       dist = DISTRIBUTIONS.get(name, name).lower()
       self.assertIn(dist, declared, f"ue_jax imports {name}: declare {dist} "
