@@ -76,7 +76,9 @@ def base() -> ml_collections.ConfigDict:
   # error_min only: robust error-minimizing noise (REM) when rem_radius > 0:
   # the noise is scored, and the generator's model steps train, on
   # adversarial examples of radius rem_radius (<= eps) found by rem_steps
-  # signed steps of rem_step_size from a random start. 0 = the paper's.
+  # signed steps of rem_step_size from a random start (rem_steps=0: the
+  # random start itself, stable error-minimizing noise's, SEM's, point).
+  # rem_radius 0 = the paper's.
   c.noise.rem_radius = 0.0
   c.noise.rem_steps = 10
   c.noise.rem_step_size = 0.8 / 255

@@ -121,6 +121,28 @@ class RemTest(absltest.TestCase):
     chex.assert_trees_all_close(out, jnp.array([[0.35, 0.45, 0.75]]),
                                 atol=1e-6)
 
+  def test_zero_steps_draw_a_uniform_point_of_the_ball_whatever_the_loss(self):
+    # SEM's point (rem_steps=0): the uniform start itself, the same for any
+    # loss, within the radius, inside [0, 1], spread over the whole ball.
+    x = jax.random.uniform(jax.random.key(1), (64, 8, 8, 3), minval=0.1,
+                           maxval=0.9)
+    sem = steps.Adversary(radius=4 / 255, steps=0, step_size=1 / 255)
+    key = jax.random.key(2)
+    up = sem.attack(jnp.sum, x, key)
+    down = sem.attack(lambda im: -jnp.sum(im ** 2), x, key)
+    chex.assert_trees_all_equal(up, down)
+    eta = up - x
+    self.assertLessEqual(float(jnp.max(jnp.abs(eta))), 4 / 255 + 1e-6)
+    # uniform on [-r, r]: mean |eta| = r / 2, and both signs about equally
+    self.assertAlmostEqual(float(jnp.mean(jnp.abs(eta))) * 255, 2.0,
+                           delta=0.05)
+    self.assertAlmostEqual(float(jnp.mean(eta > 0)), 0.5, delta=0.02)
+    with_steps = steps.Adversary(radius=4 / 255, steps=2, step_size=4 / 255)
+    climbed = with_steps.attack(jnp.sum, x, key) - x
+    # two ascent steps on sum(im) push every pixel to the top of the ball
+    chex.assert_trees_all_close(climbed, jnp.full_like(x, 4 / 255),
+                                atol=1e-6)
+
   def test_zero_radius_model_step_is_the_plain_step(self):
     plain, _ = jax.jit(steps.model_step)(self.state, self.batch)
     zero = steps.Adversary(radius=0.0, steps=2, step_size=0.01)

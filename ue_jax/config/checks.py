@@ -65,7 +65,7 @@ SCHEMA: Dict[str, Rule] = {
     "noise.eot_augment": choice(*augment.KINDS),
     "noise.eot_samples": number(1, 1024, integer=True),
     "noise.rem_radius": number(0, 1),
-    "noise.rem_steps": number(1, 10_000, integer=True),
+    "noise.rem_steps": number(0, 10_000, integer=True),
     "noise.rem_step_size": number(0, 1, lo_open=True),
     "noise.target_shift": number(0, BIG, integer=True),
     "noise.sep_members": number(1, 10_000, integer=True),

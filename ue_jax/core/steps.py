@@ -100,7 +100,9 @@ class Adversary:
   """The inner maximization of robust error-minimizing noise (REM):
   `steps` signed-gradient ascent steps of `step_size` within the L-inf
   ball of `radius` around the image (and inside [0, 1]), from a uniform
-  random start. Frozen and hashable (a static value under jit)."""
+  random start. `steps=0` keeps the random start: stable error-minimizing
+  noise's (SEM's) random point of the ball instead of an adversarial one.
+  Frozen and hashable (a static value under jit)."""
   radius: float
   steps: int
   step_size: float
