@@ -206,9 +206,10 @@ robust release shipped, 2 CPU cores.
   30-epoch learner on all test images was run for crop + flip and JPEG 10
   only). Adding SEM's points (--config.noise.rem_radius=0.01568627450980392
   --config.noise.rem_steps=0: the search fitted at a random point of a
-  4/255 ball around each augmented image) lowered the weakest column of
-  that screen, JPEG 10, and left the others near the variant's; it is not
-  the default because its full set of columns was not run.
+  4/255 ball around each augmented image) lowered the weakest columns of
+  that screen (JPEG 10, UEraser-style) and left the others near the
+  variant's; it is not the default because it was not run from a fresh
+  clone nor with the 30-epoch learner.
 """
 
 from configs import common
