@@ -215,11 +215,9 @@ DISTRIBUTIONS = {"absl": "absl-py", "ml_collections": "ml-collections",
                  "tensorflow_datasets": "tensorflow-datasets"}
 
 
-def shipped_packages(setup_cfg=os.path.join(helpers.REPO, "setup.cfg")):
-  """The top-level packages the distribution ships (setup.cfg's
-  [options.packages.find] include: ue_jax and configs)."""
-  parser = configparser.ConfigParser()
-  parser.read(setup_cfg)
+def shipped_packages(parser):
+  """The top-level packages the distribution ships (setup.cfg, read by
+  `parser`: its [options.packages.find] include, ue_jax and configs)."""
   include = parser["options.packages.find"]["include"]
   return {name.strip().split(".")[0] for name in include.split(",")
           if name.strip()}
@@ -257,7 +255,7 @@ class DeclaredDependenciesTest(absltest.TestCase):
     with open(os.path.join(helpers.REPO, "requirements.txt"),
               encoding="utf-8") as f:
       listed = f.read().lower()
-    shipped = shipped_packages()
+    shipped = shipped_packages(parser)
     self.assertEqual(shipped, {"ue_jax", "configs"})
     found = third_party_imports(os.path.join(helpers.REPO, "ue_jax"),
                                 first_party=shipped)
