@@ -137,6 +137,13 @@ class RemTest(absltest.TestCase):
     self.assertAlmostEqual(float(jnp.mean(jnp.abs(eta))) * 255, 2.0,
                            delta=0.05)
     self.assertAlmostEqual(float(jnp.mean(eta > 0)), 0.5, delta=0.02)
+    # at the edges of [0, 1] the point is clipped into the image range
+    edges = jnp.concatenate([jnp.zeros_like(x[:32]), jnp.ones_like(x[32:])])
+    clipped = sem.attack(jnp.sum, edges, key)
+    self.assertGreaterEqual(float(jnp.min(clipped)), 0.0)
+    self.assertLessEqual(float(jnp.max(clipped)), 1.0)
+    self.assertGreater(float(jnp.max(clipped[:32])), 0.0)
+    self.assertLess(float(jnp.min(clipped[32:])), 1.0)
     with_steps = steps.Adversary(radius=4 / 255, steps=2, step_size=4 / 255)
     climbed = with_steps.attack(jnp.sum, x, key) - x
     # two ascent steps on sum(im) push every pixel to the top of the ball
